@@ -1,0 +1,1 @@
+"""Triton GPU kernels, shipped as seqkern.kernels (one module per op family)."""

@@ -1,0 +1,1 @@
+"""Functional forms of the seqkern ops (recurrent layers and cells, max pooling)."""

@@ -1,0 +1,1 @@
+"""Drop-in replacements for torch.nn recurrent and max-pool modules."""

@@ -1,0 +1,302 @@
+"""Recurrent ops: one layer in one direction over a whole sequence, forward and BPTT.
+
+Dimension legend
+  T  time steps                 B  batch
+  I  input features             H  hidden units
+  P  LSTM projection size       Hout = P if a projection is given, else H
+  G  gate blocks of the cell    W  workspace width per step (``workspace_width``)
+
+Cells (``../shared/SPEC.md``), with their gate blocks in torch's row order:
+  rnn_tanh, rnn_relu   G=1
+  lstm                 G=4  (i, f, g, o)
+  lstm_coupled         G=3  (f, g, o); the input gate is 1 - f
+  gru                  G=3  (r, z, n); reset applied after the hidden matmul (torch, cuDNN)
+  gru_reset_before     G=3  (r, z, n); reset applied to h before the matmul (Cho et al.)
+Peephole connections are not a cell of their own: they are on when ``w_peep`` is given
+(LSTM cells only; rows (i, f, o), or (f, o) for lstm_coupled).
+
+Workspace (T, B, W): written by forward, read by backward. Every backend uses this layout,
+so that what one step of backward needs is never recomputed from scratch:
+  rnn_*              [h_t (H)]                                          W = H
+  lstm*              [activated gates (G*H) | c_t (H)]                  W = (G+1)*H
+  gru                [activated r, z, n (3H) | h_{t-1} W_hnᵀ + b_hn (H)]  W = 4H
+  gru_reset_before   [activated r, z, n (3H) | r ⊙ h_{t-1} (H)]         W = 4H
+Steps a sequence does not reach (t >= lengths[b]) hold zeros in workspace and output;
+the state of such a sequence stays frozen and is what h_n / c_n report.
+
+Every backend (``seqkern._backend``) implements, with exactly these arguments:
+  recurrent_layer_forward(input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, w_peep, lengths,
+                          cell, reverse) -> (output, h_n, c_n, workspace)
+  recurrent_layer_backward(grad_output, grad_h_n, grad_c_n, input, h0, c0, w_ih, w_hh,
+                           b_ih, b_hh, w_hr, w_peep, lengths, output, workspace, cell,
+                           reverse, need_input_grad, need_weight_grad)
+      -> (grad_input, grad_h0, grad_c0, grad_w_ih, grad_w_hh, grad_b_ih, grad_b_hh,
+          grad_w_hr, grad_w_peep)
+Absent tensors (c_n and grad_c0 of non-LSTM cells, gradients of missing or unneeded
+arguments) are returned as empty tensors of shape (0,).
+"""
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+import torch
+from torch import Tensor
+
+from .. import _backend
+
+CELL_GATES = {
+    "rnn_tanh": 1,
+    "rnn_relu": 1,
+    "lstm": 4,
+    "lstm_coupled": 3,
+    "gru": 3,
+    "gru_reset_before": 3,
+}
+LSTM_CELLS = ("lstm", "lstm_coupled")
+
+
+def workspace_width(cell: str, hidden_size: int) -> int:
+    if cell in LSTM_CELLS:
+        return (CELL_GATES[cell] + 1) * hidden_size
+    if cell.startswith("gru"):
+        return 4 * hidden_size
+    return hidden_size
+
+
+def _shape_str(shape) -> str:
+    return "(" + ", ".join(str(s) for s in shape) + ")"
+
+
+def _expect_shape(name: str, tensor: Optional[Tensor], shape) -> None:
+    if tensor is not None and tuple(tensor.shape) != tuple(shape):
+        raise ValueError(
+            f"seqkern recurrent layer: {name} must have shape {_shape_str(shape)}, "
+            f"got {_shape_str(tensor.shape)}"
+        )
+
+
+def check_layer_arguments(input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, w_peep, lengths, cell):
+    """Validate one layer's arguments; the messages name the argument and both shapes."""
+    if cell not in CELL_GATES:
+        raise ValueError(
+            f"seqkern recurrent layer: unknown cell {cell!r}; expected one of {', '.join(CELL_GATES)}"
+        )
+    if input.dim() != 3:
+        raise ValueError(
+            f"seqkern recurrent layer: input must be 3-D (T, B, I), got {input.dim()}-D"
+        )
+    if not input.dtype.is_floating_point:
+        raise ValueError(f"seqkern recurrent layer: input must be floating point, got {input.dtype}")
+    steps, batch, input_size = input.shape
+    gates = CELL_GATES[cell]
+    if w_ih.dim() != 2 or w_ih.shape[0] % gates != 0:
+        raise ValueError(
+            f"seqkern recurrent layer: w_ih must be 2-D with a multiple of {gates} rows for "
+            f"cell {cell!r}, got {_shape_str(w_ih.shape)}"
+        )
+    hidden = w_ih.shape[0] // gates
+    out_size = hidden
+    if w_hr is not None:
+        if cell not in LSTM_CELLS:
+            raise ValueError("seqkern recurrent layer: w_hr (projection) is only supported for LSTM cells")
+        if w_hr.dim() != 2 or w_hr.shape[1] != hidden:
+            raise ValueError(
+                f"seqkern recurrent layer: w_hr must have shape (P, {hidden}), got {_shape_str(w_hr.shape)}"
+            )
+        out_size = w_hr.shape[0]
+    _expect_shape("w_ih", w_ih, (gates * hidden, input_size))
+    _expect_shape("w_hh", w_hh, (gates * hidden, out_size))
+    _expect_shape("b_ih", b_ih, (gates * hidden,))
+    _expect_shape("b_hh", b_hh, (gates * hidden,))
+    _expect_shape("h0", h0, (batch, out_size))
+    if cell in LSTM_CELLS:
+        if c0 is None:
+            raise ValueError(f"seqkern recurrent layer: cell {cell!r} needs c0 of shape ({batch}, {hidden})")
+        _expect_shape("c0", c0, (batch, hidden))
+    elif c0 is not None:
+        raise ValueError(f"seqkern recurrent layer: cell {cell!r} has no cell state, but c0 was given")
+    if w_peep is not None:
+        if cell not in LSTM_CELLS:
+            raise ValueError("seqkern recurrent layer: w_peep (peephole) is only supported for LSTM cells")
+        _expect_shape("w_peep", w_peep, (3 if cell == "lstm" else 2, hidden))
+    for name, tensor in (("h0", h0), ("c0", c0), ("w_ih", w_ih), ("w_hh", w_hh), ("b_ih", b_ih),
+                         ("b_hh", b_hh), ("w_hr", w_hr), ("w_peep", w_peep)):
+        if tensor is None:
+            continue
+        if tensor.dtype != input.dtype:
+            raise ValueError(
+                f"seqkern recurrent layer: {name} has dtype {tensor.dtype}, but input has {input.dtype}"
+            )
+        if tensor.device != input.device:
+            raise ValueError(
+                f"seqkern recurrent layer: {name} is on {tensor.device}, but input is on {input.device}"
+            )
+    if lengths is not None:
+        if lengths.dtype != torch.int64 or tuple(lengths.shape) != (batch,):
+            raise ValueError(
+                f"seqkern recurrent layer: lengths must be an int64 tensor of shape ({batch},), "
+                f"got {lengths.dtype} {_shape_str(lengths.shape)}"
+            )
+        if lengths.device != input.device:
+            raise ValueError(
+                f"seqkern recurrent layer: lengths is on {lengths.device}, but input is on {input.device}"
+            )
+    return steps, batch, input_size, hidden, out_size
+
+
+@torch.library.custom_op("seqkern::recurrent_layer", mutates_args=())
+def recurrent_layer(
+    input: Tensor,
+    h0: Tensor,
+    c0: Optional[Tensor],
+    w_ih: Tensor,
+    w_hh: Tensor,
+    b_ih: Optional[Tensor],
+    b_hh: Optional[Tensor],
+    w_hr: Optional[Tensor],
+    w_peep: Optional[Tensor],
+    lengths: Optional[Tensor],
+    cell: str,
+    reverse: bool,
+) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+    """One layer, one direction: returns (output, h_n, c_n, workspace)."""
+    check_layer_arguments(input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, w_peep, lengths, cell)
+    forward = _backend.implementation("recurrent", "recurrent_layer_forward", input.device)
+    return tuple(forward(input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, w_peep, lengths, cell, reverse))
+
+
+@recurrent_layer.register_fake
+def _recurrent_layer_fake(input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, w_peep, lengths, cell, reverse):
+    steps, batch, _, hidden, out_size = check_layer_arguments(
+        input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, w_peep, lengths, cell
+    )
+    output = input.new_empty((steps, batch, out_size))
+    h_n = input.new_empty((batch, out_size))
+    c_n = input.new_empty((batch, hidden)) if cell in LSTM_CELLS else input.new_empty((0,))
+    workspace = input.new_empty((steps, batch, workspace_width(cell, hidden)))
+    return output, h_n, c_n, workspace
+
+
+@torch.library.custom_op("seqkern::recurrent_layer_backward", mutates_args=())
+def recurrent_layer_backward(
+    grad_output: Tensor,
+    grad_h_n: Tensor,
+    grad_c_n: Optional[Tensor],
+    input: Tensor,
+    h0: Tensor,
+    c0: Optional[Tensor],
+    w_ih: Tensor,
+    w_hh: Tensor,
+    b_ih: Optional[Tensor],
+    b_hh: Optional[Tensor],
+    w_hr: Optional[Tensor],
+    w_peep: Optional[Tensor],
+    lengths: Optional[Tensor],
+    output: Tensor,
+    workspace: Tensor,
+    cell: str,
+    reverse: bool,
+    need_input_grad: bool,
+    need_weight_grad: bool,
+) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """BPTT through one layer: gradients of (input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, w_peep)."""
+    backward = _backend.implementation("recurrent", "recurrent_layer_backward", input.device)
+    return tuple(
+        backward(grad_output, grad_h_n, grad_c_n, input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr,
+                 w_peep, lengths, output, workspace, cell, reverse, need_input_grad, need_weight_grad)
+    )
+
+
+@recurrent_layer_backward.register_fake
+def _recurrent_layer_backward_fake(grad_output, grad_h_n, grad_c_n, input, h0, c0, w_ih, w_hh, b_ih,
+                                   b_hh, w_hr, w_peep, lengths, output, workspace, cell, reverse,
+                                   need_input_grad, need_weight_grad):
+    def like(tensor, wanted=True):
+        return torch.empty_like(tensor) if tensor is not None and wanted else input.new_empty((0,))
+
+    return (
+        like(input, need_input_grad),
+        like(h0),
+        like(c0),
+        like(w_ih, need_weight_grad),
+        like(w_hh, need_weight_grad),
+        like(b_ih, need_weight_grad),
+        like(b_hh, need_weight_grad),
+        like(w_hr, need_weight_grad),
+        like(w_peep, need_weight_grad),
+    )
+
+
+_SAVED = ("input", "h0", "c0", "w_ih", "w_hh", "b_ih", "b_hh", "w_hr", "w_peep", "lengths")
+
+
+def _setup_context(ctx, inputs, output):
+    input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, w_peep, lengths, cell, reverse = inputs
+    layer_output, _, _, workspace = output
+    ctx.cell = cell
+    ctx.reverse = reverse
+    ctx.has = tuple(t is not None for t in (c0, b_ih, b_hh, w_hr, w_peep, lengths))
+    present = [t for t in (input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, w_peep, lengths) if t is not None]
+    ctx.save_for_backward(*present, layer_output, workspace)
+    ctx.mark_non_differentiable(workspace)
+
+
+def _unpack_saved(ctx):
+    saved = list(ctx.saved_tensors)
+    workspace = saved.pop()
+    layer_output = saved.pop()
+    has_c0, has_b_ih, has_b_hh, has_w_hr, has_w_peep, has_lengths = ctx.has
+    present = iter(saved)
+    input, h0 = next(present), next(present)
+    c0 = next(present) if has_c0 else None
+    w_ih, w_hh = next(present), next(present)
+    b_ih = next(present) if has_b_ih else None
+    b_hh = next(present) if has_b_hh else None
+    w_hr = next(present) if has_w_hr else None
+    w_peep = next(present) if has_w_peep else None
+    lengths = next(present) if has_lengths else None
+    return input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, w_peep, lengths, layer_output, workspace
+
+
+def _backward(ctx, grad_output, grad_h_n, grad_c_n, _grad_workspace):
+    (input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, w_peep, lengths, layer_output,
+     workspace) = _unpack_saved(ctx)
+    needs = ctx.needs_input_grad
+    need_input_grad = bool(needs[0])
+    need_weight_grad = any(needs[i] for i in (3, 4, 5, 6, 7, 8))
+    if grad_output is None:
+        grad_output = torch.zeros_like(layer_output)
+    if grad_h_n is None:
+        grad_h_n = torch.zeros_like(h0)
+    if c0 is None:
+        grad_c_n = None
+    elif grad_c_n is None:
+        grad_c_n = torch.zeros_like(c0)
+    grads = recurrent_layer_backward(
+        grad_output.contiguous(), grad_h_n.contiguous(),
+        None if grad_c_n is None else grad_c_n.contiguous(),
+        input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, w_peep, lengths, layer_output, workspace,
+        ctx.cell, ctx.reverse, need_input_grad, need_weight_grad,
+    )
+    originals = (input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, w_peep)
+    result = []
+    for grad, original, needed in zip(grads, originals, needs):
+        result.append(grad if original is not None and needed and grad.shape == original.shape else None)
+    return (*result, None, None, None)
+
+
+recurrent_layer.register_autograd(_backward, setup_context=_setup_context)
+
+
+def _no_double_backward(ctx, *grads):
+    raise RuntimeError(
+        "seqkern recurrent layers do not support double backward (gradients of gradients); "
+        "use torch.nn for create_graph=True / gradgradcheck"
+    )
+
+
+def _backward_setup_context(ctx, inputs, output):
+    pass
+
+
+recurrent_layer_backward.register_autograd(_no_double_backward, setup_context=_backward_setup_context)

@@ -1,0 +1,59 @@
+"""Shared test helpers: the one input generator and the one tolerance table.
+
+Import as ``from support import ...`` (pytest puts tests/ on sys.path).
+"""
+import numpy as np
+import torch
+
+SEED = 20261121
+
+# One tolerance table, per dtype: (rtol, atol) for comparing a backend with the float64
+# NumPy reference or with torch.nn. float64 is "the same math, different summation order".
+TOLERANCES = {
+    torch.float64: (1e-10, 1e-12),
+    torch.float32: (2e-5, 2e-6),
+    torch.float16: (1e-2, 1e-3),
+    torch.bfloat16: (5e-2, 1e-2),
+}
+
+
+def tolerance(dtype):
+    return TOLERANCES[dtype]
+
+
+def assert_close(actual, expected, dtype=None, msg=""):
+    """Compare with the table's tolerance for ``dtype`` (default: actual's dtype)."""
+    if isinstance(expected, np.ndarray):
+        expected = torch.from_numpy(expected)
+    if isinstance(actual, np.ndarray):
+        actual = torch.from_numpy(actual)
+    dtype = dtype or actual.dtype
+    rtol, atol = TOLERANCES[dtype]
+    torch.testing.assert_close(
+        actual.detach().cpu().double(), expected.detach().cpu().double(), rtol=rtol, atol=atol, msg=msg or None
+    )
+
+
+class Inputs:
+    """Deterministic random tensors; every test draws from one of these."""
+
+    def __init__(self, seed=SEED):
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def randn(self, *shape, dtype=torch.float64, scale=1.0, requires_grad=False):
+        tensor = (torch.randn(*shape, generator=self.generator, dtype=torch.float64) * scale).to(dtype)
+        return tensor.requires_grad_(requires_grad)
+
+    def uniform(self, *shape, low=-1.0, high=1.0, dtype=torch.float64):
+        tensor = torch.rand(*shape, generator=self.generator, dtype=torch.float64) * (high - low) + low
+        return tensor.to(dtype)
+
+    def lengths(self, batch, steps):
+        """Uneven lengths in [1, steps], with at least one full-length sequence."""
+        lengths = torch.randint(1, steps + 1, (batch,), generator=self.generator)
+        lengths[torch.randint(0, batch, (1,), generator=self.generator)] = steps
+        return lengths
+
+
+def inputs(seed=SEED):
+    return Inputs(seed)
