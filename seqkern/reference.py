@@ -1,6 +1,9 @@
 """NumPy reference (float64, no torch): the oracle every backend is checked against.
 
-Dimension legend
+Recurrent layers and sequences (forward, BPTT) first, max pooling (forward, backward) at
+the end.
+
+Dimension legend (recurrent)
   T  time steps                 B  batch
   I  input features             H  hidden units
   P  LSTM projection size       Hout = P if a projection is given, else H
@@ -13,6 +16,8 @@ kernels are: one input-projection GEMM over all steps, then per step one hidden 
 one fused pointwise cell; backward walks the steps in reverse with one pointwise backward
 per step and leaves every weight gradient to GEMMs over all steps after the loop.
 """
+import itertools
+
 import numpy as np
 
 # Gate blocks per cell, in torch's row order. Kept here rather than imported from
@@ -59,6 +64,14 @@ def _active_steps(lengths, steps, batch):
 
 def _step_order(steps, reverse):
     return range(steps - 1, -1, -1) if reverse else range(steps)
+
+
+def _workspace_width(cell, hidden):
+    if cell in _LSTM_CELLS:
+        return (_GATES[cell] + 1) * hidden
+    if cell.startswith("gru"):
+        return 4 * hidden
+    return hidden
 
 
 def _previous_states(states, initial, active, reverse):
@@ -263,14 +276,6 @@ def recurrent_layer_forward(input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, w_peep,
     return output, h, c, workspace
 
 
-def _workspace_width(cell, hidden):
-    if cell in _LSTM_CELLS:
-        return (_GATES[cell] + 1) * hidden
-    if cell.startswith("gru"):
-        return 4 * hidden
-    return hidden
-
-
 def recurrent_layer_backward(grad_output, grad_h_n, grad_c_n, input, h0, c0, w_ih, w_hh, b_ih, b_hh,
                              w_hr, w_peep, lengths, output, workspace, cell, reverse,
                              need_input_grad, need_weight_grad):
@@ -458,3 +463,123 @@ def recurrent_sequence_backward(grad_output, grad_h_n, grad_c_n, cache):
         # Both directions read the same layer input, so their gradients add.
         layer_output_grad = layer_input_grad
     return layer_output_grad, grad_h0, grad_c0, weight_grads
+
+
+# ---------------------------------------------------------------------------------------
+# Max pooling, 1d / 2d / 3d. Shapes: x (N, C, *S) with S the 1, 2 or 3 spatial axes,
+# output and indices (N, C, *S_out). Per-axis arguments are tuples with one entry per
+# spatial axis; padding is a tuple of (before, after) per axis.
+# ---------------------------------------------------------------------------------------
+
+def max_pool_output_size(length, kernel, stride, dilation, pad_before, pad_after, ceil_mode):
+    """Output length along one axis, torch's rule extended to unequal padding sides."""
+    span = dilation * (kernel - 1) + 1
+    numerator = length + pad_before + pad_after - span + (stride - 1 if ceil_mode else 0)
+    size = numerator // stride + 1
+    # ceil_mode may not start a window in the trailing padding only.
+    if ceil_mode and (size - 1) * stride >= length + pad_before:
+        size -= 1
+    return size
+
+
+def same_padding(length, kernel, stride, dilation):
+    """TensorFlow's "same" padding along one axis: (before, after), the smaller half before."""
+    size = -(-length // stride)
+    total = max((size - 1) * stride + (kernel - 1) * dilation + 1 - length, 0)
+    return total // 2, total - total // 2
+
+
+def _check_pool_arguments(x, kernel_size, stride, dilation, padding):
+    dims = x.ndim - 2
+    if dims not in (1, 2, 3):
+        raise ValueError(f"seqkern reference max pool: x must be (N, C, *S) with 1 to 3 spatial axes, "
+                         f"got shape {x.shape}")
+    for name, values in (("kernel_size", kernel_size), ("stride", stride), ("dilation", dilation),
+                         ("padding", padding)):
+        if len(values) != dims:
+            raise ValueError(f"seqkern reference max pool: {name} needs {dims} entries, got {values}")
+    for name, values in (("kernel_size", kernel_size), ("stride", stride), ("dilation", dilation)):
+        if any(v < 1 for v in values):
+            raise ValueError(f"seqkern reference max pool: {name} must be positive, got {values}")
+    if any(len(sides) != 2 or min(sides) < 0 for sides in padding):
+        raise ValueError(f"seqkern reference max pool: padding must be non-negative (before, after) pairs, "
+                         f"got {padding}")
+
+
+def max_pool_forward(x, kernel_size, stride, dilation, padding, ceil_mode, pad_value):
+    """Max pooling with argmax indices.
+
+    indices: int64 flat offsets within each (n, c) plane of the unpadded input.
+    The window of output o along an axis is {o*s - before + j*d : j < k}; positions in
+    [-before, L + after) but outside [0, L) are padded; positions past L + after (only
+    reachable with ceil_mode) are not part of the window. Positions are visited in
+    row-major kernel order; a value replaces the running maximum when it is strictly
+    greater or NaN (torch's rule: ties keep the first, the last NaN gives the index).
+    pad_value = -inf skips padded positions (torch: an all -inf window gives -inf and its
+    first in-bounds position). A finite pad_value lets padded positions compete; an output
+    whose maximum is a padded position, or whose window has no in-bounds position, gets
+    index -1.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    _check_pool_arguments(x, kernel_size, stride, dilation, padding)
+    planes = x.shape[:2]
+    spatial = x.shape[2:]
+    out_shape = tuple(
+        max_pool_output_size(length, k, s, d, before, after, ceil_mode)
+        for length, k, s, d, (before, after) in zip(spatial, kernel_size, stride, dilation, padding))
+    if any(size < 1 for size in out_shape):
+        raise ValueError(f"seqkern reference max pool: input of spatial size {spatial} gives output size "
+                         f"{out_shape}, which is too small")
+    skip_padding = pad_value == -np.inf
+    flat = x.reshape(planes + (int(np.prod(spatial)),))
+    strides_in_plane = [int(np.prod(spatial[a + 1:])) for a in range(len(spatial))]
+    output = np.empty(planes + out_shape)
+    indices = np.empty(planes + out_shape, dtype=np.int64)
+    for position in np.ndindex(*out_shape):
+        # Per axis: the window's positions, and whether each is inside the unpadded input.
+        axis_positions = []
+        for o, length, k, s, d, (before, after) in zip(position, spatial, kernel_size, stride, dilation, padding):
+            window = [o * s - before + j * d for j in range(k)]
+            window = [p for p in window if -before <= p < length + after]
+            if skip_padding:
+                window = [p for p in window if 0 <= p < length]
+            axis_positions.append(window)
+        best = None
+        best_index = None
+        for point in itertools.product(*axis_positions):
+            inside = all(0 <= p < length for p, length in zip(point, spatial))
+            if inside:
+                offset = sum(p * st for p, st in zip(point, strides_in_plane))
+                value = flat[..., offset]
+                index = np.full(planes, offset, dtype=np.int64)
+            else:
+                value = np.full(planes, float(pad_value))
+                index = np.full(planes, -1, dtype=np.int64)
+            if best is None:
+                best, best_index = value.copy(), index
+                continue
+            replace = (value > best) | np.isnan(value)
+            best = np.where(replace, value, best)
+            best_index = np.where(replace, index, best_index)
+        if best is None:
+            best = np.full(planes, float(pad_value))
+            best_index = np.full(planes, -1, dtype=np.int64)
+        output[(...,) + position] = best
+        indices[(...,) + position] = best_index
+    return output, indices
+
+
+def max_pool_backward(grad_output, indices, input_shape):
+    """Scatter-add each output gradient into its argmax; index -1 contributes nothing."""
+    grad_output = np.asarray(grad_output, dtype=np.float64)
+    indices = np.asarray(indices, dtype=np.int64)
+    planes = tuple(input_shape[:2])
+    plane_size = int(np.prod(input_shape[2:]))
+    grad_input = np.zeros(planes + (plane_size,))
+    grad_flat = grad_output.reshape(planes + (int(np.prod(indices.shape[2:])),))
+    index_flat = indices.reshape(grad_flat.shape)
+    for n, c in np.ndindex(*planes):
+        kept = index_flat[n, c] >= 0
+        # add.at, not fancy assignment: overlapping windows share an argmax.
+        np.add.at(grad_input[n, c], index_flat[n, c][kept], grad_flat[n, c][kept])
+    return grad_input.reshape(tuple(input_shape))
