@@ -255,6 +255,11 @@ def _check_cell_hidden(input: Tensor, state: Tensor, hidden_size: int, label: in
 
 
 def _run_cell(input, h, c, w_ih, w_hh, b_ih, b_hh, w_peep, cell):
+    if w_hh.size(1) == 0:
+        # hidden_size 0: nothing to compute, but the (B, 0) states stay in the autograd
+        # graph of the input and weights, as torch's do.
+        empty = input @ w_ih.t()
+        return empty, None if c is None else empty.clone()
     _, h_n, c_n, _ = torch.ops.seqkern.recurrent_layer(
         input.unsqueeze(0).contiguous(), h.contiguous(), _contiguous(c), w_ih.contiguous(),
         w_hh.contiguous(), _contiguous(b_ih), _contiguous(b_hh), None, _contiguous(w_peep),
