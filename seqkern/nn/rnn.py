@@ -68,6 +68,7 @@ class _RecurrentStack:
         if isinstance(input, PackedSequence):
             # torch checks the states after reordering them to the sorted batch; checking
             # before is the same for every valid hx and rejects a too-large one.
+            self._check_packed_dtype(input.data)
             if hx is None:
                 self.check_input(input.data, input.batch_sizes)
             else:
@@ -92,6 +93,9 @@ class _RecurrentStack:
             output = output.squeeze(batch_dim)
             hidden = self._map_states(hidden, lambda state: state.squeeze(1))
         return output, hidden
+
+    def _check_packed_dtype(self, data) -> None:
+        """torch.nn.RNN and GRU check packed input with check_input; no extra check here."""
 
     def _stack_arguments(self):
         return (self._flat_weights, self.bias, self.num_layers, self.dropout, self.training,
@@ -197,6 +201,10 @@ class LSTM(_RecurrentStack, torch.nn.LSTM):
         self._flat_weights_names = [name for names in self._all_weights for name in names]
         self._init_flat_weights()
         self.reset_parameters()
+
+    def _check_packed_dtype(self, data) -> None:
+        # torch.nn.LSTM skips check_input for packed input and fails in its first matmul.
+        F._check_matmul_dtypes(data, self._flat_weights[0])
 
     def _check_state_dims(self, hx, batched: bool) -> None:
         wanted = 3 if batched else 2
