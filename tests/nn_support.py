@@ -197,3 +197,64 @@ def assert_runs_close(actual, expected, dtype):
     for name, grad in actual["parameter_grads"].items():
         assert_close(grad, expected["parameter_grads"][name], dtype=dtype,
                      msg=lambda text, name=name: f"grad of {name}: {text}")
+
+
+CELL_BATCH = 3
+
+
+def cell_data(is_lstm, batched, hx_given, dtype, inputs, input_size, hidden_size):
+    """Input, states and gradient seeds for one cell step, batched (B, ...); an unbatched run
+    uses row 0."""
+    states = 2 if is_lstm else 1
+    return dict(
+        batched=batched,
+        input=inputs.randn(CELL_BATCH, input_size, dtype=dtype),
+        hx=[inputs.randn(CELL_BATCH, hidden_size, dtype=dtype) for _ in range(states)] if hx_given else None,
+        seeds=[inputs.randn(CELL_BATCH, hidden_size, dtype=dtype) for _ in range(states)],
+    )
+
+
+def run_cell(cell, data):
+    """Returns the new states and the gradients of input, given states and parameters, all
+    batched (B, ...)."""
+    batched = data["batched"]
+    pick = (lambda t: t) if batched else (lambda t: t[0])
+    x = pick(data["input"]).clone().requires_grad_()
+    states = [pick(s).clone().requires_grad_() for s in data["hx"]] if data["hx"] is not None else []
+    hx = None if not states else (tuple(states) if len(states) == 2 else states[0])
+    result = cell(x, hx)
+    new_states = list(result) if isinstance(result, tuple) else [result]
+    assert all(s.dim() == (2 if batched else 1) for s in new_states)
+    loss = sum((s * pick(seed)).sum() for s, seed in zip(new_states, data["seeds"]))
+    grads = torch.autograd.grad(loss, [x, *states, *cell.parameters()])
+    unpick = (lambda t: t) if batched else (lambda t: t.unsqueeze(0))
+    return dict(states=[unpick(s) for s in new_states], grad_input=unpick(grads[0]),
+                grad_states=[unpick(g) for g in grads[1:1 + len(states)]],
+                parameter_grads=dict(zip([n for n, _ in cell.named_parameters()], grads[1 + len(states):])))
+
+
+def reference_cell_run(cell, data):
+    rows = slice(None) if data["batched"] else slice(0, 1)
+    x = data["input"][rows].unsqueeze(0)
+    hx = [s[rows].unsqueeze(0) for s in data["hx"]] if data["hx"] is not None else [None]
+    seeds = [s[rows].unsqueeze(0) for s in data["seeds"]]
+    hx += [None] * (2 - len(hx))
+    grad_c = seeds[1] if len(seeds) == 2 else None
+    result = reference_run(cell, x, hx, None, torch.zeros_like(seeds[0]), seeds[0], grad_c)
+    states = [result["h_n"][0]] + ([result["c_n"][0]] if grad_c is not None else [])
+    grad_states = []
+    if data["hx"] is not None:
+        grad_states = [result["grad_h0"][0]] + ([result["grad_c0"][0]] if grad_c is not None else [])
+    return dict(states=states, grad_input=result["grad_input"][0], grad_states=grad_states,
+                parameter_grads=result["parameter_grads"])
+
+
+def assert_cell_runs_close(actual, expected, dtype):
+    for key in ("states", "grad_states"):
+        assert len(actual[key]) == len(expected[key])
+        for a, e in zip(actual[key], expected[key]):
+            assert_close(a, e, dtype=dtype)
+    assert_close(actual["grad_input"], expected["grad_input"], dtype=dtype)
+    assert actual["parameter_grads"].keys() == expected["parameter_grads"].keys()
+    for name, grad in actual["parameter_grads"].items():
+        assert_close(grad, expected["parameter_grads"][name], dtype=dtype)
