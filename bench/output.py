@@ -139,6 +139,12 @@ def table(document: dict) -> str:
         lines.append(f"floor rate {entry['device']} {entry['dtype']}: {entry['median'] / 1e9:.1f} {unit}, "
                      f"median of {len(entry['samples'])} samples taken before and after the cases")
     lines.append("times: median per call over the repeats, ±IQR/median; speedup = torch median / seqkern median")
+    busiest = max(document["load_average"]["before"][0], document["load_average"]["after"][0])
+    cpus = document["machine"]["logical_cpus"] or 1
+    if busiest > 0.5 * cpus:
+        lines.append(f"warning: 1-minute load average up to {busiest:.1f} on {cpus} CPUs around this run: "
+                     "other processes competed for the CPU, so times are inflated and noisy "
+                     "(torch and seqkern were interleaved, so their ratio suffers less)")
     return "\n".join(lines)
 
 

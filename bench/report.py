@@ -17,7 +17,8 @@ import datetime
 import os
 import sys
 import time
-from typing import List, Optional
+from dataclasses import dataclass
+from typing import Callable, Dict, List, Optional
 
 import torch
 
@@ -103,37 +104,54 @@ def _error_text(error: BaseException) -> str:
     return f"{type(error).__name__}: {first_line}"[:300]
 
 
-def run_case(case, builders: Builders, args: argparse.Namespace) -> dict:
-    """Check, then time one case; returns its JSON record without the floor."""
-    record = {"key": case.key, "label": case.label, "op": case.op, "family": case.family, "mode": case.mode,
-              "device": case.device, "dtype": str(case.dtype).replace("torch.", ""),
-              "shape": case.describe(), "status": output.STATUS_OK, "reason": "", "check": None,
-              "number": 0, "samples": {}, "summary": {}}
+@dataclass
+class Checked:
+    """A case after its correctness check: the contenders that may be timed, and why not the others."""
+    steps: Dict[str, Callable]
+    status: str
+    reason: str = ""
+    check: Optional[dict] = None
+
+
+def prepare_and_check(case, builders: Builders) -> Checked:
+    """Build torch's and seqkern's step for ``case`` and compare one run of each. A seqkern
+    that disagrees with torch, or raises, is FAILED and dropped from ``steps``; one that
+    is not available here is "n/a"."""
     try:
         steps, missing = cases_module.prepare(case, builders)
         expected = steps["torch"]()
     except Exception as error:   # the baseline itself cannot run this case here
-        record.update(status=output.STATUS_NA, reason=f"torch cannot run it: {_error_text(error)}")
-        return record
+        return Checked({}, output.STATUS_NA, f"torch cannot run it: {_error_text(error)}")
     if missing is not None:
-        record.update(status=output.STATUS_NA, reason=missing)
-    else:
-        try:
-            actual = steps["seqkern"]()
-        except cases_module.UNAVAILABLE_ERRORS as error:
-            record.update(status=output.STATUS_NA, reason=_error_text(error))
-        except Exception as error:
-            record.update(status=output.STATUS_FAILED, reason=f"seqkern raised {_error_text(error)}")
-        else:
-            error, tensor, bound = measure.compare(actual, expected, case.dtype)
-            record["check"] = {"max_relative_error": error, "tensor": tensor, "bound": bound}
-            if not error <= bound:
-                record.update(status=output.STATUS_FAILED,
-                              reason=f"seqkern disagrees with torch: {tensor} is off by {error:.3g} "
-                                     f"(max |diff| / max |torch|, bound {bound:g})")
-        del expected
-    if record["status"] != output.STATUS_OK:
-        steps.pop("seqkern", None)     # a wrong or missing kernel is not timed
+        return Checked(steps, output.STATUS_NA, missing)
+    try:
+        actual = steps["seqkern"]()
+    except cases_module.UNAVAILABLE_ERRORS as error:
+        del steps["seqkern"]
+        return Checked(steps, output.STATUS_NA, _error_text(error))
+    except Exception as error:
+        del steps["seqkern"]
+        return Checked(steps, output.STATUS_FAILED, f"seqkern raised {_error_text(error)}")
+    error, tensor, bound = measure.compare(actual, expected, case.dtype)
+    check = {"max_relative_error": error, "tensor": tensor, "bound": bound}
+    if not error <= bound:
+        del steps["seqkern"]     # a wrong kernel is not timed
+        return Checked(steps, output.STATUS_FAILED,
+                       f"seqkern disagrees with torch: {tensor} is off by {error:.3g} "
+                       f"(max |diff| / max |torch|, bound {bound:g})", check)
+    return Checked(steps, output.STATUS_OK, "", check)
+
+
+def run_case(case, builders: Builders, args: argparse.Namespace) -> dict:
+    """Check, then time one case; returns its JSON record without the floor."""
+    checked = prepare_and_check(case, builders)
+    record = {"key": case.key, "label": case.label, "op": case.op, "family": case.family, "mode": case.mode,
+              "device": case.device, "dtype": str(case.dtype).replace("torch.", ""),
+              "shape": case.describe(), "status": checked.status, "reason": checked.reason,
+              "check": checked.check, "number": 0, "samples": {}, "summary": {}}
+    steps = checked.steps
+    if not steps:
+        return record
     for step in steps.values():
         for _ in range(args.warmup):
             step()
@@ -200,6 +218,7 @@ def main(argv: Optional[List[str]] = None, builders: Optional[Builders] = None) 
         print(f"bench: {error}", file=sys.stderr)
         return 2
     builders = builders or Builders()
+    load_before = os.getloadavg()
     calibration_samples: dict = {}
     calibrate(selected, calibration_samples, small=args.grid == "smoke")
     progress = Progress(len(selected))
@@ -221,6 +240,7 @@ def main(argv: Optional[List[str]] = None, builders: Optional[Builders] = None) 
         "machine": output.machine(),
         "settings": {"grid": args.grid, "only": args.only, "repeats": args.repeats, "warmup": args.warmup,
                      "min_sample_ms": args.min_sample_ms, "threads": args.threads},
+        "load_average": {"before": list(load_before), "after": list(os.getloadavg())},
         "calibration": calibration,
         "cases": records,
     }
