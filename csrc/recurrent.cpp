@@ -1089,11 +1089,18 @@ BackwardResult recurrent_layer_backward(const Tensor& grad_output, const Tensor&
   check_like_input("workspace", workspace, input);
   const std::vector<int64_t> steps = sequence_lengths(layer, lengths);
   if (input.scalar_type() == at::kBFloat16) {
-    auto grads = backward_kernel<float>(
-        layer, grad_output.to(at::kFloat), grad_h_n.to(at::kFloat), to_float(grad_c_n), input.to(at::kFloat),
-        h0.to(at::kFloat), to_float(c0), w_ih.to(at::kFloat), w_hh.to(at::kFloat), to_float(b_ih), to_float(b_hh),
-        to_float(w_hr), to_float(w_peep), steps, output.to(at::kFloat), workspace.to(at::kFloat), need_input_grad,
-        need_weight_grad);
+    // The forward is run again in float32: its bfloat16 output and workspace have lost
+    // the precision that the gradients of a long sum need.
+    const Tensor input_f = input.to(at::kFloat), h0_f = h0.to(at::kFloat), w_ih_f = w_ih.to(at::kFloat);
+    const Tensor w_hh_f = w_hh.to(at::kFloat);
+    const OptionalTensor c0_f = to_float(c0), b_ih_f = to_float(b_ih), b_hh_f = to_float(b_hh);
+    const OptionalTensor w_hr_f = to_float(w_hr), w_peep_f = to_float(w_peep);
+    const auto forward = forward_kernel<float>(layer, input_f, h0_f, c0_f, w_ih_f, w_hh_f, b_ih_f, b_hh_f, w_hr_f,
+                                               w_peep_f, steps);
+    auto grads = backward_kernel<float>(layer, grad_output.to(at::kFloat), grad_h_n.to(at::kFloat),
+                                        to_float(grad_c_n), input_f, h0_f, c0_f, w_ih_f, w_hh_f, b_ih_f, b_hh_f,
+                                        w_hr_f, w_peep_f, steps, std::get<0>(forward), std::get<3>(forward),
+                                        need_input_grad, need_weight_grad);
     return std::apply([](const auto&... grad) { return BackwardResult{to_bfloat16(grad)...}; }, grads);
   }
   return AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "recurrent_layer_backward", [&] {
