@@ -188,33 +188,20 @@ std::vector<int64_t> sequence_lengths(const Layer& layer, const OptionalTensor& 
 
 // ---------------------------------------------------------------- threads
 
-// A pointwise pass over fewer elements than this runs on one thread: waking another
-// costs more than it saves.
-constexpr int64_t kParallelElements = 16384;
-// Hidden units per pointwise work item when a pass is split with at::parallel_for.
-constexpr int64_t kColumnBlock = 64;
-// Per-step products up to this many multiply-adds run on the small kernel, else on BLAS.
-constexpr int64_t kSmallProduct = int64_t{1} << 21;
-// From this many multiply-adds per step on, the threads share each step of a small
-// product's loop (one barrier per step); below, one thread runs the whole loop.
+// Per-step products from this many multiply-adds on are shared by a team of threads
+// (one barrier or two per step); below, one thread runs the whole time loop.
 constexpr int64_t kTeamProduct = int64_t{1} << 17;
+// Hidden units per work item of the passes after the time loop.
+constexpr int64_t kColumnBlock = 64;
 
-// How a layer call's time loop runs. BLAS: each step's products go to BLAS (threaded by
-// it), and the pointwise passes are split with at::parallel_for. Small: the products run
-// on the small kernel, and `threads` threads share every step, each owning a slice of the
-// hidden units (of every gate) through products and pointwise passes alike.
-struct Schedule {
-  bool small;
-  int threads;
-};
-
-Schedule schedule_for(int64_t batch, int64_t step_product, int64_t hidden, int64_t lanes) {
-  Schedule schedule{step_product <= kSmallProduct, 1};
-  if (schedule.small && step_product >= kTeamProduct) {
-    const int64_t vectors = (hidden + lanes - 1) / lanes;
-    schedule.threads = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), vectors)));
+// Threads that share each step of the time loop, each owning a slice of the hidden units
+// (of every gate) through products and pointwise passes alike.
+int team_size(int64_t step_product, int64_t hidden, int64_t lanes) {
+  if (step_product < kTeamProduct) {
+    return 1;
   }
-  return schedule;
+  const int64_t vectors = (hidden + lanes - 1) / lanes;
+  return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), vectors)));
 }
 
 // One thread of the team that runs a time loop.
@@ -236,6 +223,15 @@ struct Team {
   }
 };
 
+// Runs pass(j_begin, j_end) on a share of columns, clipped to the real (unpadded) width.
+template <typename Pass>
+void on_share(std::pair<int64_t, int64_t> share, int64_t columns, const Pass& pass) {
+  const int64_t end = std::min(share.second, columns);
+  if (share.first < end) {
+    pass(share.first, end);
+  }
+}
+
 template <typename Body>
 void run_team(int threads, const Body& body) {
   if (threads <= 1) {
@@ -245,26 +241,6 @@ void run_team(int threads, const Body& body) {
   // The team is as large as OpenMP makes it (one thread when nested in another region).
 #pragma omp parallel num_threads(threads)
   body(Team{omp_get_thread_num(), omp_get_num_threads()});
-}
-
-// Runs pass(j_begin, j_end) over the columns [begin, end) (clipped to `columns`); with the
-// BLAS schedule, split across the intra-op threads when the pass is big enough.
-template <typename Pass>
-void run_pass(const Schedule& schedule, int64_t batch, int64_t columns, std::pair<int64_t, int64_t> range,
-              const Pass& pass) {
-  const int64_t begin = range.first, end = std::min(range.second, columns);
-  if (begin >= end) {
-    return;
-  }
-  if (schedule.small) {
-    pass(begin, end);
-    return;
-  }
-  const int64_t blocks = (end - begin + kColumnBlock - 1) / kColumnBlock;
-  const int64_t grain = std::max<int64_t>(1, kParallelElements / std::max<int64_t>(1, batch * kColumnBlock));
-  at::parallel_for(0, blocks, grain, [&](int64_t first, int64_t last) {
-    pass(begin + first * kColumnBlock, std::min(end, begin + last * kColumnBlock));
-  });
 }
 
 template <typename scalar_t>
@@ -633,12 +609,6 @@ Tensor copy_of(const Tensor& source, const at::TensorOptions& options) {
   return copy;
 }
 
-// The per-step views of a (T, ...) buffer that a BLAS-scheduled loop hands to BLAS; none
-// for the small kernel, which works on raw pointers.
-std::vector<Tensor> step_views(const Schedule& schedule, const Tensor& buffer) {
-  return schedule.small ? std::vector<Tensor>{} : buffer.unbind(0);
-}
-
 template <typename scalar_t>
 std::tuple<Tensor, Tensor, Tensor, Tensor> forward_kernel(const Layer& layer, const Tensor& input, const Tensor& h0,
                                                           const OptionalTensor& c0, const Tensor& w_ih,
@@ -660,28 +630,24 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> forward_kernel(const Layer& layer, co
   if (T % 2 == 0) {
     std::swap(h_n, h_other);
   }
-  const Tensor h_buffer_tensors[2] = {T % 2 == 0 ? h_n : h_other, T % 2 == 0 ? h_other : h_n};
   Tensor c_n = layer.lstm() ? copy_of<scalar_t>(*c0, options) : at::empty({0}, options);
   const auto [bias, bias_hn] = combined_bias<scalar_t>(layer, b_ih, b_hh);
 
   // The reset-before GRU's step product covers r and z only; n's comes after the reset.
   const int64_t step_gates = layer.cell == Cell::GruResetBefore ? 2 : layer.gates;
   const int64_t step_work = B * Hout * GH + (layer.projection ? B * H * Hout : 0);
-  const Schedule schedule = schedule_for(B, step_work, H, lanes);
-  const gemm::StepProduct<scalar_t> recurrent(w_hh_c.narrow(0, 0, step_gates * H).t(), step_gates, schedule.small);
+  const gemm::StepProduct<scalar_t> recurrent(w_hh_c.narrow(0, 0, step_gates * H).t(), step_gates);
   gemm::StepProduct<scalar_t> projection, reset_product;
   if (layer.projection) {
-    projection = gemm::StepProduct<scalar_t>(w_hr->t(), 1, schedule.small);
+    projection = gemm::StepProduct<scalar_t>(w_hr->t(), 1);
   }
   if (layer.cell == Cell::GruResetBefore) {
-    reset_product = gemm::StepProduct<scalar_t>(w_hh_c.narrow(0, 2 * H, H).t(), 1, schedule.small);
+    reset_product = gemm::StepProduct<scalar_t>(w_hh_c.narrow(0, 2 * H, H).t(), 1);
   }
   Tensor hidden_gates = scratch<scalar_t>(B, recurrent.width(), options);
   Tensor cell_output = scratch<scalar_t>(layer.projection ? B : 0, H, options);
   Tensor projected = scratch<scalar_t>(B, projection.width(), options);
   Tensor reset_hidden = scratch<scalar_t>(B, reset_product.width(), options);
-  const std::vector<Tensor> reset_h_views =
-      layer.cell == Cell::GruResetBefore ? step_views(schedule, workspace.narrow(2, 3 * H, H)) : std::vector<Tensor>{};
 
   const ForwardState<scalar_t> s{layer,
                                  {x.data_ptr<scalar_t>(), nullptr, nullptr, pointer_or_null<scalar_t>(w_peep_c),
@@ -704,54 +670,40 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> forward_kernel(const Layer& layer, co
   Tensor gate_columns = workspace.view({T * B, W}).narrow(1, 0, GH);
   gemm::blas(x.view({T * B, I}), w_ih.t(), gate_columns, false);
 
-  scalar_t* h_buffers[2] = {h_buffer_tensors[0].data_ptr<scalar_t>(), h_buffer_tensors[1].data_ptr<scalar_t>()};
+  scalar_t* h_buffers[2] = {(T % 2 == 0 ? h_n : h_other).data_ptr<scalar_t>(),
+                            (T % 2 == 0 ? h_other : h_n).data_ptr<scalar_t>()};
   const TimeOrder order{T, layer.reverse};
-  run_team(schedule.threads, [&](const Team& team) {
+  run_team(team_size(step_work, H, lanes), [&](const Team& team) {
     const auto units = team.share(H, lanes), outs = team.share(Hout, lanes);
-    auto pass = [&](int64_t columns, std::pair<int64_t, int64_t> range, const auto& body) {
-      run_pass(schedule, B, columns, range, body);
-    };
     for (int64_t index = 0; index < T; ++index) {
       const StepStates<scalar_t> step{order.time(index), h_buffers[index % 2], h_buffers[(index + 1) % 2]};
       const int64_t t = step.t;
-      if (schedule.small) {
-        recurrent.columns(step.h_prev, Hout, s.hidden_gates, s.ld_gates, B, units.first, units.second, false);
-      } else {
-        recurrent.all(h_buffer_tensors[index % 2], hidden_gates, false);
-      }
+      recurrent.columns(step.h_prev, Hout, s.hidden_gates, s.ld_gates, B, units.first, units.second, false);
       switch (layer.cell) {
         case Cell::Lstm:
         case Cell::LstmCoupled:
-          pass(H, units, [&](int64_t j0, int64_t j1) { lstm_forward_pointwise(s, step, j0, j1); });
+          on_share(units, H, [&](int64_t j0, int64_t j1) { lstm_forward_pointwise(s, step, j0, j1); });
           if (layer.projection) {
             team.sync();
-            if (schedule.small) {
-              projection.columns(s.cell_output, H, s.projected, s.ld_projected, B, outs.first, outs.second, false);
-            } else {
-              projection.all(cell_output, projected, false);
-            }
-            pass(Hout, outs, [&](int64_t j0, int64_t j1) { projection_forward_pointwise(s, step, j0, j1); });
+            projection.columns(s.cell_output, H, s.projected, s.ld_projected, B, outs.first, outs.second, false);
+            on_share(outs, Hout, [&](int64_t j0, int64_t j1) { projection_forward_pointwise(s, step, j0, j1); });
           }
           break;
         case Cell::Gru:
-          pass(H, units, [&](int64_t j0, int64_t j1) { gru_forward_pointwise(s, step, j0, j1); });
+          on_share(units, H, [&](int64_t j0, int64_t j1) { gru_forward_pointwise(s, step, j0, j1); });
           break;
         case Cell::GruResetBefore:
-          pass(H, units, [&](int64_t j0, int64_t j1) { gru_reset_gates_pointwise(s, step, j0, j1); });
+          on_share(units, H, [&](int64_t j0, int64_t j1) { gru_reset_gates_pointwise(s, step, j0, j1); });
           team.sync();
-          if (schedule.small) {
-            reset_product.columns(s.row(s.workspace, t, 0, W) + 3 * H, W, s.reset_hidden, s.ld_reset, B,
-                                  units.first, units.second, false);
-          } else {
-            reset_product.all(reset_h_views[t], reset_hidden, false);
-          }
-          pass(H, units, [&](int64_t j0, int64_t j1) { gru_reset_before_pointwise(s, step, j0, j1); });
+          reset_product.columns(s.row(s.workspace, t, 0, W) + 3 * H, W, s.reset_hidden, s.ld_reset, B, units.first,
+                                units.second, false);
+          on_share(units, H, [&](int64_t j0, int64_t j1) { gru_reset_before_pointwise(s, step, j0, j1); });
           break;
         case Cell::RnnTanh:
-          pass(H, units, [&](int64_t j0, int64_t j1) { rnn_forward_pointwise<scalar_t, false>(s, step, j0, j1); });
+          on_share(units, H, [&](int64_t j0, int64_t j1) { rnn_forward_pointwise<scalar_t, false>(s, step, j0, j1); });
           break;
         case Cell::RnnRelu:
-          pass(H, units, [&](int64_t j0, int64_t j1) { rnn_forward_pointwise<scalar_t, true>(s, step, j0, j1); });
+          on_share(units, H, [&](int64_t j0, int64_t j1) { rnn_forward_pointwise<scalar_t, true>(s, step, j0, j1); });
           break;
       }
       team.sync();
@@ -1058,14 +1010,13 @@ BackwardResult backward_kernel(const Layer& layer, const Tensor& grad_output, co
   // reset-before GRU's n block goes through r first.
   const int64_t step_rows = layer.cell == Cell::GruResetBefore ? 2 * H : GH;
   const int64_t step_work = B * Hout * GH + (layer.projection ? B * H * Hout : 0);
-  const Schedule schedule = schedule_for(B, step_work, H, lanes);
-  const gemm::StepProduct<scalar_t> recurrent(w_hh_c.narrow(0, 0, step_rows), 1, schedule.small);
+  const gemm::StepProduct<scalar_t> recurrent(w_hh_c.narrow(0, 0, step_rows), 1);
   gemm::StepProduct<scalar_t> projection, reset_product;
   if (layer.projection) {
-    projection = gemm::StepProduct<scalar_t>(w_hr->contiguous(), 1, schedule.small);
+    projection = gemm::StepProduct<scalar_t>(*w_hr, 1);
   }
   if (layer.cell == Cell::GruResetBefore) {
-    reset_product = gemm::StepProduct<scalar_t>(w_hh_c.narrow(0, 2 * H, H), 1, schedule.small);
+    reset_product = gemm::StepProduct<scalar_t>(w_hh_c.narrow(0, 2 * H, H), 1);
   }
   Tensor grad_h = scratch<scalar_t>(B, recurrent.width(), options);
   {
@@ -1074,19 +1025,12 @@ BackwardResult backward_kernel(const Layer& layer, const Tensor& grad_output, co
       std::copy_n(seed.data_ptr<scalar_t>() + b * Hout, Hout, grad_h.data_ptr<scalar_t>() + b * grad_h.stride(0));
     }
   }
-  Tensor grad_h_view = grad_h.narrow(1, 0, Hout);
   Tensor grad_c0 = layer.lstm() ? copy_of<scalar_t>(*grad_c_n, options) : at::empty({0}, options);
   Tensor grad_gates = at::empty({T, B, GH}, options);
   Tensor grad_x_n = at::empty({layer.cell == Cell::Gru ? T : 0, B, H}, options);
   Tensor grad_h_out = at::empty({layer.projection ? T : 0, B, Hout}, options);
   Tensor cell_out = at::empty({layer.projection ? T : 0, B, H}, options);
   Tensor grad_cell = scratch<scalar_t>(B, std::max(projection.width(), reset_product.width()), options);
-  Tensor grad_cell_view = grad_cell.narrow(1, 0, grad_cell.size(1) > 0 ? H : 0);
-  const std::vector<Tensor> grad_views = step_views(schedule, grad_gates.narrow(2, 0, step_rows));
-  const std::vector<Tensor> grad_h_out_views = step_views(schedule, grad_h_out);
-  const std::vector<Tensor> grad_n_views = layer.cell == Cell::GruResetBefore
-                                               ? step_views(schedule, grad_gates.narrow(2, 2 * H, H))
-                                               : std::vector<Tensor>{};
 
   const BackwardState<scalar_t> s{layer,
                                   {x.data_ptr<scalar_t>(), h0_c.data_ptr<scalar_t>(), pointer_or_null<scalar_t>(c0_c),
@@ -1105,55 +1049,40 @@ BackwardResult backward_kernel(const Layer& layer, const Tensor& grad_output, co
                                   grad_cell.stride(0),
                                   TimeOrder{T, layer.reverse}};
 
-  run_team(schedule.threads, [&](const Team& team) {
+  run_team(team_size(step_work, H, lanes), [&](const Team& team) {
     const auto units = team.share(H, lanes), outs = team.share(Hout, lanes);
-    auto pass = [&](int64_t columns, std::pair<int64_t, int64_t> range, const auto& body) {
-      run_pass(schedule, B, columns, range, body);
-    };
     for (int64_t index = T - 1; index >= 0; --index) {
       const int64_t t = s.order.time(index);
       switch (layer.cell) {
         case Cell::Lstm:
         case Cell::LstmCoupled:
           if (layer.projection) {
-            pass(Hout, outs, [&](int64_t j0, int64_t j1) { projection_backward_pointwise(s, t, j0, j1); });
+            on_share(outs, Hout, [&](int64_t j0, int64_t j1) { projection_backward_pointwise(s, t, j0, j1); });
             team.sync();
-            if (schedule.small) {
-              projection.columns(s.grad_h_out + s.offset(t, 0, Hout), Hout, s.grad_cell, s.ld_cell, B, units.first,
-                                 units.second, false);
-            } else {
-              projection.all(grad_h_out_views[t], grad_cell_view, false);
-            }
+            projection.columns(s.grad_h_out + s.offset(t, 0, Hout), Hout, s.grad_cell, s.ld_cell, B, units.first,
+                               units.second, false);
           }
-          pass(H, units, [&](int64_t j0, int64_t j1) { lstm_backward_pointwise(s, t, j0, j1); });
+          on_share(units, H, [&](int64_t j0, int64_t j1) { lstm_backward_pointwise(s, t, j0, j1); });
           break;
         case Cell::Gru:
-          pass(H, units, [&](int64_t j0, int64_t j1) { gru_backward_pointwise(s, t, j0, j1); });
+          on_share(units, H, [&](int64_t j0, int64_t j1) { gru_backward_pointwise(s, t, j0, j1); });
           break;
         case Cell::GruResetBefore:
-          pass(H, units, [&](int64_t j0, int64_t j1) { gru_update_backward_pointwise(s, t, j0, j1); });
+          on_share(units, H, [&](int64_t j0, int64_t j1) { gru_update_backward_pointwise(s, t, j0, j1); });
           team.sync();
-          if (schedule.small) {
-            reset_product.columns(s.grad_gates + s.offset(t, 0, GH) + 2 * H, GH, s.grad_cell, s.ld_cell, B,
-                                  units.first, units.second, false);
-          } else {
-            reset_product.all(grad_n_views[t], grad_cell_view, false);
-          }
-          pass(H, units, [&](int64_t j0, int64_t j1) { gru_reset_backward_pointwise(s, t, j0, j1); });
+          reset_product.columns(s.grad_gates + s.offset(t, 0, GH) + 2 * H, GH, s.grad_cell, s.ld_cell, B,
+                                units.first, units.second, false);
+          on_share(units, H, [&](int64_t j0, int64_t j1) { gru_reset_backward_pointwise(s, t, j0, j1); });
           break;
         case Cell::RnnTanh:
-          pass(H, units, [&](int64_t j0, int64_t j1) { rnn_backward_pointwise<scalar_t, false>(s, t, j0, j1); });
+          on_share(units, H, [&](int64_t j0, int64_t j1) { rnn_backward_pointwise<scalar_t, false>(s, t, j0, j1); });
           break;
         case Cell::RnnRelu:
-          pass(H, units, [&](int64_t j0, int64_t j1) { rnn_backward_pointwise<scalar_t, true>(s, t, j0, j1); });
+          on_share(units, H, [&](int64_t j0, int64_t j1) { rnn_backward_pointwise<scalar_t, true>(s, t, j0, j1); });
           break;
       }
       team.sync();
-      if (schedule.small) {
-        recurrent.columns(s.grad_gates + s.offset(t, 0, GH), GH, s.grad_h, s.ld_h, B, outs.first, outs.second, true);
-      } else {
-        recurrent.all(grad_views[t], grad_h_view, true);
-      }
+      recurrent.columns(s.grad_gates + s.offset(t, 0, GH), GH, s.grad_h, s.ld_h, B, outs.first, outs.second, true);
     }
   });
 
@@ -1228,7 +1157,7 @@ BackwardResult backward_kernel(const Layer& layer, const Tensor& grad_output, co
       peephole_gradient(s, grad_w_peep.data_ptr<scalar_t>());
     }
   }
-  return {grad_input, grad_h_view.contiguous(), grad_c0, grad_w_ih, grad_w_hh, grad_b_ih, grad_b_hh, grad_w_hr,
+  return {grad_input, grad_h.narrow(1, 0, Hout).contiguous(), grad_c0, grad_w_ih, grad_w_hh, grad_b_ih, grad_b_hh, grad_w_hr,
           grad_w_peep};
 }
 

@@ -127,6 +127,25 @@ def test_shapes_match_reference(variant, batch, hidden, input_size):
     assert_matches_reference(layer)
 
 
+@pytest.fixture
+def threads():
+    """Sets torch's intra-op thread count for one test, then restores it."""
+    before = torch.get_num_threads()
+    yield torch.set_num_threads
+    torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("count", [1, 3])
+@pytest.mark.parametrize("variant", ["lstm_proj_peephole", "gru_reset_before", "rnn_relu"])
+def test_thread_teams_match_reference(variant, count, threads):
+    """Big enough for the threads to share each step (by hidden units: 37 of them in
+    float64's 8-wide vectors make three uneven shares), on one thread and on three."""
+    threads(count)
+    layer = Layer(variant, steps=4, batch=100, input_size=5, hidden=37, proj=21, lengths=[4, 0, 2, 3] * 25,
+                  reverse=True)
+    assert_matches_reference(layer)
+
+
 @pytest.mark.parametrize("variant", ["lstm", "lstm_proj_peephole", "lstm_coupled", "gru", "gru_reset_before",
                                      "rnn_tanh", "rnn_relu"])
 def test_float32_matches_reference(variant):
