@@ -57,13 +57,18 @@ def calls_per_sample(seconds_per_call: float, min_sample_seconds: float) -> int:
     return max(1, min(1000, math.ceil(min_sample_seconds / seconds_per_call)))
 
 
-def interleaved_samples(steps: Dict[str, Callable], number: int, repeats: int, device: str) -> Dict[str, List[float]]:
-    """``repeats`` samples of each step, the order of the contenders reversed on every round."""
+def interleaved_samples(steps: Dict[str, Callable], number: int, repeats: int, device: str,
+                        budget_seconds: float = math.inf) -> Dict[str, List[float]]:
+    """Up to ``repeats`` samples of each step, the order of the contenders reversed on every
+    round; after ``budget_seconds`` it stops at the end of a round, but not before 3 rounds."""
     names = list(steps)
     samples = {name: [] for name in names}
+    begin = time.perf_counter()
     for round_index in range(repeats):
         for name in (names if round_index % 2 == 0 else names[::-1]):
             samples[name].append(sample(steps[name], number, device))
+        if round_index + 1 >= 3 and time.perf_counter() - begin > budget_seconds:
+            break
     return samples
 
 
