@@ -20,6 +20,15 @@ import torch
 # Loose on purpose: a long sequence accumulates rounding differently in two correct kernels,
 # while a wrong kernel is off by O(1).
 CHECK_BOUNDS = {torch.float64: 1e-9, torch.float32: 1e-3, torch.bfloat16: 5e-2, torch.float16: 2e-2}
+# cuDNN computes float32 layers with TF32 tensor cores unless told not to (10-bit mantissa).
+TF32_BOUND = 1e-2
+
+
+def check_bound(dtype: torch.dtype, device: str) -> float:
+    if (dtype == torch.float32 and device.startswith("cuda")
+            and (torch.backends.cudnn.allow_tf32 or torch.backends.cuda.matmul.allow_tf32)):
+        return TF32_BOUND
+    return CHECK_BOUNDS[dtype]
 
 
 def synchronize(device: str) -> None:
@@ -152,9 +161,10 @@ def relative_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
     return difference / scale if scale > 0 else difference
 
 
-def compare(actual: Dict[str, torch.Tensor], expected: Dict[str, torch.Tensor], dtype: torch.dtype):
+def compare(actual: Dict[str, torch.Tensor], expected: Dict[str, torch.Tensor], dtype: torch.dtype,
+            device: str = "cpu"):
     """(worst relative error, name of the worst tensor, bound) over the tensors torch returned."""
-    bound = CHECK_BOUNDS[dtype]
+    bound = check_bound(dtype, device)
     worst, worst_name = 0.0, ""
     for name, tensor in expected.items():
         error = relative_error(actual.get(name), tensor) if name in actual else math.inf

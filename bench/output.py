@@ -77,7 +77,9 @@ def machine() -> dict:
     if torch.cuda.is_available():
         properties = torch.cuda.get_device_properties(0)
         info["cuda"] = {"device": properties.name, "capability": f"{properties.major}.{properties.minor}",
-                        "cuda": torch.version.cuda, "cudnn": torch.backends.cudnn.version()}
+                        "cuda": torch.version.cuda, "cudnn": torch.backends.cudnn.version(),
+                        "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32,
+                        "matmul_allow_tf32": torch.backends.cuda.matmul.allow_tf32}
     return info
 
 

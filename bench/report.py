@@ -56,8 +56,8 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     parser.add_argument("--compare", metavar="OLD.json", help="print the change against an earlier run")
     parser.add_argument("--out", default=DEFAULT_OUT, help=f"result folder (default {DEFAULT_OUT})")
     args = parser.parse_args(argv)
-    if args.threads < 1 or args.repeats < 1 or args.warmup < 0 or args.min_sample_ms < 0:
-        parser.error("--threads and --repeats must be >= 1, --warmup and --min-sample-ms >= 0")
+    if args.threads < 1 or args.repeats < 1 or min(args.warmup, args.min_sample_ms, args.case_budget_s) < 0:
+        parser.error("--threads and --repeats must be >= 1; --warmup, --min-sample-ms, --case-budget-s >= 0")
     unknown = [name for name in (args.dtype or []) if name not in DTYPES]
     if unknown:
         parser.error(f"--dtype: unknown {', '.join(unknown)}; choose from {', '.join(DTYPES)}")
@@ -134,7 +134,7 @@ def prepare_and_check(case, builders: Builders) -> Checked:
     except Exception as error:
         del steps["seqkern"]
         return Checked(steps, output.STATUS_FAILED, f"seqkern raised {_error_text(error)}")
-    error, tensor, bound = measure.compare(actual, expected, case.dtype)
+    error, tensor, bound = measure.compare(actual, expected, case.dtype, case.device)
     check = {"max_relative_error": error, "tensor": tensor, "bound": bound}
     if not error <= bound:
         del steps["seqkern"]     # a wrong kernel is not timed
