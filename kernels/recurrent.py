@@ -184,6 +184,7 @@ def _forward_phase(
     output,        # (T, B, K)
     workspace,     # (T, B, W)
     T, B, H, K,
+    HS, KS,        # row strides of the matmul operands: H, K rounded up to a multiple of 16
     PHASE: tl.constexpr, CELL: tl.constexpr, REVERSE: tl.constexpr, HAS_LENGTHS: tl.constexpr,
     HAS_B_HH: tl.constexpr, HAS_PEEP: tl.constexpr, HAS_PROJ: tl.constexpr,
     HIDDEN_FROM_MEMORY: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr,
@@ -208,24 +209,27 @@ def _forward_phase(
     if PHASE == FORWARD_PROJECT:
         col_ok = cols < K
         tile_ok = row_ok[:, None] & col_ok[None, :]
-        h = _product(m_buf, rows * H, row_ok, H, w_hr, cols64 * H, col_ok, 1,
+        h = _product(m_buf, rows * HS, row_ok, H, w_hr, cols64 * HS, col_ok, 1,
                      hidden_gates, rows * K, cols64,
                      HIDDEN_FROM_MEMORY, BLOCK_B, BLOCK_N, BLOCK_K, DOT_PRECISION, UPCAST_DOT)
         write = active[:, None] & col_ok[None, :]
         tl.store(output + step_rows[:, None] * K + cols64[None, :], h.to(output.dtype.element_ty), mask=write)
-        h_before = tl.load(h_src + rows[:, None] * K + cols64[None, :], mask=tile_ok, other=0.0)
-        tl.store(h_dst + rows[:, None] * K + cols64[None, :], tl.where(write, h, h_before), mask=tile_ok)
+        h_at = rows[:, None] * KS + cols64[None, :]
+        h_before = tl.load(h_src + h_at, mask=tile_ok, other=0.0)
+        tl.store(h_dst + h_at, tl.where(write, h, h_before), mask=tile_ok)
     else:
         col_ok = cols < H
         tile_ok = row_ok[:, None] & col_ok[None, :]
         write = active[:, None] & col_ok[None, :]
         x_at = step_rows[:, None] * (G * H) + cols64[None, :]
         ws_at = step_rows[:, None] * (W * H) + cols64[None, :]
-        state_at = rows[:, None] * H + cols64[None, :]
+        h_at = rows[:, None] * KS + cols64[None, :]
+        c_at = rows[:, None] * H + cols64[None, :]
+        m_at = rows[:, None] * HS + cols64[None, :]
         # Hidden-gate block g: W_hh rows g*H + cols, or column g*H (or (g - 2)*H for the
         # reset-before n block, the only one torch computes in that phase) of its product.
         if CELL == GRU_RESET_BEFORE and PHASE == FORWARD_CELL:
-            h_n = _product(m_buf, rows * H, row_ok, H, w_hh, (2 * H + cols64) * K, col_ok, 1,
+            h_n = _product(m_buf, rows * HS, row_ok, H, w_hh, (2 * HS + cols64) * KS, col_ok, 1,
                            hidden_gates, rows * H, cols64,
                            HIDDEN_FROM_MEMORY, BLOCK_B, BLOCK_N, BLOCK_K, DOT_PRECISION, UPCAST_DOT)
             if HAS_B_HH:
@@ -233,24 +237,24 @@ def _forward_phase(
             r = _load_block(workspace, ws_at, write)
             z = _load_block(workspace, ws_at + H, write)
             n = _tanh(_load_block(gates_x, x_at + 2 * H, write) + h_n)
-            h_before = tl.load(h_src + state_at, mask=tile_ok, other=0.0)
+            h_before = tl.load(h_src + h_at, mask=tile_ok, other=0.0)
             h_new = (1.0 - z) * n + z * h_before
             tl.store(workspace + ws_at + 2 * H, n.to(workspace.dtype.element_ty), mask=write)
             tl.store(output + step_rows[:, None] * K + cols64[None, :], h_new.to(output.dtype.element_ty), mask=write)
-            tl.store(h_dst + state_at, tl.where(write, h_new, h_before), mask=tile_ok)
+            tl.store(h_dst + h_at, tl.where(write, h_new, h_before), mask=tile_ok)
         else:
             if CELL == GRU_RESET_BEFORE:
                 hidden_width = 2 * H
             else:
                 hidden_width = G * H
-            pre0 = _product(h_src, rows * K, row_ok, K, w_hh, cols64 * K, col_ok, 1,
+            pre0 = _product(h_src, rows * KS, row_ok, K, w_hh, cols64 * KS, col_ok, 1,
                             hidden_gates, rows * hidden_width, cols64,
                             HIDDEN_FROM_MEMORY, BLOCK_B, BLOCK_N, BLOCK_K, DOT_PRECISION, UPCAST_DOT)
             if HAS_B_HH:
                 pre0 += _load_block(b_hh, cols64, col_ok)[None, :]
             pre0 += _load_block(gates_x, x_at, write)
             if G > 1:
-                pre1 = _product(h_src, rows * K, row_ok, K, w_hh, (H + cols64) * K, col_ok, 1,
+                pre1 = _product(h_src, rows * KS, row_ok, K, w_hh, (HS + cols64) * KS, col_ok, 1,
                                 hidden_gates, rows * hidden_width, H + cols64,
                                 HIDDEN_FROM_MEMORY, BLOCK_B, BLOCK_N, BLOCK_K, DOT_PRECISION, UPCAST_DOT)
                 if HAS_B_HH:
@@ -262,20 +266,20 @@ def _forward_phase(
                 else:
                     h_new = tl.maximum(pre0, 0.0)
                 tl.store(workspace + ws_at, h_new.to(workspace.dtype.element_ty), mask=write)
-                h_before = tl.load(h_src + state_at, mask=tile_ok, other=0.0)
+                h_before = tl.load(h_src + h_at, mask=tile_ok, other=0.0)
                 tl.store(output + step_rows[:, None] * K + cols64[None, :], h_new.to(output.dtype.element_ty), mask=write)
-                tl.store(h_dst + state_at, tl.where(write, h_new, h_before), mask=tile_ok)
+                tl.store(h_dst + h_at, tl.where(write, h_new, h_before), mask=tile_ok)
             elif CELL == GRU_RESET_BEFORE:
                 r = tl.sigmoid(pre0)
                 z = tl.sigmoid(pre1)
-                h_before = tl.load(h_src + state_at, mask=tile_ok, other=0.0)
+                h_before = tl.load(h_src + h_at, mask=tile_ok, other=0.0)
                 reset_h = r * h_before
                 tl.store(workspace + ws_at, r.to(workspace.dtype.element_ty), mask=write)
                 tl.store(workspace + ws_at + H, z.to(workspace.dtype.element_ty), mask=write)
                 tl.store(workspace + ws_at + 3 * H, reset_h.to(workspace.dtype.element_ty), mask=write)
-                tl.store(m_buf + state_at, reset_h, mask=tile_ok)
+                tl.store(m_buf + m_at, reset_h, mask=tile_ok)
             elif CELL == GRU:
-                h_n = _product(h_src, rows * K, row_ok, K, w_hh, (2 * H + cols64) * K, col_ok, 1,
+                h_n = _product(h_src, rows * KS, row_ok, K, w_hh, (2 * HS + cols64) * KS, col_ok, 1,
                                hidden_gates, rows * hidden_width, 2 * H + cols64,
                                HIDDEN_FROM_MEMORY, BLOCK_B, BLOCK_N, BLOCK_K, DOT_PRECISION, UPCAST_DOT)
                 if HAS_B_HH:
@@ -283,25 +287,25 @@ def _forward_phase(
                 r = tl.sigmoid(pre0)
                 z = tl.sigmoid(pre1)
                 n = _tanh(_load_block(gates_x, x_at + 2 * H, write) + r * h_n)
-                h_before = tl.load(h_src + state_at, mask=tile_ok, other=0.0)
+                h_before = tl.load(h_src + h_at, mask=tile_ok, other=0.0)
                 h_new = (1.0 - z) * n + z * h_before
                 tl.store(workspace + ws_at, r.to(workspace.dtype.element_ty), mask=write)
                 tl.store(workspace + ws_at + H, z.to(workspace.dtype.element_ty), mask=write)
                 tl.store(workspace + ws_at + 2 * H, n.to(workspace.dtype.element_ty), mask=write)
                 tl.store(workspace + ws_at + 3 * H, h_n.to(workspace.dtype.element_ty), mask=write)
                 tl.store(output + step_rows[:, None] * K + cols64[None, :], h_new.to(output.dtype.element_ty), mask=write)
-                tl.store(h_dst + state_at, tl.where(write, h_new, h_before), mask=tile_ok)
+                tl.store(h_dst + h_at, tl.where(write, h_new, h_before), mask=tile_ok)
             else:
                 # LSTM: pre0, pre1 are (i, f), or (f, g) for the coupled cell.
-                pre2 = _product(h_src, rows * K, row_ok, K, w_hh, (2 * H + cols64) * K, col_ok, 1,
+                pre2 = _product(h_src, rows * KS, row_ok, K, w_hh, (2 * HS + cols64) * KS, col_ok, 1,
                                 hidden_gates, rows * hidden_width, 2 * H + cols64,
                                 HIDDEN_FROM_MEMORY, BLOCK_B, BLOCK_N, BLOCK_K, DOT_PRECISION, UPCAST_DOT)
                 if HAS_B_HH:
                     pre2 += _load_block(b_hh, 2 * H + cols64, col_ok)[None, :]
                 pre2 += _load_block(gates_x, x_at + 2 * H, write)
-                c_before = tl.load(c_state + state_at, mask=tile_ok, other=0.0)
+                c_before = tl.load(c_state + c_at, mask=tile_ok, other=0.0)
                 if CELL == LSTM:
-                    pre3 = _product(h_src, rows * K, row_ok, K, w_hh, (3 * H + cols64) * K, col_ok, 1,
+                    pre3 = _product(h_src, rows * KS, row_ok, K, w_hh, (3 * HS + cols64) * KS, col_ok, 1,
                                     hidden_gates, rows * hidden_width, 3 * H + cols64,
                                     HIDDEN_FROM_MEMORY, BLOCK_B, BLOCK_N, BLOCK_K, DOT_PRECISION, UPCAST_DOT)
                     if HAS_B_HH:
@@ -346,13 +350,13 @@ def _forward_phase(
                     tl.store(workspace + ws_at + H, g.to(ws_type), mask=write)
                     tl.store(workspace + ws_at + 2 * H, o.to(ws_type), mask=write)
                 tl.store(workspace + ws_at + G * H, c_new.to(ws_type), mask=write)
-                tl.store(c_state + state_at, c_new, mask=write)
+                tl.store(c_state + c_at, c_new, mask=write)
                 if HAS_PROJ:
-                    tl.store(m_buf + state_at, h_new, mask=tile_ok)
+                    tl.store(m_buf + m_at, h_new, mask=tile_ok)
                 else:
-                    h_before = tl.load(h_src + state_at, mask=tile_ok, other=0.0)
+                    h_before = tl.load(h_src + h_at, mask=tile_ok, other=0.0)
                     tl.store(output + step_rows[:, None] * K + cols64[None, :], h_new.to(output.dtype.element_ty), mask=write)
-                    tl.store(h_dst + state_at, tl.where(write, h_new, h_before), mask=tile_ok)
+                    tl.store(h_dst + h_at, tl.where(write, h_new, h_before), mask=tile_ok)
 
 
 @triton.jit
@@ -376,6 +380,7 @@ def _backward_phase(
     grad_c_state,     # (B, H) fp32, in place: gradient of c_{t-1}
     hidden_product,   # cell path: (B, N) torch's product for this phase
     T, B, H, K,
+    HS, KS,           # row strides of the matmul operands: H, K rounded up to a multiple of 16
     PHASE: tl.constexpr, CELL: tl.constexpr, REVERSE: tl.constexpr, HAS_LENGTHS: tl.constexpr,
     HAS_PEEP: tl.constexpr, HAS_PROJ: tl.constexpr, HIDDEN_FROM_MEMORY: tl.constexpr,
     BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
@@ -411,17 +416,17 @@ def _backward_phase(
         write = active[:, None] & col_ok[None, :]
         state_at = rows[:, None] * K + cols64[None, :]
         if CELL == GRU_RESET_BEFORE:
-            recurrent_width = 2 * H   # its n block reaches h through r ⊙ h, see BACKWARD_RESET_GATE
+            recurrent_width = 2 * HS   # its n block reaches h through r ⊙ h, see BACKWARD_RESET_GATE
         else:
-            recurrent_width = G * H
-        grad_h = _product(grad_gates_src, rows * (G * H), row_ok, recurrent_width, w_hh, cols64, col_ok, K,
+            recurrent_width = G * HS
+        grad_h = _product(grad_gates_src, rows * (G * HS), row_ok, recurrent_width, w_hh, cols64, col_ok, KS,
                           hidden_product, rows * K, cols64,
                           HIDDEN_FROM_MEMORY, BLOCK_B, BLOCK_N, BLOCK_K, DOT_PRECISION, UPCAST_DOT)
         grad_h += tl.load(grad_h_direct + state_at, mask=tile_ok, other=0.0)
         grad_h += _load_block(grad_output, step_rows[:, None] * K + cols64[None, :], write)
         if PHASE == BACKWARD_PROJECT:
             tl.store(grad_h_out + step_rows[:, None] * K + cols64[None, :], grad_h.to(grad_h_out.dtype.element_ty), mask=write)
-            tl.store(grad_h_out_step + state_at, tl.where(write, grad_h, 0.0).to(grad_h_out_step.dtype.element_ty), mask=tile_ok)
+            tl.store(grad_h_out_step + rows[:, None] * KS + cols64[None, :], tl.where(write, grad_h, 0.0).to(grad_h_out_step.dtype.element_ty), mask=tile_ok)
             tl.store(grad_h_direct + state_at, tl.where(write, 0.0, grad_h), mask=tile_ok)
     if PHASE == BACKWARD_CELL:
         col_ok = cols < H
@@ -430,10 +435,10 @@ def _backward_phase(
         state_at = rows[:, None] * H + cols64[None, :]
         ws_at = step_rows[:, None] * (W * H) + cols64[None, :]
         gg_at = step_rows[:, None] * (GG * H) + cols64[None, :]
-        dst_at = rows[:, None] * (G * H) + cols64[None, :]
+        dst_at = rows[:, None] * (G * HS) + cols64[None, :]
         gg_type = grad_gates.dtype.element_ty
         if HAS_PROJ:
-            grad_h = _product(grad_h_out_step, rows * K, row_ok, K, w_hr, cols64, col_ok, H,
+            grad_h = _product(grad_h_out_step, rows * KS, row_ok, K, w_hr, cols64, col_ok, HS,
                               hidden_product, rows * H, cols64,
                               HIDDEN_FROM_MEMORY, BLOCK_B, BLOCK_N, BLOCK_K, DOT_PRECISION, UPCAST_DOT)
         if CELL == RNN_TANH or CELL == RNN_RELU:
@@ -454,7 +459,7 @@ def _backward_phase(
             grad_z_pre = grad_h * (h_before - n) * z * (1.0 - z)
             tl.store(grad_gates + gg_at + H, grad_z_pre.to(gg_type), mask=write)
             tl.store(grad_gates + gg_at + 2 * H, grad_n_pre.to(gg_type), mask=write)
-            tl.store(grad_gates_dst + dst_at + H, tl.where(write, grad_z_pre, 0.0).to(gg_type), mask=tile_ok)
+            tl.store(grad_gates_dst + dst_at + HS, tl.where(write, grad_z_pre, 0.0).to(gg_type), mask=tile_ok)
             tl.store(grad_h_direct + state_at, tl.where(write, grad_h * z, grad_h), mask=tile_ok)
             if CELL == GRU:
                 r = _load_block(workspace, ws_at, write)
@@ -464,9 +469,9 @@ def _backward_phase(
                 tl.store(grad_gates + gg_at + 3 * H, grad_n_pre.to(gg_type), mask=write)
                 tl.store(grad_gates + gg_at + 2 * H, (grad_n_pre * r).to(gg_type), mask=write)
                 tl.store(grad_gates_dst + dst_at, tl.where(write, grad_r_pre, 0.0).to(gg_type), mask=tile_ok)
-                tl.store(grad_gates_dst + dst_at + 2 * H, tl.where(write, grad_n_pre * r, 0.0).to(gg_type), mask=tile_ok)
+                tl.store(grad_gates_dst + dst_at + 2 * HS, tl.where(write, grad_n_pre * r, 0.0).to(gg_type), mask=tile_ok)
             else:
-                tl.store(grad_gates_dst + dst_at + 2 * H, tl.where(write, grad_n_pre, 0.0).to(gg_type), mask=tile_ok)
+                tl.store(grad_gates_dst + dst_at + 2 * HS, tl.where(write, grad_n_pre, 0.0).to(gg_type), mask=tile_ok)
         else:
             if CELL == LSTM:
                 i = _load_block(workspace, ws_at, write)
@@ -508,7 +513,7 @@ def _backward_phase(
                 grads = (grad_f_pre, grad_g_pre, grad_o_pre)
             for gate in tl.static_range(G):
                 tl.store(grad_gates + gg_at + gate * H, grads[gate].to(gg_type), mask=write)
-                tl.store(grad_gates_dst + dst_at + gate * H, tl.where(write, grads[gate], 0.0).to(gg_type), mask=tile_ok)
+                tl.store(grad_gates_dst + dst_at + gate * HS, tl.where(write, grads[gate], 0.0).to(gg_type), mask=tile_ok)
             tl.store(grad_c_state + state_at, grad_c_before, mask=write)
             if not HAS_PROJ:
                 tl.store(grad_h_direct + state_at, tl.where(write, 0.0, grad_h), mask=tile_ok)
@@ -519,7 +524,7 @@ def _backward_phase(
         write = active[:, None] & col_ok[None, :]
         state_at = rows[:, None] * H + cols64[None, :]
         ws_at = step_rows[:, None] * (4 * H) + cols64[None, :]
-        grad_reset_h = _product(grad_gates_dst + 2 * H, rows * (3 * H), row_ok, H, w_hh, 2 * H * K + cols64, col_ok, K,
+        grad_reset_h = _product(grad_gates_dst + 2 * HS, rows * (3 * HS), row_ok, H, w_hh, 2 * HS * KS + cols64, col_ok, KS,
                                 hidden_product, rows * H, cols64,
                                 HIDDEN_FROM_MEMORY, BLOCK_B, BLOCK_N, BLOCK_K, DOT_PRECISION, UPCAST_DOT)
         r = _load_block(workspace, ws_at, write)
@@ -528,7 +533,7 @@ def _backward_phase(
         grad_r_pre = grad_reset_h * h_before * r * (1.0 - r)
         gg_type = grad_gates.dtype.element_ty
         tl.store(grad_gates + step_rows[:, None] * (3 * H) + cols64[None, :], grad_r_pre.to(gg_type), mask=write)
-        tl.store(grad_gates_dst + rows[:, None] * (3 * H) + cols64[None, :], tl.where(write, grad_r_pre, 0.0).to(gg_type), mask=tile_ok)
+        tl.store(grad_gates_dst + rows[:, None] * (3 * HS) + cols64[None, :], tl.where(write, grad_r_pre, 0.0).to(gg_type), mask=tile_ok)
         grad_direct = tl.load(grad_h_direct + state_at, mask=tile_ok, other=0.0)
         tl.store(grad_h_direct + state_at, grad_direct + tl.where(write, grad_reset_h * r, 0.0), mask=tile_ok)
 
@@ -548,14 +553,14 @@ def _step_forward_kernel(
     m_buf,         # (B, H) fp32
     output,        # (T, B, K)
     workspace,     # (T, B, W)
-    T, B, H, K,
+    T, B, H, K, HS, KS,
     PHASE: tl.constexpr, CELL: tl.constexpr, REVERSE: tl.constexpr, HAS_LENGTHS: tl.constexpr,
     HAS_B_HH: tl.constexpr, HAS_PEEP: tl.constexpr, HAS_PROJ: tl.constexpr,
     HIDDEN_FROM_MEMORY: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr,
     BLOCK_K: tl.constexpr, DOT_PRECISION: tl.constexpr, UPCAST_DOT: tl.constexpr,
 ):
     _forward_phase(s, tl.program_id(0), tl.program_id(1), gates_x, hidden_gates, w_hh, b_hh, w_hr, w_peep,
-                   lengths, h_src, h_dst, c_state, m_buf, output, workspace, T, B, H, K,
+                   lengths, h_src, h_dst, c_state, m_buf, output, workspace, T, B, H, K, HS, KS,
                    PHASE, CELL, REVERSE, HAS_LENGTHS, HAS_B_HH, HAS_PEEP, HAS_PROJ, HIDDEN_FROM_MEMORY,
                    BLOCK_B, BLOCK_N, BLOCK_K, DOT_PRECISION, UPCAST_DOT)
 
@@ -569,29 +574,29 @@ def _sequence_forward_kernel(
     m_buf,         # (B, H) fp32
     output,        # (T, B, K)
     workspace,     # (T, B, W)
-    T, B, H, K,
+    T, B, H, K, HS, KS,
     CELL: tl.constexpr, REVERSE: tl.constexpr, HAS_LENGTHS: tl.constexpr, HAS_B_HH: tl.constexpr,
     HAS_PEEP: tl.constexpr, HAS_PROJ: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr,
     BLOCK_P: tl.constexpr, BLOCK_K: tl.constexpr, DOT_PRECISION: tl.constexpr, UPCAST_DOT: tl.constexpr,
 ):
     pid_b = tl.program_id(0)
     for s in range(T):
-        h_src = h_state + tl.cast(s % 2, tl.int64) * B * K
-        h_dst = h_state + tl.cast((s + 1) % 2, tl.int64) * B * K
+        h_src = h_state + tl.cast(s % 2, tl.int64) * B * KS
+        h_dst = h_state + tl.cast((s + 1) % 2, tl.int64) * B * KS
         if CELL == GRU_RESET_BEFORE:
             _forward_phase(s, pid_b, 0, gates_x, gates_x, w_hh, b_hh, w_hr, w_peep, lengths, h_src, h_dst,
-                           c_state, m_buf, output, workspace, T, B, H, K,
+                           c_state, m_buf, output, workspace, T, B, H, K, HS, KS,
                            FORWARD_RESET_GATE, CELL, REVERSE, HAS_LENGTHS, HAS_B_HH, HAS_PEEP, HAS_PROJ, False,
                            BLOCK_B, BLOCK_H, BLOCK_K, DOT_PRECISION, UPCAST_DOT)
             tl.debug_barrier()  # r ⊙ h of every unit before the n block's matmul
         _forward_phase(s, pid_b, 0, gates_x, gates_x, w_hh, b_hh, w_hr, w_peep, lengths, h_src, h_dst,
-                       c_state, m_buf, output, workspace, T, B, H, K,
+                       c_state, m_buf, output, workspace, T, B, H, K, HS, KS,
                        FORWARD_CELL, CELL, REVERSE, HAS_LENGTHS, HAS_B_HH, HAS_PEEP, HAS_PROJ, False,
                        BLOCK_B, BLOCK_H, BLOCK_K, DOT_PRECISION, UPCAST_DOT)
         if HAS_PROJ:
             tl.debug_barrier()  # the whole unprojected h before its projection
             _forward_phase(s, pid_b, 0, gates_x, gates_x, w_hh, b_hh, w_hr, w_peep, lengths, h_src, h_dst,
-                           c_state, m_buf, output, workspace, T, B, H, K,
+                           c_state, m_buf, output, workspace, T, B, H, K, HS, KS,
                            FORWARD_PROJECT, CELL, REVERSE, HAS_LENGTHS, HAS_B_HH, HAS_PEEP, HAS_PROJ, False,
                            BLOCK_B, BLOCK_P, BLOCK_K, DOT_PRECISION, UPCAST_DOT)
         tl.debug_barrier()  # the new h of every unit before the next step's matmul
@@ -613,7 +618,7 @@ def _step_backward_kernel(
     grad_h_direct,     # (B, K) fp32
     grad_c_state,      # (B, H) fp32
     hidden_product,    # cell path: (B, N)
-    T, B, H, K,
+    T, B, H, K, HS, KS,
     PHASE: tl.constexpr, CELL: tl.constexpr, REVERSE: tl.constexpr, HAS_LENGTHS: tl.constexpr,
     HAS_PEEP: tl.constexpr, HAS_PROJ: tl.constexpr, HIDDEN_FROM_MEMORY: tl.constexpr,
     BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
@@ -621,7 +626,7 @@ def _step_backward_kernel(
 ):
     _backward_phase(s, tl.program_id(0), tl.program_id(1), grad_output, output, h0, c0, workspace, w_hh, w_hr,
                     w_peep, lengths, grad_gates, grad_gates_src, grad_gates_dst, grad_h_out, grad_h_out_step,
-                    grad_h_direct, grad_c_state, hidden_product, T, B, H, K,
+                    grad_h_direct, grad_c_state, hidden_product, T, B, H, K, HS, KS,
                     PHASE, CELL, REVERSE, HAS_LENGTHS, HAS_PEEP, HAS_PROJ, HIDDEN_FROM_MEMORY,
                     BLOCK_B, BLOCK_N, BLOCK_K, DOT_PRECISION, UPCAST_DOT)
 
@@ -639,7 +644,7 @@ def _sequence_backward_kernel(
     grad_h_out_step,   # (B, P)
     grad_h_direct,     # (B, K) fp32
     grad_c_state,      # (B, H) fp32
-    T, B, H, K,
+    T, B, H, K, HS, KS,
     CELL: tl.constexpr, REVERSE: tl.constexpr, HAS_LENGTHS: tl.constexpr, HAS_PEEP: tl.constexpr,
     HAS_PROJ: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_P: tl.constexpr,
     BLOCK_K: tl.constexpr, DOT_PRECISION: tl.constexpr, UPCAST_DOT: tl.constexpr,
@@ -653,25 +658,25 @@ def _sequence_backward_kernel(
     pid_b = tl.program_id(0)
     for backwards in range(T):
         s = T - 1 - backwards
-        src = grad_gates_steps + tl.cast((s + 1) % 2, tl.int64) * B * (G * H)
-        dst = grad_gates_steps + tl.cast(s % 2, tl.int64) * B * (G * H)
+        src = grad_gates_steps + tl.cast((s + 1) % 2, tl.int64) * B * (G * HS)
+        dst = grad_gates_steps + tl.cast(s % 2, tl.int64) * B * (G * HS)
         if HAS_PROJ:
             _backward_phase(s, pid_b, 0, grad_output, output, h0, c0, workspace, w_hh, w_hr, w_peep, lengths,
                             grad_gates, src, dst, grad_h_out, grad_h_out_step, grad_h_direct, grad_c_state,
-                            grad_output, T, B, H, K,
+                            grad_output, T, B, H, K, HS, KS,
                             BACKWARD_PROJECT, CELL, REVERSE, HAS_LENGTHS, HAS_PEEP, HAS_PROJ, False,
                             BLOCK_B, BLOCK_P, BLOCK_K, DOT_PRECISION, UPCAST_DOT)
             tl.debug_barrier()  # the whole projected-h gradient before its product with W_hr
         _backward_phase(s, pid_b, 0, grad_output, output, h0, c0, workspace, w_hh, w_hr, w_peep, lengths,
                         grad_gates, src, dst, grad_h_out, grad_h_out_step, grad_h_direct, grad_c_state,
-                        grad_output, T, B, H, K,
+                        grad_output, T, B, H, K, HS, KS,
                         BACKWARD_CELL, CELL, REVERSE, HAS_LENGTHS, HAS_PEEP, HAS_PROJ, False,
                         BLOCK_B, BLOCK_H, BLOCK_K, DOT_PRECISION, UPCAST_DOT)
         if CELL == GRU_RESET_BEFORE:
             tl.debug_barrier()  # every n-gate gradient before the (r ⊙ h) gradient
             _backward_phase(s, pid_b, 0, grad_output, output, h0, c0, workspace, w_hh, w_hr, w_peep, lengths,
                             grad_gates, src, dst, grad_h_out, grad_h_out_step, grad_h_direct, grad_c_state,
-                            grad_output, T, B, H, K,
+                            grad_output, T, B, H, K, HS, KS,
                             BACKWARD_RESET_GATE, CELL, REVERSE, HAS_LENGTHS, HAS_PEEP, HAS_PROJ, False,
                             BLOCK_B, BLOCK_H, BLOCK_K, DOT_PRECISION, UPCAST_DOT)
         tl.debug_barrier()  # this step's gate gradients before the step before reads them
@@ -769,6 +774,26 @@ def _check_lengths(lengths, steps):
         )
 
 
+def _stride(size: int) -> int:
+    """Row stride of a matmul operand: a multiple of 16 elements, so that Triton knows
+    every row is aligned and loads whole vectors (scalar loads cost ~3x the registers)."""
+    return triton.cdiv(size, 16) * 16
+
+
+def _operand_weights(w_hh, w_hr, gates, hidden, hidden_stride, out_size, out_stride):
+    """W_hh as (G*HS, KS) with each gate block starting at a multiple of HS, and W_hr as
+    (P, HS); zero padding. Copies only when H or K is not a multiple of 16."""
+    if hidden_stride != hidden or out_stride != out_size:
+        padded = w_hh.new_zeros((gates, hidden_stride, out_stride))
+        padded[:, :hidden, :out_size] = w_hh.view(gates, hidden, out_size)
+        w_hh = padded.view(gates * hidden_stride, out_stride)
+    if w_hr is not None and hidden_stride != hidden:
+        padded = w_hr.new_zeros((w_hr.shape[0], hidden_stride))
+        padded[:, :hidden] = w_hr
+        w_hr = padded
+    return w_hh, w_hr
+
+
 def _placeholder(like, dtype=None):
     """Stands in for an absent tensor argument; its kernel flag keeps it unread."""
     return torch.empty(1, dtype=dtype or like.dtype, device=like.device)
@@ -801,18 +826,21 @@ def layer_forward(path, input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, w_peep, len
     gates_x = torch.addmm(b_ih, x, w_ih.t()) if b_ih is not None else x @ w_ih.t()
     output = input.new_zeros((T, B, K))
     workspace = input.new_zeros((T, B, workspace_width(cell, H)))
-    h_state = torch.empty((2, B, K), dtype=torch.float32, device=input.device)
-    h_state[0].copy_(h0)
+    HS, KS = _stride(H), _stride(K)
+    w_hh_operand, w_hr_operand = _operand_weights(w_hh, w_hr, layer.gates, H, HS, K, KS)
+    h_state = input.new_zeros((2, B, KS), dtype=torch.float32)
+    h_state[0, :, :K] = h0
     c_state = c0.float().contiguous().clone() if layer.is_lstm else _placeholder(input, torch.float32)
     needs_m = w_hr is not None or cell == "gru_reset_before"
-    m_buf = input.new_zeros((B, H), dtype=torch.float32) if needs_m else _placeholder(input, torch.float32)
+    m_buf = input.new_zeros((B, HS), dtype=torch.float32) if needs_m else _placeholder(input, torch.float32)
     if T > 0 and B > 0:
         args = dict(
-            gates_x=gates_x, w_hh=w_hh, b_hh=b_hh if b_hh is not None else _placeholder(input),
-            w_hr=w_hr if w_hr is not None else _placeholder(input),
+            gates_x=gates_x, w_hh=w_hh_operand, b_hh=b_hh if b_hh is not None else _placeholder(input),
+            w_hr=w_hr_operand if w_hr is not None else _placeholder(input),
             w_peep=w_peep if w_peep is not None else _placeholder(input),
             lengths=lengths if lengths is not None else _placeholder(input, torch.int64),
-            c_state=c_state, m_buf=m_buf, output=output, workspace=workspace, T=T, B=B, H=H, K=K,
+            c_state=c_state, m_buf=m_buf, output=output, workspace=workspace,
+            T=T, B=B, H=H, K=K, HS=HS, KS=KS,
             HAS_B_HH=b_hh is not None, **_shared_constexprs(layer, reverse, lengths, w_peep, w_hr),
         )
         if path == "persistent":
@@ -822,7 +850,7 @@ def layer_forward(path, input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, w_peep, len
                 BLOCK_K=config.block_k, num_warps=config.num_warps, **args)
         else:
             _run_forward_steps(path == "cell", layer, cell, args, h_state, w_hh, w_hr, m_buf)
-    h_n = h_state[T % 2].to(layer.dtype)
+    h_n = h_state[T % 2, :, :K].to(layer.dtype)
     c_n = c_state.to(layer.dtype) if layer.is_lstm else input.new_empty((0,))
     return output, h_n, c_n, workspace
 
@@ -843,13 +871,13 @@ def _run_forward_steps(from_memory, layer, cell, args, h_state, w_hh, w_hr, m_bu
     for s in range(T):
         h_src, h_dst = h_state[s % 2], h_state[(s + 1) % 2]
         # The cell path's recurrent GEMMs; the step path does them inside the kernels.
-        product = h_src.to(dtype) @ w_hh[:rz_rows].t() if from_memory else h_src
+        product = h_src[:, :K].to(dtype) @ w_hh[:rz_rows].t() if from_memory else h_src
         if cell == "gru_reset_before":
             launch(s, FORWARD_RESET_GATE.value, H, h_src, h_dst, product)
-            product = m_buf.to(dtype) @ w_hh[rz_rows:].t() if from_memory else h_src
+            product = m_buf[:, :H].to(dtype) @ w_hh[rz_rows:].t() if from_memory else h_src
         launch(s, FORWARD_CELL.value, H, h_src, h_dst, product)
         if w_hr is not None:
-            product = m_buf.to(dtype) @ w_hr.t() if from_memory else h_src
+            product = m_buf[:, :H].to(dtype) @ w_hr.t() if from_memory else h_src
             launch(s, FORWARD_PROJECT.value, K, h_src, h_dst, product)
 
 
@@ -881,9 +909,11 @@ def layer_backward(path, grad_output, grad_h_n, grad_c_n, input, h0, c0, w_ih, w
     absent = input.new_empty((0,))
     gate_width = 4 * H if cell == "gru" else G * H
     grad_gates = input.new_zeros((T, B, gate_width))
-    grad_gates_steps = input.new_zeros((2, B, G * H))
+    HS, KS = _stride(H), _stride(K)
+    w_hh_operand, w_hr_operand = _operand_weights(w_hh, w_hr, G, H, HS, K, KS)
+    grad_gates_steps = input.new_zeros((2, B, G * HS))
     grad_h_out = input.new_zeros((T, B, K)) if w_hr is not None else _placeholder(input)
-    grad_h_out_step = input.new_zeros((B, K)) if w_hr is not None else _placeholder(input)
+    grad_h_out_step = input.new_zeros((B, KS)) if w_hr is not None else _placeholder(input)
     grad_h_direct = grad_h_n.float().clone()
     if layer.is_lstm:
         has_grad_c = grad_c_n is not None and grad_c_n.numel() > 0
@@ -893,12 +923,12 @@ def layer_backward(path, grad_output, grad_h_n, grad_c_n, input, h0, c0, w_ih, w
     if T > 0 and B > 0:
         args = dict(
             grad_output=grad_output, output=output, h0=h0,
-            c0=c0 if c0 is not None else _placeholder(input), workspace=workspace, w_hh=w_hh,
-            w_hr=w_hr if w_hr is not None else _placeholder(input),
+            c0=c0 if c0 is not None else _placeholder(input), workspace=workspace, w_hh=w_hh_operand,
+            w_hr=w_hr_operand if w_hr is not None else _placeholder(input),
             w_peep=w_peep if w_peep is not None else _placeholder(input),
             lengths=lengths if lengths is not None else _placeholder(input, torch.int64),
             grad_gates=grad_gates, grad_h_out=grad_h_out, grad_h_out_step=grad_h_out_step,
-            grad_h_direct=grad_h_direct, grad_c_state=grad_c_state, T=T, B=B, H=H, K=K,
+            grad_h_direct=grad_h_direct, grad_c_state=grad_c_state, T=T, B=B, H=H, K=K, HS=HS, KS=KS,
             **_shared_constexprs(layer, reverse, lengths, w_peep, w_hr),
         )
         if path == "persistent":
@@ -907,11 +937,13 @@ def layer_backward(path, grad_output, grad_h_n, grad_c_n, input, h0, c0, w_ih, w
                 grad_gates_steps=grad_gates_steps, BLOCK_B=config.block_b, BLOCK_H=_block(H),
                 BLOCK_P=_block(K), BLOCK_K=config.block_k, num_warps=config.num_warps, **args)
         else:
-            _run_backward_steps(path == "cell", layer, cell, args, grad_gates_steps, grad_h_out_step, w_hh, w_hr)
+            _run_backward_steps(path == "cell", layer, cell, args, grad_gates_steps, grad_h_out_step,
+                                w_hh_operand, w_hr)
 
-    recurrent_rows = 2 * H if cell == "gru_reset_before" else G * H
+    recurrent_rows = 2 * HS if cell == "gru_reset_before" else G * HS
     # The gradient of h0 is the last product with W_hh, left out of the time loop.
-    grad_h0 = (grad_h_direct + (grad_gates_steps[0][:, :recurrent_rows] @ w_hh[:recurrent_rows]).float()).to(dtype)
+    last_product = grad_gates_steps[0][:, :recurrent_rows] @ w_hh_operand[:recurrent_rows, :K]
+    grad_h0 = (grad_h_direct + last_product.float()).to(dtype)
     grad_c0 = grad_c_state.to(dtype) if layer.is_lstm else absent
     grad_input = absent
     flat = grad_gates.view(T * B, gate_width)
@@ -951,8 +983,9 @@ def layer_backward(path, grad_output, grad_h_n, grad_c_n, input, h0, c0, w_ih, w
     return grad_input, grad_h0, grad_c0, grad_w_ih, grad_w_hh, grad_b_ih, grad_b_hh, grad_w_hr, grad_w_peep
 
 
-def _run_backward_steps(from_memory, layer, cell, args, grad_gates_steps, grad_h_out_step, w_hh, w_hr):
+def _run_backward_steps(from_memory, layer, cell, args, grad_gates_steps, grad_h_out_step, w_hh_operand, w_hr):
     T, B, H, K, G = layer.steps, layer.batch, layer.hidden, layer.out_size, layer.gates
+    HS = _stride(H)
 
     def launch(s, phase, columns, src, dst, product):
         config = step_config(columns)
@@ -962,17 +995,17 @@ def _run_backward_steps(from_memory, layer, cell, args, grad_gates_steps, grad_h
             HIDDEN_FROM_MEMORY=from_memory, BLOCK_B=config.block_b, BLOCK_N=config.block_n,
             BLOCK_K=config.block_k, num_warps=config.num_warps, **args)
 
-    recurrent_rows = 2 * H if cell == "gru_reset_before" else G * H
+    recurrent_rows = 2 * HS if cell == "gru_reset_before" else G * HS
     for s in range(T - 1, -1, -1):
         src, dst = grad_gates_steps[(s + 1) % 2], grad_gates_steps[s % 2]
         # The cell path's recurrent GEMMs; the step path does them inside the kernels.
-        product = src[:, :recurrent_rows] @ w_hh[:recurrent_rows] if from_memory else src
+        product = src[:, :recurrent_rows] @ w_hh_operand[:recurrent_rows, :K] if from_memory else src
         if w_hr is not None:
             launch(s, BACKWARD_PROJECT.value, K, src, dst, product)
-            product = grad_h_out_step @ w_hr if from_memory else src
+            product = grad_h_out_step[:, :K] @ w_hr if from_memory else src
         launch(s, BACKWARD_CELL.value, H, src, dst, product)
         if cell == "gru_reset_before":
-            product = dst[:, 2 * H:] @ w_hh[2 * H:] if from_memory else src
+            product = dst[:, 2 * HS:] @ w_hh_operand[2 * HS:, :K] if from_memory else src
             launch(s, BACKWARD_RESET_GATE.value, H, src, dst, product)
 
 
@@ -991,3 +1024,68 @@ def recurrent_layer_backward(grad_output, grad_h_n, grad_c_n, input, h0, c0, w_i
     path = choose_path(layer.hidden, layer.out_size, layer.dtype)
     return layer_backward(path, grad_output, grad_h_n, grad_c_n, input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr,
                           w_peep, lengths, output, workspace, cell, reverse, need_input_grad, need_weight_grad)
+
+
+# ---------------------------------------------------------------------------------------
+# GPU compile configurations (convention: kernels/_compile.py)
+# ---------------------------------------------------------------------------------------
+
+_FLOAT32_STATE = {"h_state", "h_src", "h_dst", "c_state", "m_buf", "grad_h_direct", "grad_c_state"}
+_INTEGERS = {"s", "T", "B", "H", "K"}
+
+
+def _kernel_signature(kernel, dtype):
+    from ._compile import pointer, scalar
+
+    signature = {}
+    for param in kernel.params:
+        name = param.name
+        if param.is_constexpr:
+            continue
+        if name in _INTEGERS:
+            signature[name] = scalar(torch.int32)
+        elif name == "lengths":
+            signature[name] = pointer(torch.int64)
+        elif name in _FLOAT32_STATE:
+            signature[name] = pointer(torch.float32)
+        else:
+            signature[name] = pointer(dtype)
+    return signature
+
+
+def _flags(cell, dtype, peephole, projection):
+    return dict(
+        CELL=CELL_CODES[cell], REVERSE=True, HAS_LENGTHS=True, HAS_PEEP=peephole, HAS_PROJ=projection,
+        DOT_PRECISION=_dot_precision(dtype), UPCAST_DOT=False,
+    )
+
+
+def persistent_compile_configuration(direction, cell, dtype, hidden, peephole=False, projection=False):
+    from ._compile import CompileConfiguration
+
+    config = persistent_config(hidden)
+    kernel = _sequence_forward_kernel if direction == "forward" else _sequence_backward_kernel
+    constexprs = dict(_flags(cell, dtype, peephole, projection), BLOCK_B=config.block_b,
+                      BLOCK_H=_block(hidden), BLOCK_P=_block(hidden), BLOCK_K=config.block_k)
+    if direction == "forward":
+        constexprs["HAS_B_HH"] = True
+    extras = "+peephole" * peephole + "+projection" * projection
+    label = f"{cell}{extras} {str(dtype).replace('torch.', '')} H<={_block(hidden)} BB={config.block_b} BK={config.block_k} warps={config.num_warps}"
+    return CompileConfiguration(kernel, label, _kernel_signature(kernel, dtype), constexprs, config.num_warps)
+
+
+def step_compile_configuration(direction, phase, cell, dtype, columns, from_memory=False, peephole=False,
+                               projection=False):
+    from ._compile import CompileConfiguration
+
+    config = step_config(columns)
+    kernel = _step_forward_kernel if direction == "forward" else _step_backward_kernel
+    constexprs = dict(_flags(cell, dtype, peephole, projection), PHASE=phase.value, HIDDEN_FROM_MEMORY=from_memory,
+                      BLOCK_B=config.block_b, BLOCK_N=config.block_n, BLOCK_K=config.block_k)
+    if direction == "forward":
+        constexprs["HAS_B_HH"] = True
+    extras = "+peephole" * peephole + "+projection" * projection
+    kind = "cell" if from_memory else "step"
+    label = (f"{kind} phase {phase.value} {cell}{extras} {str(dtype).replace('torch.', '')} N{'<=' if columns <= 256 else '>'}256 "
+             f"BB={config.block_b} BN={config.block_n} BK={config.block_k} warps={config.num_warps}")
+    return CompileConfiguration(kernel, label, _kernel_signature(kernel, dtype), constexprs, config.num_warps)
