@@ -6,20 +6,22 @@ whose kernels must compile for the GPU targets defines ``COMPILE_CONFIGURATIONS`
 of ``CompileConfiguration`` (or a function without arguments returning one). Each entry
 is one launch configuration that the module's launchers can pick: the kernel, a short
 label for the resource table, its argument types, its constexpr values and its launch
-options. ``pointer`` / ``scalar`` build the type strings. The test compiles every entry for
+options, and which arguments the launcher guarantees to be 16-aligned (Triton's JIT
+specializes on that, and it decides whether loads are vectorized). ``pointer`` / ``scalar``
+build the type strings. The test compiles every entry for
 every target in ``TARGETS`` and requires zero spills and shared memory within the target's
 limit.
 """
 from __future__ import annotations
 
-import os
+import contextlib
+import io
 import re
-import subprocess
-import tempfile
-from typing import Any, Dict, NamedTuple
+from typing import Any, Dict, NamedTuple, Optional, Tuple
 
 import torch
 import triton
+from triton import knobs
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
@@ -48,42 +50,41 @@ class CompileConfiguration(NamedTuple):
     constexprs: Dict[str, Any]  # every constexpr argument -> value
     num_warps: int
     num_stages: int = 2
+    maxnreg: Optional[int] = None
+    # Arguments that Triton's JIT will see as multiples of 16 (pointers: 16-byte aligned)
+    # at every launch, as it specializes them. List only what the launcher guarantees.
+    aligned: Tuple[str, ...] = ()
 
 
 class Resources(NamedTuple):
     registers: int      # per thread
-    spill_bytes: int    # local memory per thread: register spills (Triton kernels have no local arrays)
-    stack_bytes: int
+    spill_bytes: int    # register spill stores per thread, as ptxas reports them
+    stack_bytes: int    # stack frame per thread (where spills go)
     shared_bytes: int   # dynamic shared memory per block
 
 
-def _ptxas_tool_directory() -> str:
-    return os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin")
-
-
-def _cubin_resources(cubin: bytes, name: str) -> Dict[str, int]:
-    """REG / STACK / LOCAL of kernel ``name`` from ``cuobjdump --dump-resource-usage``
-    (the cuobjdump bundled with Triton)."""
-    with tempfile.TemporaryDirectory() as directory:
-        path = os.path.join(directory, "kernel.cubin")
-        with open(path, "wb") as handle:
-            handle.write(cubin)
-        report = subprocess.run(
-            [os.path.join(_ptxas_tool_directory(), "cuobjdump"), "--dump-resource-usage", path],
-            check=True, capture_output=True, text=True,
-        ).stdout
-    match = re.search(r"Function " + re.escape(name) + r":\s*\n\s*(.*)", report)
-    if match is None:
-        raise RuntimeError(f"cuobjdump reported no resources for kernel {name}:\n{report}")
-    return {key: int(value) for key, value in re.findall(r"(\w+):(\d+)", match.group(1))}
+def _parse_ptxas_log(log: str, name: str) -> Dict[str, int]:
+    """Numbers ptxas -v printed for kernel ``name``."""
+    section = log[log.index(f"Function properties for {name}"):]
+    stack, spill_stores = re.search(r"(\d+) bytes stack frame, (\d+) bytes spill stores", section).groups()
+    registers = re.search(r"Used (\d+) registers", section).group(1)
+    return {"registers": int(registers), "spill": int(spill_stores), "stack": int(stack)}
 
 
 def compile_for(configuration: CompileConfiguration, capability: int) -> Resources:
-    """Compile ``configuration`` for sm_<capability> and report its resources."""
-    source = ASTSource(configuration.kernel, configuration.signature, configuration.constexprs)
-    compiled = triton.compile(
-        source, target=TARGETS[capability],
-        options={"num_warps": configuration.num_warps, "num_stages": configuration.num_stages},
-    )
-    usage = _cubin_resources(compiled.asm["cubin"], compiled.metadata.name)
-    return Resources(usage["REG"], usage["LOCAL"], usage["STACK"], compiled.metadata.shared)
+    """Compile ``configuration`` for sm_<capability> and report its resources, from the
+    ptxas run that produced the cubin (a cached kernel would skip ptxas: always compile)."""
+    names = configuration.kernel.arg_names
+    attrs = {(names.index(name),): [["tt.divisibility", 16]] for name in configuration.aligned}
+    source = ASTSource(configuration.kernel, configuration.signature, configuration.constexprs, attrs)
+    log = io.StringIO()
+    with knobs.compilation.scope(), knobs.nvidia.scope(), contextlib.redirect_stdout(log):
+        knobs.compilation.always_compile = True
+        knobs.nvidia.dump_ptxas_log = True
+        compiled = triton.compile(
+            source, target=TARGETS[capability],
+            options={"num_warps": configuration.num_warps, "num_stages": configuration.num_stages,
+                     "maxnreg": configuration.maxnreg},
+        )
+    usage = _parse_ptxas_log(log.getvalue(), compiled.metadata.name)
+    return Resources(usage["registers"], usage["spill"], usage["stack"], compiled.metadata.shared)

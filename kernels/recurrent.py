@@ -105,37 +105,69 @@ def _tanh(x):
 
 
 @triton.jit
-def _matmul(acc, a_ptr, a_rows, row_ok, k_size, w_ptr, w_cols, col_ok, w_stride_k,
-            BLOCK_K: tl.constexpr, DOT_PRECISION: tl.constexpr, UPCAST_DOT: tl.constexpr):
-    """acc (BB, BN) += A[rows, :k_size] @ Wmat[:k_size, cols].
-
-    a_rows (BB,) int64: offset of each row of A; A is read in float32 or the weights'
-    dtype and cast to the weights' dtype. w_cols (BN,) int64: offset of each column of
-    Wmat; consecutive k are w_stride_k apart (1 reads a row-major (N, K) weight transposed).
-    """
-    for k_start in range(0, k_size, BLOCK_K):
-        k = k_start + tl.arange(0, BLOCK_K)
-        k_ok = k < k_size
-        a = tl.load(a_ptr + a_rows[:, None] + k[None, :], mask=row_ok[:, None] & k_ok[None, :], other=0.0)
-        w = tl.load(w_ptr + w_cols[None, :] + k.to(tl.int64)[:, None] * w_stride_k,
-                    mask=k_ok[:, None] & col_ok[None, :], other=0.0)
-        acc = _dot(a.to(w.dtype), w, acc, DOT_PRECISION, UPCAST_DOT)
-    return acc
+def _load_block(ptr, offsets, mask):
+    return tl.load(ptr + offsets, mask=mask, other=0.0).to(tl.float32)
 
 
 @triton.jit
-def _product(a_ptr, a_rows, row_ok, k_size, w_ptr, w_cols, col_ok, w_stride_k,
-             result_ptr, result_rows, result_cols,
+def _gate_products(a_ptr, a_rows, row_ok, k_size, w_ptr, w_cols, w_gate_step, w_col_ok, w_stride_k,
+                   result_ptr, result_rows, result_cols, result_gate_step, col_ok,
+                   GATES: tl.constexpr, HIDDEN_FROM_MEMORY: tl.constexpr, BLOCK_B: tl.constexpr,
+                   BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, DOT_PRECISION: tl.constexpr,
+                   UPCAST_DOT: tl.constexpr):
+    """Blocks of up to four gates of a recurrent matmul, A[rows, :k_size] @ Wmat[:k_size,
+    cols + gate * w_gate_step], in one pass over k so each chunk of A is loaded once.
+    Unused gates come back as zeros. With HIDDEN_FROM_MEMORY (cell path) the blocks are
+    read from the product torch computed: result_rows[:, None] + result_cols + gate *
+    result_gate_step, where col_ok.
+
+    k_size and the extent in w_col_ok are the padded sizes (multiples of 16; the padding
+    holds zeros): masks that are constant over 16 elements let the loads be vectorized."""
+    acc0 = tl.zeros((BLOCK_B, BLOCK_N), dtype=tl.float32)
+    acc1 = tl.zeros((BLOCK_B, BLOCK_N), dtype=tl.float32)
+    acc2 = tl.zeros((BLOCK_B, BLOCK_N), dtype=tl.float32)
+    acc3 = tl.zeros((BLOCK_B, BLOCK_N), dtype=tl.float32)
+    if HIDDEN_FROM_MEMORY:
+        at = result_rows[:, None] + result_cols[None, :]
+        tile_ok = row_ok[:, None] & col_ok[None, :]
+        acc0 = _load_block(result_ptr, at, tile_ok)
+        if GATES > 1:
+            acc1 = _load_block(result_ptr, at + result_gate_step, tile_ok)
+        if GATES > 2:
+            acc2 = _load_block(result_ptr, at + 2 * result_gate_step, tile_ok)
+        if GATES > 3:
+            acc3 = _load_block(result_ptr, at + 3 * result_gate_step, tile_ok)
+    else:
+        for k_start in range(0, k_size, BLOCK_K):
+            k = k_start + tl.arange(0, BLOCK_K)
+            k_ok = k < k_size
+            a = tl.load(a_ptr + a_rows[:, None] + k[None, :], mask=row_ok[:, None] & k_ok[None, :], other=0.0)
+            a = a.to(w_ptr.dtype.element_ty)
+            w_at = w_cols[None, :] + k.to(tl.int64)[:, None] * w_stride_k
+            w_ok = k_ok[:, None] & w_col_ok[None, :]
+            acc0 = _dot(a, tl.load(w_ptr + w_at, mask=w_ok, other=0.0), acc0, DOT_PRECISION, UPCAST_DOT)
+            if GATES > 1:
+                acc1 = _dot(a, tl.load(w_ptr + w_gate_step + w_at, mask=w_ok, other=0.0), acc1,
+                            DOT_PRECISION, UPCAST_DOT)
+            if GATES > 2:
+                acc2 = _dot(a, tl.load(w_ptr + 2 * w_gate_step + w_at, mask=w_ok, other=0.0), acc2,
+                            DOT_PRECISION, UPCAST_DOT)
+            if GATES > 3:
+                acc3 = _dot(a, tl.load(w_ptr + 3 * w_gate_step + w_at, mask=w_ok, other=0.0), acc3,
+                            DOT_PRECISION, UPCAST_DOT)
+    return acc0, acc1, acc2, acc3
+
+
+@triton.jit
+def _product(a_ptr, a_rows, row_ok, k_size, w_ptr, w_cols, w_col_ok, w_stride_k,
+             result_ptr, result_rows, result_cols, col_ok,
              HIDDEN_FROM_MEMORY: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr,
              BLOCK_K: tl.constexpr, DOT_PRECISION: tl.constexpr, UPCAST_DOT: tl.constexpr):
-    """One block of a recurrent matmul: a tl.dot, or (cell path) the block of the product
-    torch already computed, read from result_ptr at result_rows[:, None] + result_cols."""
-    if HIDDEN_FROM_MEMORY:
-        return tl.load(result_ptr + result_rows[:, None] + result_cols[None, :],
-                       mask=row_ok[:, None] & col_ok[None, :], other=0.0).to(tl.float32)
-    acc = tl.zeros((BLOCK_B, BLOCK_N), dtype=tl.float32)
-    return _matmul(acc, a_ptr, a_rows, row_ok, k_size, w_ptr, w_cols, col_ok, w_stride_k,
-                   BLOCK_K, DOT_PRECISION, UPCAST_DOT)
+    """One block of a recurrent matmul (``_gate_products`` of one gate)."""
+    product, _, _, _ = _gate_products(a_ptr, a_rows, row_ok, k_size, w_ptr, w_cols, 0, w_col_ok, w_stride_k,
+                                      result_ptr, result_rows, result_cols, 0, col_ok, 1, HIDDEN_FROM_MEMORY,
+                                      BLOCK_B, BLOCK_N, BLOCK_K, DOT_PRECISION, UPCAST_DOT)
+    return product
 
 
 @triton.jit
@@ -160,11 +192,6 @@ def _rows_and_times(s, pid_b, lengths, T, B,
         t = step
         t_before = t - 1
     return rows.to(tl.int64), row_ok, active, step > 0, t.to(tl.int64), t_before.to(tl.int64)
-
-
-@triton.jit
-def _load_block(ptr, offsets, mask):
-    return tl.load(ptr + offsets, mask=mask, other=0.0).to(tl.float32)
 
 
 @triton.jit
@@ -209,8 +236,8 @@ def _forward_phase(
     if PHASE == FORWARD_PROJECT:
         col_ok = cols < K
         tile_ok = row_ok[:, None] & col_ok[None, :]
-        h = _product(m_buf, rows * HS, row_ok, H, w_hr, cols64 * HS, col_ok, 1,
-                     hidden_gates, rows * K, cols64,
+        h = _product(m_buf, rows * HS, row_ok, HS, w_hr, cols64 * HS, col_ok, 1,
+                     hidden_gates, rows * K, cols64, col_ok,
                      HIDDEN_FROM_MEMORY, BLOCK_B, BLOCK_N, BLOCK_K, DOT_PRECISION, UPCAST_DOT)
         write = active[:, None] & col_ok[None, :]
         tl.store(output + step_rows[:, None] * K + cols64[None, :], h.to(output.dtype.element_ty), mask=write)
@@ -229,8 +256,8 @@ def _forward_phase(
         # Hidden-gate block g: W_hh rows g*H + cols, or column g*H (or (g - 2)*H for the
         # reset-before n block, the only one torch computes in that phase) of its product.
         if CELL == GRU_RESET_BEFORE and PHASE == FORWARD_CELL:
-            h_n = _product(m_buf, rows * HS, row_ok, H, w_hh, (2 * HS + cols64) * KS, col_ok, 1,
-                           hidden_gates, rows * H, cols64,
+            h_n = _product(m_buf, rows * HS, row_ok, HS, w_hh, (2 * HS + cols64) * KS, col_ok, 1,
+                           hidden_gates, rows * H, cols64, col_ok,
                            HIDDEN_FROM_MEMORY, BLOCK_B, BLOCK_N, BLOCK_K, DOT_PRECISION, UPCAST_DOT)
             if HAS_B_HH:
                 h_n += _load_block(b_hh, 2 * H + cols64, col_ok)[None, :]
@@ -245,21 +272,29 @@ def _forward_phase(
         else:
             if CELL == GRU_RESET_BEFORE:
                 hidden_width = 2 * H
+                GATES: tl.constexpr = 2   # r and z: the n block needs r ⊙ h first
             else:
                 hidden_width = G * H
-            pre0 = _product(h_src, rows * KS, row_ok, K, w_hh, cols64 * KS, col_ok, 1,
-                            hidden_gates, rows * hidden_width, cols64,
-                            HIDDEN_FROM_MEMORY, BLOCK_B, BLOCK_N, BLOCK_K, DOT_PRECISION, UPCAST_DOT)
+                GATES: tl.constexpr = G
+            pre0, pre1, pre2, pre3 = _gate_products(
+                h_src, rows * KS, row_ok, KS, w_hh, cols64 * KS, HS * KS, col_ok, 1,
+                hidden_gates, rows * hidden_width, cols64, H, col_ok,
+                GATES, HIDDEN_FROM_MEMORY, BLOCK_B, BLOCK_N, BLOCK_K, DOT_PRECISION, UPCAST_DOT)
             if HAS_B_HH:
                 pre0 += _load_block(b_hh, cols64, col_ok)[None, :]
-            pre0 += _load_block(gates_x, x_at, write)
-            if G > 1:
-                pre1 = _product(h_src, rows * KS, row_ok, K, w_hh, (HS + cols64) * KS, col_ok, 1,
-                                hidden_gates, rows * hidden_width, H + cols64,
-                                HIDDEN_FROM_MEMORY, BLOCK_B, BLOCK_N, BLOCK_K, DOT_PRECISION, UPCAST_DOT)
-                if HAS_B_HH:
+                if GATES > 1:
                     pre1 += _load_block(b_hh, H + cols64, col_ok)[None, :]
+                if GATES > 2:
+                    pre2 += _load_block(b_hh, 2 * H + cols64, col_ok)[None, :]
+                if GATES > 3:
+                    pre3 += _load_block(b_hh, 3 * H + cols64, col_ok)[None, :]
+            pre0 += _load_block(gates_x, x_at, write)
+            if GATES > 1:
                 pre1 += _load_block(gates_x, x_at + H, write)
+            if GATES > 2 and CELL != GRU:   # GRU's input n block joins after the reset
+                pre2 += _load_block(gates_x, x_at + 2 * H, write)
+            if GATES > 3:
+                pre3 += _load_block(gates_x, x_at + 3 * H, write)
             if CELL == RNN_TANH or CELL == RNN_RELU:
                 if CELL == RNN_TANH:
                     h_new = _tanh(pre0)
@@ -279,11 +314,7 @@ def _forward_phase(
                 tl.store(workspace + ws_at + 3 * H, reset_h.to(workspace.dtype.element_ty), mask=write)
                 tl.store(m_buf + m_at, reset_h, mask=tile_ok)
             elif CELL == GRU:
-                h_n = _product(h_src, rows * KS, row_ok, K, w_hh, (2 * HS + cols64) * KS, col_ok, 1,
-                               hidden_gates, rows * hidden_width, 2 * H + cols64,
-                               HIDDEN_FROM_MEMORY, BLOCK_B, BLOCK_N, BLOCK_K, DOT_PRECISION, UPCAST_DOT)
-                if HAS_B_HH:
-                    h_n += _load_block(b_hh, 2 * H + cols64, col_ok)[None, :]
+                h_n = pre2
                 r = tl.sigmoid(pre0)
                 z = tl.sigmoid(pre1)
                 n = _tanh(_load_block(gates_x, x_at + 2 * H, write) + r * h_n)
@@ -296,21 +327,9 @@ def _forward_phase(
                 tl.store(output + step_rows[:, None] * K + cols64[None, :], h_new.to(output.dtype.element_ty), mask=write)
                 tl.store(h_dst + h_at, tl.where(write, h_new, h_before), mask=tile_ok)
             else:
-                # LSTM: pre0, pre1 are (i, f), or (f, g) for the coupled cell.
-                pre2 = _product(h_src, rows * KS, row_ok, K, w_hh, (2 * HS + cols64) * KS, col_ok, 1,
-                                hidden_gates, rows * hidden_width, 2 * H + cols64,
-                                HIDDEN_FROM_MEMORY, BLOCK_B, BLOCK_N, BLOCK_K, DOT_PRECISION, UPCAST_DOT)
-                if HAS_B_HH:
-                    pre2 += _load_block(b_hh, 2 * H + cols64, col_ok)[None, :]
-                pre2 += _load_block(gates_x, x_at + 2 * H, write)
+                # LSTM: pre0..pre3 are (i, f, g, o), or (f, g, o) for the coupled cell.
                 c_before = tl.load(c_state + c_at, mask=tile_ok, other=0.0)
                 if CELL == LSTM:
-                    pre3 = _product(h_src, rows * KS, row_ok, K, w_hh, (3 * HS + cols64) * KS, col_ok, 1,
-                                    hidden_gates, rows * hidden_width, 3 * H + cols64,
-                                    HIDDEN_FROM_MEMORY, BLOCK_B, BLOCK_N, BLOCK_K, DOT_PRECISION, UPCAST_DOT)
-                    if HAS_B_HH:
-                        pre3 += _load_block(b_hh, 3 * H + cols64, col_ok)[None, :]
-                    pre3 += _load_block(gates_x, x_at + 3 * H, write)
                     i_pre = pre0
                     f_pre = pre1
                     g_pre = pre2
@@ -419,8 +438,8 @@ def _backward_phase(
             recurrent_width = 2 * HS   # its n block reaches h through r ⊙ h, see BACKWARD_RESET_GATE
         else:
             recurrent_width = G * HS
-        grad_h = _product(grad_gates_src, rows * (G * HS), row_ok, recurrent_width, w_hh, cols64, col_ok, KS,
-                          hidden_product, rows * K, cols64,
+        grad_h = _product(grad_gates_src, rows * (G * HS), row_ok, recurrent_width, w_hh, cols64, cols < KS, KS,
+                          hidden_product, rows * K, cols64, col_ok,
                           HIDDEN_FROM_MEMORY, BLOCK_B, BLOCK_N, BLOCK_K, DOT_PRECISION, UPCAST_DOT)
         grad_h += tl.load(grad_h_direct + state_at, mask=tile_ok, other=0.0)
         grad_h += _load_block(grad_output, step_rows[:, None] * K + cols64[None, :], write)
@@ -438,8 +457,8 @@ def _backward_phase(
         dst_at = rows[:, None] * (G * HS) + cols64[None, :]
         gg_type = grad_gates.dtype.element_ty
         if HAS_PROJ:
-            grad_h = _product(grad_h_out_step, rows * KS, row_ok, K, w_hr, cols64, col_ok, HS,
-                              hidden_product, rows * H, cols64,
+            grad_h = _product(grad_h_out_step, rows * KS, row_ok, KS, w_hr, cols64, cols < HS, HS,
+                              hidden_product, rows * H, cols64, col_ok,
                               HIDDEN_FROM_MEMORY, BLOCK_B, BLOCK_N, BLOCK_K, DOT_PRECISION, UPCAST_DOT)
         if CELL == RNN_TANH or CELL == RNN_RELU:
             h = _load_block(workspace, ws_at, write)
@@ -524,8 +543,8 @@ def _backward_phase(
         write = active[:, None] & col_ok[None, :]
         state_at = rows[:, None] * H + cols64[None, :]
         ws_at = step_rows[:, None] * (4 * H) + cols64[None, :]
-        grad_reset_h = _product(grad_gates_dst + 2 * HS, rows * (3 * HS), row_ok, H, w_hh, 2 * HS * KS + cols64, col_ok, KS,
-                                hidden_product, rows * H, cols64,
+        grad_reset_h = _product(grad_gates_dst + 2 * HS, rows * (3 * HS), row_ok, HS, w_hh, 2 * HS * KS + cols64,
+                                cols < KS, KS, hidden_product, rows * H, cols64, col_ok,
                                 HIDDEN_FROM_MEMORY, BLOCK_B, BLOCK_N, BLOCK_K, DOT_PRECISION, UPCAST_DOT)
         r = _load_block(workspace, ws_at, write)
         h_before = tl.where(has_before, _load_block(output, before_rows[:, None] * K + cols64[None, :], write & has_before),
@@ -576,29 +595,34 @@ def _sequence_forward_kernel(
     workspace,     # (T, B, W)
     T, B, H, K, HS, KS,
     CELL: tl.constexpr, REVERSE: tl.constexpr, HAS_LENGTHS: tl.constexpr, HAS_B_HH: tl.constexpr,
-    HAS_PEEP: tl.constexpr, HAS_PROJ: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr,
-    BLOCK_P: tl.constexpr, BLOCK_K: tl.constexpr, DOT_PRECISION: tl.constexpr, UPCAST_DOT: tl.constexpr,
+    HAS_PEEP: tl.constexpr, HAS_PROJ: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr, DOT_PRECISION: tl.constexpr, UPCAST_DOT: tl.constexpr,
 ):
+    # One program per batch tile owns all H units of its rows and walks them in column
+    # tiles of BLOCK_N, so its registers do not grow with H.
     pid_b = tl.program_id(0)
     for s in range(T):
         h_src = h_state + tl.cast(s % 2, tl.int64) * B * KS
         h_dst = h_state + tl.cast((s + 1) % 2, tl.int64) * B * KS
         if CELL == GRU_RESET_BEFORE:
-            _forward_phase(s, pid_b, 0, gates_x, gates_x, w_hh, b_hh, w_hr, w_peep, lengths, h_src, h_dst,
-                           c_state, m_buf, output, workspace, T, B, H, K, HS, KS,
-                           FORWARD_RESET_GATE, CELL, REVERSE, HAS_LENGTHS, HAS_B_HH, HAS_PEEP, HAS_PROJ, False,
-                           BLOCK_B, BLOCK_H, BLOCK_K, DOT_PRECISION, UPCAST_DOT)
+            for tile in range(0, tl.cdiv(H, BLOCK_N)):
+                _forward_phase(s, pid_b, tile, gates_x, gates_x, w_hh, b_hh, w_hr, w_peep, lengths, h_src, h_dst,
+                               c_state, m_buf, output, workspace, T, B, H, K, HS, KS,
+                               FORWARD_RESET_GATE, CELL, REVERSE, HAS_LENGTHS, HAS_B_HH, HAS_PEEP, HAS_PROJ,
+                               False, BLOCK_B, BLOCK_N, BLOCK_K, DOT_PRECISION, UPCAST_DOT)
             tl.debug_barrier()  # r ⊙ h of every unit before the n block's matmul
-        _forward_phase(s, pid_b, 0, gates_x, gates_x, w_hh, b_hh, w_hr, w_peep, lengths, h_src, h_dst,
-                       c_state, m_buf, output, workspace, T, B, H, K, HS, KS,
-                       FORWARD_CELL, CELL, REVERSE, HAS_LENGTHS, HAS_B_HH, HAS_PEEP, HAS_PROJ, False,
-                       BLOCK_B, BLOCK_H, BLOCK_K, DOT_PRECISION, UPCAST_DOT)
+        for tile in range(0, tl.cdiv(H, BLOCK_N)):
+            _forward_phase(s, pid_b, tile, gates_x, gates_x, w_hh, b_hh, w_hr, w_peep, lengths, h_src, h_dst,
+                           c_state, m_buf, output, workspace, T, B, H, K, HS, KS,
+                           FORWARD_CELL, CELL, REVERSE, HAS_LENGTHS, HAS_B_HH, HAS_PEEP, HAS_PROJ, False,
+                           BLOCK_B, BLOCK_N, BLOCK_K, DOT_PRECISION, UPCAST_DOT)
         if HAS_PROJ:
             tl.debug_barrier()  # the whole unprojected h before its projection
-            _forward_phase(s, pid_b, 0, gates_x, gates_x, w_hh, b_hh, w_hr, w_peep, lengths, h_src, h_dst,
-                           c_state, m_buf, output, workspace, T, B, H, K, HS, KS,
-                           FORWARD_PROJECT, CELL, REVERSE, HAS_LENGTHS, HAS_B_HH, HAS_PEEP, HAS_PROJ, False,
-                           BLOCK_B, BLOCK_P, BLOCK_K, DOT_PRECISION, UPCAST_DOT)
+            for tile in range(0, tl.cdiv(K, BLOCK_N)):
+                _forward_phase(s, pid_b, tile, gates_x, gates_x, w_hh, b_hh, w_hr, w_peep, lengths, h_src, h_dst,
+                               c_state, m_buf, output, workspace, T, B, H, K, HS, KS,
+                               FORWARD_PROJECT, CELL, REVERSE, HAS_LENGTHS, HAS_B_HH, HAS_PEEP, HAS_PROJ,
+                               False, BLOCK_B, BLOCK_N, BLOCK_K, DOT_PRECISION, UPCAST_DOT)
         tl.debug_barrier()  # the new h of every unit before the next step's matmul
 
 
@@ -646,8 +670,8 @@ def _sequence_backward_kernel(
     grad_c_state,      # (B, H) fp32
     T, B, H, K, HS, KS,
     CELL: tl.constexpr, REVERSE: tl.constexpr, HAS_LENGTHS: tl.constexpr, HAS_PEEP: tl.constexpr,
-    HAS_PROJ: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_P: tl.constexpr,
-    BLOCK_K: tl.constexpr, DOT_PRECISION: tl.constexpr, UPCAST_DOT: tl.constexpr,
+    HAS_PROJ: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    DOT_PRECISION: tl.constexpr, UPCAST_DOT: tl.constexpr,
 ):
     if CELL == LSTM:
         G: tl.constexpr = 4
@@ -661,24 +685,27 @@ def _sequence_backward_kernel(
         src = grad_gates_steps + tl.cast((s + 1) % 2, tl.int64) * B * (G * HS)
         dst = grad_gates_steps + tl.cast(s % 2, tl.int64) * B * (G * HS)
         if HAS_PROJ:
-            _backward_phase(s, pid_b, 0, grad_output, output, h0, c0, workspace, w_hh, w_hr, w_peep, lengths,
+            for tile in range(0, tl.cdiv(K, BLOCK_N)):
+                _backward_phase(s, pid_b, tile, grad_output, output, h0, c0, workspace, w_hh, w_hr, w_peep,
+                                lengths, grad_gates, src, dst, grad_h_out, grad_h_out_step, grad_h_direct,
+                                grad_c_state, grad_output, T, B, H, K, HS, KS,
+                                BACKWARD_PROJECT, CELL, REVERSE, HAS_LENGTHS, HAS_PEEP, HAS_PROJ, False,
+                                BLOCK_B, BLOCK_N, BLOCK_K, DOT_PRECISION, UPCAST_DOT)
+            tl.debug_barrier()  # the whole projected-h gradient before its product with W_hr
+        for tile in range(0, tl.cdiv(H, BLOCK_N)):
+            _backward_phase(s, pid_b, tile, grad_output, output, h0, c0, workspace, w_hh, w_hr, w_peep, lengths,
                             grad_gates, src, dst, grad_h_out, grad_h_out_step, grad_h_direct, grad_c_state,
                             grad_output, T, B, H, K, HS, KS,
-                            BACKWARD_PROJECT, CELL, REVERSE, HAS_LENGTHS, HAS_PEEP, HAS_PROJ, False,
-                            BLOCK_B, BLOCK_P, BLOCK_K, DOT_PRECISION, UPCAST_DOT)
-            tl.debug_barrier()  # the whole projected-h gradient before its product with W_hr
-        _backward_phase(s, pid_b, 0, grad_output, output, h0, c0, workspace, w_hh, w_hr, w_peep, lengths,
-                        grad_gates, src, dst, grad_h_out, grad_h_out_step, grad_h_direct, grad_c_state,
-                        grad_output, T, B, H, K, HS, KS,
-                        BACKWARD_CELL, CELL, REVERSE, HAS_LENGTHS, HAS_PEEP, HAS_PROJ, False,
-                        BLOCK_B, BLOCK_H, BLOCK_K, DOT_PRECISION, UPCAST_DOT)
+                            BACKWARD_CELL, CELL, REVERSE, HAS_LENGTHS, HAS_PEEP, HAS_PROJ, False,
+                            BLOCK_B, BLOCK_N, BLOCK_K, DOT_PRECISION, UPCAST_DOT)
         if CELL == GRU_RESET_BEFORE:
             tl.debug_barrier()  # every n-gate gradient before the (r ⊙ h) gradient
-            _backward_phase(s, pid_b, 0, grad_output, output, h0, c0, workspace, w_hh, w_hr, w_peep, lengths,
-                            grad_gates, src, dst, grad_h_out, grad_h_out_step, grad_h_direct, grad_c_state,
-                            grad_output, T, B, H, K, HS, KS,
-                            BACKWARD_RESET_GATE, CELL, REVERSE, HAS_LENGTHS, HAS_PEEP, HAS_PROJ, False,
-                            BLOCK_B, BLOCK_H, BLOCK_K, DOT_PRECISION, UPCAST_DOT)
+            for tile in range(0, tl.cdiv(H, BLOCK_N)):
+                _backward_phase(s, pid_b, tile, grad_output, output, h0, c0, workspace, w_hh, w_hr, w_peep,
+                                lengths, grad_gates, src, dst, grad_h_out, grad_h_out_step, grad_h_direct,
+                                grad_c_state, grad_output, T, B, H, K, HS, KS,
+                                BACKWARD_RESET_GATE, CELL, REVERSE, HAS_LENGTHS, HAS_PEEP, HAS_PROJ, False,
+                                BLOCK_B, BLOCK_N, BLOCK_K, DOT_PRECISION, UPCAST_DOT)
         tl.debug_barrier()  # this step's gate gradients before the step before reads them
 
 
@@ -689,42 +716,38 @@ def _sequence_backward_kernel(
 
 class KernelConfig(NamedTuple):
     block_b: int    # BLOCK_B
-    block_n: int    # BLOCK_N of the step kernels (the persistent kernels cover all of H)
+    block_n: int    # BLOCK_N: columns per program (per column tile in the persistent kernels)
     block_k: int    # BLOCK_K
     num_warps: int
+    maxnreg: Optional[int] = None   # ptxas register cap; None: ptxas chooses
 
 
 PATHS = ("persistent", "step", "cell")
 
-# Largest hidden (and projection) size the persistent kernels take, per dtype: the widest
-# BLOCK_H whose kernels compile for sm_80 and sm_90 without register spills
-# (tests/test_triton_compile.py checks every entry of COMPILE_CONFIGURATIONS).
+# The persistent kernels walk H in column tiles, so their registers do not depend on H:
+# what bounds them is parallelism. They run B / BLOCK_B programs, each doing all of a
+# step's G*H x K matmul for its rows on one SM, where the step kernels spread a step over
+# B / BLOCK_B x H / BLOCK_N programs but pay a launch and a trip through memory per step.
+# 256 is where that trade is expected to turn (FlashRNN stops its fused kernel at 64-128
+# per head); to be measured on a GPU.
 MAX_PERSISTENT_HIDDEN = {torch.float32: 256, torch.float16: 256, torch.bfloat16: 256}
 
-# BLOCK_H -> config of the persistent kernels.
-_PERSISTENT_CONFIGS = {
-    16: KernelConfig(16, 16, 16, 4),
-    32: KernelConfig(16, 32, 32, 4),
-    64: KernelConfig(16, 64, 64, 4),
-    128: KernelConfig(16, 128, 64, 8),
-    256: KernelConfig(16, 256, 64, 8),
-}
+# A persistent program is alone (or one of few) on its SM: it may take every register
+# rather than let ptxas spill to fit two programs per SM.
+_PERSISTENT_CONFIG = KernelConfig(block_b=16, block_n=32, block_k=32, num_warps=4, maxnreg=255)
 
 
-def _block(size: int) -> int:
-    """Power-of-two block covering ``size``; tl.dot needs at least 16 on every axis."""
-    return max(16, triton.next_power_of_2(size))
+def persistent_config(hidden: int, dtype: torch.dtype) -> KernelConfig:
+    """The persistent kernels' configuration: the same for every H they take (column tiles)."""
+    return _PERSISTENT_CONFIG
 
 
-def persistent_config(hidden: int) -> KernelConfig:
-    return _PERSISTENT_CONFIGS[_block(hidden)]
-
-
-def step_config(columns: int) -> KernelConfig:
-    """Config of a step-kernel launch producing ``columns`` (H, or P) columns."""
-    if columns <= 256:
-        return KernelConfig(16, 32, 64, 4)
-    return KernelConfig(16, 64, 64, 4)
+def step_config(columns: int, dtype: torch.dtype) -> KernelConfig:
+    """Config of a step-kernel launch producing ``columns`` (H, or P) columns. Wider
+    column tiles halve how often a step re-reads h, but spill in float32 (FMA dots)."""
+    if columns > 256 and dtype != torch.float32:
+        return KernelConfig(block_b=16, block_n=64, block_k=64, num_warps=4)
+    return KernelConfig(block_b=16, block_n=32, block_k=64, num_warps=4)
 
 
 def choose_path(hidden: int, out_size: int, dtype: torch.dtype) -> str:
@@ -782,12 +805,13 @@ def _stride(size: int) -> int:
 
 def _operand_weights(w_hh, w_hr, gates, hidden, hidden_stride, out_size, out_stride):
     """W_hh as (G*HS, KS) with each gate block starting at a multiple of HS, and W_hr as
-    (P, HS); zero padding. Copies only when H or K is not a multiple of 16."""
-    if hidden_stride != hidden or out_stride != out_size:
+    (P, HS), both 16-byte aligned; zero padding. Copies only when H or K is not a
+    multiple of 16 or a weight is a view at an unaligned offset."""
+    if hidden_stride != hidden or out_stride != out_size or w_hh.data_ptr() % 16:
         padded = w_hh.new_zeros((gates, hidden_stride, out_stride))
         padded[:, :hidden, :out_size] = w_hh.view(gates, hidden, out_size)
         w_hh = padded.view(gates * hidden_stride, out_stride)
-    if w_hr is not None and hidden_stride != hidden:
+    if w_hr is not None and (hidden_stride != hidden or w_hr.data_ptr() % 16):
         padded = w_hr.new_zeros((w_hr.shape[0], hidden_stride))
         padded[:, :hidden] = w_hr
         w_hr = padded
@@ -844,10 +868,10 @@ def layer_forward(path, input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, w_peep, len
             HAS_B_HH=b_hh is not None, **_shared_constexprs(layer, reverse, lengths, w_peep, w_hr),
         )
         if path == "persistent":
-            config = persistent_config(H)
+            config = persistent_config(H, layer.dtype)
             _sequence_forward_kernel[(triton.cdiv(B, config.block_b),)](
-                h_state=h_state, BLOCK_B=config.block_b, BLOCK_H=_block(H), BLOCK_P=_block(K),
-                BLOCK_K=config.block_k, num_warps=config.num_warps, **args)
+                h_state=h_state, BLOCK_B=config.block_b, BLOCK_N=config.block_n, BLOCK_K=config.block_k,
+                num_warps=config.num_warps, maxnreg=config.maxnreg, **args)
         else:
             _run_forward_steps(path == "cell", layer, cell, args, h_state, w_hh, w_hr, m_buf)
     h_n = h_state[T % 2, :, :K].to(layer.dtype)
@@ -859,7 +883,7 @@ def _run_forward_steps(from_memory, layer, cell, args, h_state, w_hh, w_hr, m_bu
     T, B, H, K, dtype = layer.steps, layer.batch, layer.hidden, layer.out_size, layer.dtype
 
     def launch(s, phase, columns, h_src, h_dst, product):
-        config = step_config(columns)
+        config = step_config(columns, dtype)
         grid = (triton.cdiv(B, config.block_b), triton.cdiv(columns, config.block_n))
         _step_forward_kernel[grid](
             s, hidden_gates=product, h_src=h_src, h_dst=h_dst, PHASE=phase, HIDDEN_FROM_MEMORY=from_memory,
@@ -932,10 +956,10 @@ def layer_backward(path, grad_output, grad_h_n, grad_c_n, input, h0, c0, w_ih, w
             **_shared_constexprs(layer, reverse, lengths, w_peep, w_hr),
         )
         if path == "persistent":
-            config = persistent_config(H)
+            config = persistent_config(H, layer.dtype)
             _sequence_backward_kernel[(triton.cdiv(B, config.block_b),)](
-                grad_gates_steps=grad_gates_steps, BLOCK_B=config.block_b, BLOCK_H=_block(H),
-                BLOCK_P=_block(K), BLOCK_K=config.block_k, num_warps=config.num_warps, **args)
+                grad_gates_steps=grad_gates_steps, BLOCK_B=config.block_b, BLOCK_N=config.block_n,
+                BLOCK_K=config.block_k, num_warps=config.num_warps, maxnreg=config.maxnreg, **args)
         else:
             _run_backward_steps(path == "cell", layer, cell, args, grad_gates_steps, grad_h_out_step,
                                 w_hh_operand, w_hr)
@@ -984,11 +1008,11 @@ def layer_backward(path, grad_output, grad_h_n, grad_c_n, input, h0, c0, w_ih, w
 
 
 def _run_backward_steps(from_memory, layer, cell, args, grad_gates_steps, grad_h_out_step, w_hh_operand, w_hr):
-    T, B, H, K, G = layer.steps, layer.batch, layer.hidden, layer.out_size, layer.gates
+    T, B, H, K, G, dtype = layer.steps, layer.batch, layer.hidden, layer.out_size, layer.gates, layer.dtype
     HS = _stride(H)
 
     def launch(s, phase, columns, src, dst, product):
-        config = step_config(columns)
+        config = step_config(columns, dtype)
         grid = (triton.cdiv(B, config.block_b), triton.cdiv(columns, config.block_n))
         _step_backward_kernel[grid](
             s, grad_gates_src=src, grad_gates_dst=dst, hidden_product=product, PHASE=phase,
@@ -1031,7 +1055,15 @@ def recurrent_layer_backward(grad_output, grad_h_n, grad_c_n, input, h0, c0, w_i
 # ---------------------------------------------------------------------------------------
 
 _FLOAT32_STATE = {"h_state", "h_src", "h_dst", "c_state", "m_buf", "grad_h_direct", "grad_c_state"}
-_INTEGERS = {"s", "T", "B", "H", "K"}
+_INTEGERS = {"s", "T", "B", "H", "K", "HS", "KS"}
+# What the launchers guarantee to be 16-aligned at every launch: the strides, the buffers
+# they allocate and the weight operands (``_operand_weights``), not user tensors.
+_ALIGNED = {
+    "forward": ("HS", "KS", "gates_x", "hidden_gates", "w_hh", "w_hr", "h_state", "h_src", "h_dst", "c_state",
+                "m_buf", "output", "workspace"),
+    "backward": ("HS", "KS", "w_hh", "w_hr", "grad_gates", "grad_gates_steps", "grad_gates_src", "grad_gates_dst",
+                 "grad_h_out", "grad_h_out_step", "grad_h_direct", "grad_c_state", "hidden_product"),
+}
 
 
 def _kernel_signature(kernel, dtype):
@@ -1053,39 +1085,51 @@ def _kernel_signature(kernel, dtype):
     return signature
 
 
-def _flags(cell, dtype, peephole, projection):
-    return dict(
+def _compile_configuration(path, direction, cell, dtype, config, phase=None, peephole=False, projection=False):
+    from ._compile import CompileConfiguration
+
+    if path == "persistent":
+        kernel = _sequence_forward_kernel if direction == "forward" else _sequence_backward_kernel
+    else:
+        kernel = _step_forward_kernel if direction == "forward" else _step_backward_kernel
+    # Reversed, with lengths: the most work per element these flags can ask for.
+    constexprs = dict(
         CELL=CELL_CODES[cell], REVERSE=True, HAS_LENGTHS=True, HAS_PEEP=peephole, HAS_PROJ=projection,
         DOT_PRECISION=_dot_precision(dtype), UPCAST_DOT=False,
+        BLOCK_B=config.block_b, BLOCK_N=config.block_n, BLOCK_K=config.block_k,
     )
-
-
-def persistent_compile_configuration(direction, cell, dtype, hidden, peephole=False, projection=False):
-    from ._compile import CompileConfiguration
-
-    config = persistent_config(hidden)
-    kernel = _sequence_forward_kernel if direction == "forward" else _sequence_backward_kernel
-    constexprs = dict(_flags(cell, dtype, peephole, projection), BLOCK_B=config.block_b,
-                      BLOCK_H=_block(hidden), BLOCK_P=_block(hidden), BLOCK_K=config.block_k)
     if direction == "forward":
         constexprs["HAS_B_HH"] = True
-    extras = "+peephole" * peephole + "+projection" * projection
-    label = f"{cell}{extras} {str(dtype).replace('torch.', '')} H<={_block(hidden)} BB={config.block_b} BK={config.block_k} warps={config.num_warps}"
-    return CompileConfiguration(kernel, label, _kernel_signature(kernel, dtype), constexprs, config.num_warps)
+    if path != "persistent":
+        constexprs.update(PHASE=phase.value, HIDDEN_FROM_MEMORY=path == "cell")
+    variant = cell + "+peephole" * peephole + "+projection" * projection
+    label = (f"{path} {direction} {variant} {str(dtype).replace('torch.', '')} BB={config.block_b} "
+             f"BN={config.block_n} BK={config.block_k} warps={config.num_warps}"
+             + (f" maxnreg={config.maxnreg}" if config.maxnreg else ""))
+    aligned = tuple(name for name in _ALIGNED[direction] if name in kernel.arg_names)
+    return CompileConfiguration(kernel, label, _kernel_signature(kernel, dtype), constexprs, config.num_warps,
+                                maxnreg=config.maxnreg, aligned=aligned)
 
 
-def step_compile_configuration(direction, phase, cell, dtype, columns, from_memory=False, peephole=False,
-                               projection=False):
-    from ._compile import CompileConfiguration
-
-    config = step_config(columns)
-    kernel = _step_forward_kernel if direction == "forward" else _step_backward_kernel
-    constexprs = dict(_flags(cell, dtype, peephole, projection), PHASE=phase.value, HIDDEN_FROM_MEMORY=from_memory,
-                      BLOCK_B=config.block_b, BLOCK_N=config.block_n, BLOCK_K=config.block_k)
-    if direction == "forward":
-        constexprs["HAS_B_HH"] = True
-    extras = "+peephole" * peephole + "+projection" * projection
-    kind = "cell" if from_memory else "step"
-    label = (f"{kind} phase {phase.value} {cell}{extras} {str(dtype).replace('torch.', '')} N{'<=' if columns <= 256 else '>'}256 "
-             f"BB={config.block_b} BN={config.block_n} BK={config.block_k} warps={config.num_warps}")
-    return CompileConfiguration(kernel, label, _kernel_signature(kernel, dtype), constexprs, config.num_warps)
+def COMPILE_CONFIGURATIONS():
+    """Every launch configuration the launchers pick (``persistent_config``, both
+    ``step_config`` tiles), each compiled with its heaviest cells: the persistent kernels
+    inline every phase, so they are compiled with the cells that have the most phases
+    and gates; the step kernels with their heaviest phase (the fused matmul + LSTM cell
+    with peepholes, forward and backward); the cell path once."""
+    configurations = []
+    persistent = persistent_config(MAX_PERSISTENT_HIDDEN[torch.float32], torch.float32)
+    for cell, dtype, extras in (("lstm", torch.bfloat16, True), ("lstm", torch.float16, True),
+                                ("lstm", torch.float32, True), ("gru", torch.float32, False),
+                                ("gru_reset_before", torch.float16, False)):
+        for direction in ("forward", "backward"):
+            configurations.append(_compile_configuration(
+                "persistent", direction, cell, dtype, persistent, peephole=extras, projection=extras))
+    for columns, dtype in ((256, torch.bfloat16), (256, torch.float32), (1024, torch.bfloat16)):
+        for direction, phase in (("forward", FORWARD_CELL), ("backward", BACKWARD_CELL)):
+            configurations.append(_compile_configuration(
+                "step", direction, "lstm", dtype, step_config(columns, dtype), phase, peephole=True))
+    for direction, phase in (("forward", FORWARD_CELL), ("backward", BACKWARD_CELL)):
+        configurations.append(_compile_configuration(
+            "cell", direction, "lstm", torch.bfloat16, step_config(256, torch.bfloat16), phase, peephole=True))
+    return configurations
