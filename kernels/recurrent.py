@@ -732,14 +732,16 @@ PATHS = ("persistent", "step", "cell")
 # per head); to be measured on a GPU.
 MAX_PERSISTENT_HIDDEN = {torch.float32: 256, torch.float16: 256, torch.bfloat16: 256}
 
-# A persistent program is alone (or one of few) on its SM: it may take every register
-# rather than let ptxas spill to fit two programs per SM.
-_PERSISTENT_CONFIG = KernelConfig(block_b=16, block_n=32, block_k=32, num_warps=4, maxnreg=255)
 
 
 def persistent_config(hidden: int, dtype: torch.dtype) -> KernelConfig:
-    """The persistent kernels' configuration: the same for every H they take (column tiles)."""
-    return _PERSISTENT_CONFIG
+    """The persistent kernels' configuration: the same for every H they take (column tiles).
+    A persistent program is one of few on its SM, so it may take every register: left to
+    choose, ptxas spills a few bytes to fit more programs per SM. float32 dots run on FMA
+    units with wide operand layouts: thinner k chunks over more warps."""
+    if dtype == torch.float32:
+        return KernelConfig(block_b=16, block_n=32, block_k=16, num_warps=8, maxnreg=255)
+    return KernelConfig(block_b=16, block_n=32, block_k=32, num_warps=4, maxnreg=255)
 
 
 def step_config(columns: int, dtype: torch.dtype) -> KernelConfig:
@@ -1112,19 +1114,20 @@ def _compile_configuration(path, direction, cell, dtype, config, phase=None, pee
 
 
 def COMPILE_CONFIGURATIONS():
-    """Every launch configuration the launchers pick (``persistent_config``, both
-    ``step_config`` tiles), each compiled with its heaviest cells: the persistent kernels
-    inline every phase, so they are compiled with the cells that have the most phases
-    and gates; the step kernels with their heaviest phase (the fused matmul + LSTM cell
-    with peepholes, forward and backward); the cell path once."""
+    """Every launch configuration the launchers pick (``persistent_config`` and
+    ``step_config``, for 16-bit and float32, whose dots and configs differ), each compiled
+    with its heaviest cells: the persistent kernels inline every phase, so they get the
+    cells with the most phases and gates (LSTM with peepholes and projection; the GRUs,
+    which measured tightest in float32 and fp16); the step kernels their heaviest phase
+    (matmul + LSTM cell with peepholes, forward and backward); the cell path once. bf16 and
+    fp16 compile to the same code but for the mma type."""
     configurations = []
-    persistent = persistent_config(MAX_PERSISTENT_HIDDEN[torch.float32], torch.float32)
-    for cell, dtype, extras in (("lstm", torch.bfloat16, True), ("lstm", torch.float16, True),
-                                ("lstm", torch.float32, True), ("gru", torch.float32, False),
-                                ("gru_reset_before", torch.float16, False)):
+    for cell, dtype, extras in (("lstm", torch.bfloat16, True), ("lstm", torch.float32, True),
+                                ("gru", torch.float32, False), ("gru_reset_before", torch.float16, False)):
+        config = persistent_config(MAX_PERSISTENT_HIDDEN[dtype], dtype)
         for direction in ("forward", "backward"):
             configurations.append(_compile_configuration(
-                "persistent", direction, cell, dtype, persistent, peephole=extras, projection=extras))
+                "persistent", direction, cell, dtype, config, peephole=extras, projection=extras))
     for columns, dtype in ((256, torch.bfloat16), (256, torch.float32), (1024, torch.bfloat16)):
         for direction, phase in (("forward", FORWARD_CELL), ("backward", BACKWARD_CELL)):
             configurations.append(_compile_configuration(
