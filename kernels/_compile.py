@@ -116,7 +116,9 @@ def _compile_job(job):
     family, configuration = collect_configurations()[index]
     resources = compile_for(configuration, capability)
     return {"family": family, "kernel": configuration.kernel.__name__, "label": configuration.label,
-            "capability": capability, **resources._asdict()}
+            "capability": capability, "signature": configuration.signature,
+            "constexprs": configuration.constexprs, "num_warps": configuration.num_warps,
+            "maxnreg": configuration.maxnreg, **resources._asdict()}
 
 
 def main(argv=None):
