@@ -201,7 +201,7 @@ def _forward_phase(
     hidden_gates,  # cell path: (B, N) torch's product for this phase, else unused
     w_hh,          # (G*H, K)
     b_hh,          # (G*H,)
-    w_hr,          # (P, H)
+    w_hr,          # (KS, HS) W_hr zero padded
     w_peep,        # (3 or 2, H)
     lengths,       # (B,) int64
     h_src,         # (B, K) fp32 state before the step
@@ -807,15 +807,16 @@ def _stride(size: int) -> int:
 
 def _operand_weights(w_hh, w_hr, gates, hidden, hidden_stride, out_size, out_stride):
     """W_hh as (G*HS, KS) with each gate block starting at a multiple of HS, and W_hr as
-    (P, HS), both 16-byte aligned; zero padding. Copies only when H or K is not a
-    multiple of 16 or a weight is a view at an unaligned offset."""
+    (KS, HS), both 16-byte aligned, zero padded: the matmuls run over the padded extents.
+    Copies only when H or K is not a multiple of 16 or a weight is a view at an
+    unaligned offset."""
     if hidden_stride != hidden or out_stride != out_size or w_hh.data_ptr() % 16:
         padded = w_hh.new_zeros((gates, hidden_stride, out_stride))
         padded[:, :hidden, :out_size] = w_hh.view(gates, hidden, out_size)
         w_hh = padded.view(gates * hidden_stride, out_stride)
-    if w_hr is not None and (hidden_stride != hidden or w_hr.data_ptr() % 16):
-        padded = w_hr.new_zeros((w_hr.shape[0], hidden_stride))
-        padded[:, :hidden] = w_hr
+    if w_hr is not None and (hidden_stride != hidden or out_stride != out_size or w_hr.data_ptr() % 16):
+        padded = w_hr.new_zeros((out_stride, hidden_stride))
+        padded[:out_size, :hidden] = w_hr
         w_hr = padded
     return w_hh, w_hr
 
@@ -910,13 +911,13 @@ def _run_forward_steps(from_memory, layer, cell, args, h_state, w_hh, w_hr, m_bu
 def _previous_states(states, initial, lengths, reverse):
     """(T, B, S): the state each step started from, given the state after each step (zero
     where a sequence did not take the step) and the initial state (B, S)."""
+    steps = states.shape[0]
     if not reverse:
         # A sequence that takes step t also took step t - 1.
-        return torch.cat([initial[None], states[:-1]])
-    shifted = torch.cat([states[1:], initial[None]])
+        return torch.cat([initial[None], states[:-1]])[:steps]
+    shifted = torch.cat([states[1:], initial[None]])[:steps]
     if lengths is None:
         return shifted
-    steps = states.shape[0]
     after_taken = torch.arange(1, steps + 1, device=states.device)[:, None] < lengths[None, :]
     return torch.where(after_taken[..., None], shifted, initial[None])
 
