@@ -22,6 +22,7 @@ ALPHABET = sorted(set(TEXT))
 WINDOW = 16
 BATCH = 8
 HIDDEN = 32
+EPOCHS = 30
 LEARNING_RATE = 0.02
 
 
@@ -50,7 +51,7 @@ def windows(generator: torch.Generator) -> List[torch.Tensor]:
     return list(slices.split(BATCH))
 
 
-def train(impl: str = "seqkern", epochs: int = 30, seed: int = 0, dtype: torch.dtype = torch.float32,
+def train(impl: str = "seqkern", epochs: int = EPOCHS, seed: int = 0, dtype: torch.dtype = torch.float32,
           log=None):
     """Train from ``seed``; returns (model, loss curve), the mean cross-entropy per epoch."""
     torch.manual_seed(seed)
@@ -79,7 +80,7 @@ def sample(model: CharLanguageModel, prompt: str, length: int, generator: torch.
 
 
 def main(argv: Optional[List[str]] = None) -> List[float]:
-    arguments = parse_args(argv, __doc__.splitlines()[0], epochs=30)
+    arguments = parse_args(argv, __doc__.splitlines()[0], epochs=EPOCHS)
     print(f"char-level LSTM language model, layers from {arguments.impl}, "
           f"{len(ALPHABET)} characters (uniform guess: loss {math.log(len(ALPHABET)):.3f})")
     model, curve = train(arguments.impl, arguments.epochs, arguments.seed, arguments.dtype, log=print)
