@@ -20,6 +20,15 @@ import torch
 # Loose on purpose: a long sequence accumulates rounding differently in two correct kernels,
 # while a wrong kernel is off by O(1).
 CHECK_BOUNDS = {torch.float64: 1e-9, torch.float32: 1e-3, torch.bfloat16: 5e-2, torch.float16: 2e-2}
+# cuDNN computes float32 layers with TF32 tensor cores unless told not to (10-bit mantissa).
+TF32_BOUND = 1e-2
+
+
+def check_bound(dtype: torch.dtype, device: str) -> float:
+    if (dtype == torch.float32 and device.startswith("cuda")
+            and (torch.backends.cudnn.allow_tf32 or torch.backends.cuda.matmul.allow_tf32)):
+        return TF32_BOUND
+    return CHECK_BOUNDS[dtype]
 
 
 def synchronize(device: str) -> None:
@@ -57,13 +66,18 @@ def calls_per_sample(seconds_per_call: float, min_sample_seconds: float) -> int:
     return max(1, min(1000, math.ceil(min_sample_seconds / seconds_per_call)))
 
 
-def interleaved_samples(steps: Dict[str, Callable], number: int, repeats: int, device: str) -> Dict[str, List[float]]:
-    """``repeats`` samples of each step, the order of the contenders reversed on every round."""
+def interleaved_samples(steps: Dict[str, Callable], number: int, repeats: int, device: str,
+                        budget_seconds: float = math.inf) -> Dict[str, List[float]]:
+    """Up to ``repeats`` samples of each step, the order of the contenders reversed on every
+    round; after ``budget_seconds`` it stops at the end of a round, but not before 3 rounds."""
     names = list(steps)
     samples = {name: [] for name in names}
+    begin = time.perf_counter()
     for round_index in range(repeats):
         for name in (names if round_index % 2 == 0 else names[::-1]):
             samples[name].append(sample(steps[name], number, device))
+        if round_index + 1 >= 3 and time.perf_counter() - begin > budget_seconds:
+            break
     return samples
 
 
@@ -147,9 +161,10 @@ def relative_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
     return difference / scale if scale > 0 else difference
 
 
-def compare(actual: Dict[str, torch.Tensor], expected: Dict[str, torch.Tensor], dtype: torch.dtype):
+def compare(actual: Dict[str, torch.Tensor], expected: Dict[str, torch.Tensor], dtype: torch.dtype,
+            device: str = "cpu"):
     """(worst relative error, name of the worst tensor, bound) over the tensors torch returned."""
-    bound = CHECK_BOUNDS[dtype]
+    bound = check_bound(dtype, device)
     worst, worst_name = 0.0, ""
     for name, tensor in expected.items():
         error = relative_error(actual.get(name), tensor) if name in actual else math.inf

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import math
 import os
 import platform
 import subprocess
@@ -14,7 +15,21 @@ import torch
 SCHEMA = "seqkern-bench/1"
 STATUS_OK, STATUS_FAILED, STATUS_NA = "ok", "FAILED", "n/a"
 BASELINE_NAMES = {"cpu": "torch", "cuda": "torch.nn on CUDA (cuDNN for the recurrent layers)"}
-SEQKERN_NAMES = {"cpu": "seqkern C++ backend", "cuda": "seqkern Triton backend"}
+BACKEND_NAMES = {"cpp": "seqkern C++ backend", "triton": "seqkern Triton backend",
+                 "reference": "seqkern NumPy reference backend (SEQKERN_BACKEND=reference)"}
+
+
+def seqkern_backends(devices) -> dict:
+    """The backend seqkern dispatches to on each device (SEQKERN_BACKEND can override it)."""
+    from seqkern import BackendUnavailableError, backend_for
+
+    chosen = {}
+    for device in devices:
+        try:
+            chosen[device] = backend_for(torch.device(device))
+        except BackendUnavailableError as error:
+            chosen[device] = f"none ({error})"
+    return chosen
 
 
 def cpu_model() -> str:
@@ -62,7 +77,9 @@ def machine() -> dict:
     if torch.cuda.is_available():
         properties = torch.cuda.get_device_properties(0)
         info["cuda"] = {"device": properties.name, "capability": f"{properties.major}.{properties.minor}",
-                        "cuda": torch.version.cuda, "cudnn": torch.backends.cudnn.version()}
+                        "cuda": torch.version.cuda, "cudnn": torch.backends.cudnn.version(),
+                        "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32,
+                        "matmul_allow_tf32": torch.backends.cuda.matmul.allow_tf32}
     return info
 
 
@@ -89,7 +106,7 @@ def _ms(summary: Optional[dict]) -> str:
     if not summary:
         return "-"
     spread = 100.0 * summary["iqr"] / summary["median"] if summary["median"] > 0 else 0.0
-    return f"{_ms_plain(summary['median'])} ±{spread:.0f}%"
+    return f"{_ms_plain(summary['median'])} ±{spread:.0f}%" if spread < 1000 else f"{_ms_plain(summary['median'])} ±>999%"
 
 
 def _ratio(value: Optional[float], suffix: str = "x") -> str:
@@ -116,7 +133,8 @@ def table(document: dict) -> str:
         info = document["machine"]
         where = info["cpu_model"] if device == "cpu" else (info["cuda"] or {}).get("device", device)
         lines.append(f"{device} {dtype} — {where}, {info['threads']} threads — "
-                     f"torch = {BASELINE_NAMES.get(device, 'torch')}, seqkern = {SEQKERN_NAMES.get(device, 'seqkern')}")
+                     f"torch = {BASELINE_NAMES.get(device, 'torch')}, "
+                     f"seqkern = {BACKEND_NAMES.get(document['seqkern_backends'][device], document['seqkern_backends'][device])}")
         rows = []
         for case in cases:
             summary = case["summary"]
@@ -149,7 +167,14 @@ def table(document: dict) -> str:
 
 
 def _ms_plain(seconds: Optional[float]) -> str:
-    return "-" if seconds is None else f"{seconds * 1e3:.4g}"
+    """Milliseconds to 4 significant digits, never in exponent form."""
+    if seconds is None:
+        return "-"
+    milliseconds = seconds * 1e3
+    if milliseconds <= 0:
+        return "0"
+    decimals = max(0, 3 - math.floor(math.log10(milliseconds)))
+    return f"{milliseconds:.{decimals}f}"
 
 
 def _change(old: Optional[float], new: Optional[float]) -> str:

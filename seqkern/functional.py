@@ -122,14 +122,13 @@ def _contiguous(tensor: Optional[Tensor]) -> Optional[Tensor]:
 
 
 def _run_stack(input, hx, cx, weights, cell, has_biases, num_layers, dropout, training,
-               bidirectional, batch_first, peephole, gates):
+               bidirectional, batch_first, peephole=False):
     """Shared body of rnn/lstm/gru; ``cx`` is None for cells without a cell state."""
     directions = 2 if bidirectional else 1
     count = num_layers * directions
     is_lstm = cell in _recurrent.LSTM_CELLS
-    per_layer_plain = 2 + 2 * has_biases + (peephole if is_lstm else 0)
-    projection = is_lstm and len(weights) == count * (per_layer_plain + 1)
-    groups = _layer_weights(weights, count, has_biases, projection, peephole and is_lstm)
+    projection = is_lstm and len(weights) == count * (3 + 2 * has_biases + peephole)
+    groups = _layer_weights(weights, count, has_biases, projection, peephole)
 
     packed = isinstance(input, PackedSequence)
     if packed:
@@ -145,9 +144,9 @@ def _run_stack(input, hx, cx, weights, cell, has_biases, num_layers, dropout, tr
         raise RuntimeError("Expected sequence length to be larger than 0 in RNN")
     steps, batch = sequence.shape[:2]
 
-    first_w_ih, first_w_hh = groups[0][0], groups[0][1]
-    hidden = first_w_ih.size(0) // gates
-    out_size = groups[0][4].size(0) if projection else hidden
+    first_w_ih, first_w_hh, _, _, first_w_hr, _ = groups[0]
+    hidden = first_w_ih.size(0) // _recurrent.CELL_GATES[cell]
+    out_size = first_w_hr.size(0) if projection else hidden
     if hx is None:
         hx = sequence.new_zeros((count, batch, out_size))
         if is_lstm:
@@ -201,7 +200,7 @@ def rnn(input, hx: Optional[Tensor], weights: Sequence[Tensor], has_biases: bool
     """Elman RNN stack (``torch.nn.RNN``); returns (output, h_n)."""
     cell = _nonlinearity_cell(nonlinearity)
     output, h_n, _ = _run_stack(input, hx, None, weights, cell, has_biases, num_layers, dropout,
-                                training, bidirectional, batch_first, False, 1)
+                                training, bidirectional, batch_first)
     return output, h_n
 
 
@@ -218,8 +217,7 @@ def lstm(input, hx, weights: Sequence[Tensor], has_biases: bool = True, num_laye
     cell = _lstm_cell_name(coupled_gates)
     h0, c0 = (None, None) if hx is None else hx
     output, h_n, c_n = _run_stack(input, h0, c0, weights, cell, has_biases, num_layers, dropout,
-                                  training, bidirectional, batch_first, peephole,
-                                  _recurrent.CELL_GATES[cell])
+                                  training, bidirectional, batch_first, peephole)
     return output, (h_n, c_n)
 
 
@@ -228,7 +226,7 @@ def gru(input, hx: Optional[Tensor], weights: Sequence[Tensor], has_biases: bool
         bidirectional: bool = False, batch_first: bool = False, *, reset_after: bool = True):
     """GRU stack (``torch.nn.GRU``); ``reset_after=False`` is Cho et al.'s original form."""
     output, h_n, _ = _run_stack(input, hx, None, weights, _gru_cell_name(reset_after), has_biases,
-                                num_layers, dropout, training, bidirectional, batch_first, False, 3)
+                                num_layers, dropout, training, bidirectional, batch_first)
     return output, h_n
 
 

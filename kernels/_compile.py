@@ -1,0 +1,90 @@
+"""Compile shipped Triton kernels for real GPU targets on a machine without a GPU, and read
+back what each compiled kernel uses (registers, spills, shared memory).
+
+Convention (read by tests/test_triton_compile.py): a module ``seqkern.kernels.<family>``
+whose kernels must compile for the GPU targets defines ``COMPILE_CONFIGURATIONS``, a list
+of ``CompileConfiguration`` (or a function without arguments returning one). Each entry
+is one launch configuration that the module's launchers can pick: the kernel, a short
+label for the resource table, its argument types, its constexpr values and its launch
+options, and which arguments the launcher guarantees to be 16-aligned (Triton's JIT
+specializes on that, and it decides whether loads are vectorized). ``pointer`` / ``scalar``
+build the type strings. The test compiles every entry for
+every target in ``TARGETS`` and requires zero spills and shared memory within the target's
+limit.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import re
+from typing import Any, Dict, NamedTuple, Optional, Tuple
+
+import torch
+import triton
+from triton import knobs
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+
+# Compute capability -> dynamic shared memory a block may use (bytes): 163 KB on A100
+# (sm_80), 227 KB on H100 (sm_90).
+TARGETS = {80: GPUTarget("cuda", 80, 32), 90: GPUTarget("cuda", 90, 32)}
+SHARED_MEMORY_LIMIT = {80: 163 * 1024, 90: 227 * 1024}
+
+_TRITON_TYPES = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16", torch.int64: "i64",
+                 torch.int32: "i32"}
+
+
+def pointer(dtype: torch.dtype) -> str:
+    """Triton signature type of a pointer to ``dtype`` elements."""
+    return "*" + _TRITON_TYPES[dtype]
+
+
+def scalar(dtype: torch.dtype = torch.int32) -> str:
+    return _TRITON_TYPES[dtype]
+
+
+class CompileConfiguration(NamedTuple):
+    kernel: Any                 # a @triton.jit function
+    label: str                  # what distinguishes this entry in the resource table
+    signature: Dict[str, str]   # every non-constexpr argument -> Triton type ("*fp16", "i32")
+    constexprs: Dict[str, Any]  # every constexpr argument -> value
+    num_warps: int
+    num_stages: int = 2
+    maxnreg: Optional[int] = None
+    # Arguments that Triton's JIT will see as multiples of 16 (pointers: 16-byte aligned)
+    # at every launch, as it specializes them. List only what the launcher guarantees.
+    aligned: Tuple[str, ...] = ()
+
+
+class Resources(NamedTuple):
+    registers: int      # per thread
+    spill_bytes: int    # register spill stores per thread, as ptxas reports them
+    stack_bytes: int    # stack frame per thread (where spills go)
+    shared_bytes: int   # dynamic shared memory per block
+
+
+def _parse_ptxas_log(log: str, name: str) -> Dict[str, int]:
+    """Numbers ptxas -v printed for kernel ``name``."""
+    section = log[log.index(f"Function properties for {name}"):]
+    stack, spill_stores = re.search(r"(\d+) bytes stack frame, (\d+) bytes spill stores", section).groups()
+    registers = re.search(r"Used (\d+) registers", section).group(1)
+    return {"registers": int(registers), "spill": int(spill_stores), "stack": int(stack)}
+
+
+def compile_for(configuration: CompileConfiguration, capability: int) -> Resources:
+    """Compile ``configuration`` for sm_<capability> and report its resources, from the
+    ptxas run that produced the cubin (a cached kernel would skip ptxas: always compile)."""
+    names = configuration.kernel.arg_names
+    attrs = {(names.index(name),): [["tt.divisibility", 16]] for name in configuration.aligned}
+    source = ASTSource(configuration.kernel, configuration.signature, configuration.constexprs, attrs)
+    log = io.StringIO()
+    with knobs.compilation.scope(), knobs.nvidia.scope(), contextlib.redirect_stdout(log):
+        knobs.compilation.always_compile = True
+        knobs.nvidia.dump_ptxas_log = True
+        compiled = triton.compile(
+            source, target=TARGETS[capability],
+            options={"num_warps": configuration.num_warps, "num_stages": configuration.num_stages,
+                     "maxnreg": configuration.maxnreg},
+        )
+    usage = _parse_ptxas_log(log.getvalue(), compiled.metadata.name)
+    return Resources(usage["registers"], usage["spill"], usage["stack"], compiled.metadata.shared)
