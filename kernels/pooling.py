@@ -10,7 +10,12 @@ Dimension legend
 
 Layouts: every tensor is dense, contiguous (N, C, D, H, W) or channels_last
 (N, D, H, W, C); programs walk elements in memory order so that neighbouring lanes load
-and store neighbouring addresses. All offsets are 64-bit.
+and store neighbouring addresses.
+
+Offsets: in-kernel index arithmetic is 32-bit (64-bit division per lane would cost
+register spills). The launchers keep that exact by splitting a call into launches over
+batch (and, for contiguous tensors, channel) ranges whose tensors each span fewer than
+2**31 elements; each launch gets 64-bit base pointers from its tensor views.
 
 Forward: one lane per output element visits its window's taps in (kd, kh, kw) order; a
 tap replaces the running maximum when strictly greater or NaN (first maximum wins, the
@@ -25,7 +30,7 @@ COMPILE_CONFIGURATIONS lists the kernel variants to compile ahead of time for GP
 targets (tests/test_triton_compile.py): dicts with
   name        a label
   fn          the @triton.jit kernel
-  signature   {argument: type string}: "*fp32" pointer, "i32"/"i64" scalar, "constexpr"
+  signature   {argument: type string}: "*fp32" pointer, "i32" scalar, "constexpr"
   constexprs  {argument: value} for the "constexpr" arguments
   num_warps   warps per program
 """
@@ -61,7 +66,7 @@ def max_pool_forward_kernel(
     NEED_INDICES: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
-    offsets = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    offsets = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     live = offsets < total
     if CHANNELS_LAST:
         c = offsets % C
@@ -97,27 +102,28 @@ def max_pool_forward_kernel(
     pad = tl.load(pad_ptr)
     best = tl.zeros([BLOCK], pad_ptr.dtype.element_ty) + tl.load(pad_ptr + 1)
     plane_ptr = input_ptr + n * in_stride_n + c * in_stride_c
-    for kd in range(0, kernel_d):
+    # One flat loop over the taps in (kd, kh, kw) order keeps the control flow simple.
+    window_hw = kernel_h * kernel_w
+    for tap in range(0, kernel_d * window_hw):
+        kd = tap // window_hw
+        kh = tap % window_hw // kernel_w
+        kw = tap % kernel_w
         d = start_d + kd * dilation_d
-        d_inside = (d >= 0) & (d < D)
-        for kh in range(0, kernel_h):
-            h = start_h + kh * dilation_h
-            h_inside = (h >= 0) & (h < H)
-            for kw in range(0, kernel_w):
-                w = start_w + kw * dilation_w
-                inside = d_inside & h_inside & (w >= 0) & (w < W)
-                value = tl.load(plane_ptr + d * in_stride_d + h * in_stride_h + w * in_stride_w,
-                                mask=live & inside, other=0).to(best.dtype)
-                index = (d * H + h) * W + w
-                if PAD_COMPETES:
-                    takes_part = inside | ((d < extent_d) & (h < extent_h) & (w < extent_w))
-                    value = tl.where(inside, value, pad)
-                    index = tl.where(inside, index, -1)
-                else:
-                    takes_part = inside
-                replace = takes_part & ((value > best) | (value != value))
-                best = tl.where(replace, value, best)
-                best_index = tl.where(replace, index, best_index)
+        h = start_h + kh * dilation_h
+        w = start_w + kw * dilation_w
+        inside = (d >= 0) & (d < D) & (h >= 0) & (h < H) & (w >= 0) & (w < W)
+        value = tl.load(plane_ptr + d * in_stride_d + h * in_stride_h + w * in_stride_w,
+                        mask=live & inside, other=0).to(best.dtype)
+        index = (d * H + h) * W + w
+        if PAD_COMPETES:
+            takes_part = inside | ((d < extent_d) & (h < extent_h) & (w < extent_w))
+            value = tl.where(inside, value, pad)
+            index = tl.where(inside, index, -1)
+        else:
+            takes_part = inside
+        replace = takes_part & ((value > best) | (value != value))
+        best = tl.where(replace, value, best)
+        best_index = tl.where(replace, index, best_index)
     out_offsets = n * out_stride_n + c * out_stride_c + od * out_stride_d + oh * out_stride_h + ow * out_stride_w
     tl.store(output_ptr + out_offsets, best.to(output_ptr.dtype.element_ty), mask=live)
     if NEED_INDICES:
@@ -140,7 +146,7 @@ def max_pool_backward_kernel(
     CHANNELS_LAST: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
-    offsets = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    offsets = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     live = offsets < total
     if CHANNELS_LAST:
         c = offsets % C
@@ -167,24 +173,28 @@ def max_pool_backward_kernel(
         total_grad = tl.zeros([BLOCK], tl.float32)
     plane_offset = n * out_stride_n + c * out_stride_c
     # Taps from last to first: the outputs that see this element, in increasing order.
-    for kd_reversed in range(0, kernel_d):
-        od_scaled = d + before_d - (kernel_d - 1 - kd_reversed) * dilation_d
+    window_hw = kernel_h * kernel_w
+    window = kernel_d * window_hw
+    for tap_reversed in range(0, window):
+        tap = window - 1 - tap_reversed
+        od_scaled = d + before_d - tap // window_hw * dilation_d
+        oh_scaled = h + before_h - tap % window_hw // kernel_w * dilation_h
+        ow_scaled = w + before_w - tap % kernel_w * dilation_w
         od = od_scaled // stride_d
-        od_valid = (od_scaled >= 0) & (od * stride_d == od_scaled) & (od < OD)
-        for kh_reversed in range(0, kernel_h):
-            oh_scaled = h + before_h - (kernel_h - 1 - kh_reversed) * dilation_h
-            oh = oh_scaled // stride_h
-            oh_valid = (oh_scaled >= 0) & (oh * stride_h == oh_scaled) & (oh < OH)
-            for kw_reversed in range(0, kernel_w):
-                ow_scaled = w + before_w - (kernel_w - 1 - kw_reversed) * dilation_w
-                ow = ow_scaled // stride_w
-                valid = live & od_valid & oh_valid & (ow_scaled >= 0) & (ow * stride_w == ow_scaled) & (ow < OW)
-                out_offsets = plane_offset + od * out_stride_d + oh * out_stride_h + ow * out_stride_w
-                argmax = tl.load(indices_ptr + out_offsets, mask=valid, other=-1)
-                grad = tl.load(grad_output_ptr + out_offsets, mask=valid & (argmax == flat), other=0)
-                total_grad += grad.to(total_grad.dtype)
+        oh = oh_scaled // stride_h
+        ow = ow_scaled // stride_w
+        valid = (live & (od_scaled >= 0) & (od * stride_d == od_scaled) & (od < OD)
+                 & (oh_scaled >= 0) & (oh * stride_h == oh_scaled) & (oh < OH)
+                 & (ow_scaled >= 0) & (ow * stride_w == ow_scaled) & (ow < OW))
+        out_offsets = plane_offset + od * out_stride_d + oh * out_stride_h + ow * out_stride_w
+        argmax = tl.load(indices_ptr + out_offsets, mask=valid, other=-1)
+        grad = tl.load(grad_output_ptr + out_offsets, mask=valid & (argmax == flat), other=0)
+        total_grad += grad.to(total_grad.dtype)
     in_offsets = n * in_stride_n + c * in_stride_c + d * in_stride_d + h * in_stride_h + w * in_stride_w
     tl.store(grad_input_ptr + in_offsets, total_grad.to(grad_input_ptr.dtype.element_ty), mask=live)
+
+
+_INT32_SPAN = 2**31 - 1
 
 
 def _as_3d(tensor):
@@ -196,6 +206,22 @@ def _as_3d(tensor):
 
 def _axes_3d(values, fill):
     return [fill] * (3 - len(values)) + list(values)
+
+
+def _launch_ranges(batch, channels, sample_span, plane_span, channels_last):
+    """(batch slice, channel slice) per launch, so that each launch's tensors span fewer
+    than 2**31 elements; sample_span / plane_span: the larger tensor's elements per n / (n, c)."""
+    if sample_span <= _INT32_SPAN:
+        step = max(1, _INT32_SPAN // max(1, sample_span))
+        return [(slice(n, n + step), slice(None)) for n in range(0, batch, step)]
+    if channels_last or plane_span > _INT32_SPAN:
+        raise ValueError(
+            f"seqkern max_pool (Triton): a {'sample' if channels_last else '(n, c) plane'} of "
+            f"{sample_span if channels_last else plane_span} elements is beyond the 2**31 elements one launch "
+            "addresses; use the contiguous layout or split the input"
+        )
+    step = _INT32_SPAN // plane_span
+    return [(slice(n, n + 1), slice(c, c + step)) for n in range(batch) for c in range(0, channels, step)]
 
 
 def _compute_dtype(dtype):
@@ -216,6 +242,7 @@ def max_pool_forward(input, kernel_size, stride, dilation, padding, ceil_mode, p
         for length, k, s, d, (before, after) in zip(input.shape[2:], kernel_size, stride, dilation, padding)
     ]
     layout = memory_format_of(input)
+    channels_last = layout != torch.contiguous_format
     shape = (*input.shape[:2], *out_sizes)
     output = torch.empty(shape, dtype=input.dtype, device=input.device, memory_format=layout)
     if need_indices:
@@ -230,35 +257,95 @@ def max_pool_forward(input, kernel_size, stride, dilation, padding, ceil_mode, p
     if pad_competes:
         pad[0] = pad_value
     view_in, view_out = _as_3d(input), _as_3d(output)
+    view_indices = _as_3d(indices) if need_indices else None
     befores = _axes_3d([before for before, _ in padding], 0)
     extents = [size + after for size, after in zip(view_in.shape[2:], _axes_3d([a for _, a in padding], 0))]
-    total = output.numel()
-    max_pool_forward_kernel[(triton.cdiv(total, BLOCK),)](
-        view_in, view_out, _as_3d(indices) if need_indices else indices, pad, total,
-        view_in.shape[1], *view_in.shape[2:], *view_out.shape[2:],
-        *view_in.stride(), *view_out.stride(),
-        *_axes_3d(kernel_size, 1), *_axes_3d(stride, 1), *_axes_3d(dilation, 1), *befores, *extents,
-        PAD_COMPETES=pad_competes, CHANNELS_LAST=layout != torch.contiguous_format,
-        NEED_INDICES=need_indices, BLOCK=BLOCK, num_warps=NUM_WARPS,
-    )
+    plane_span = max(math.prod(view_in.shape[2:]), math.prod(out_sizes))
+    for batch, channels in _launch_ranges(input.shape[0], input.shape[1], plane_span * input.shape[1], plane_span,
+                                          channels_last):
+        part_in, part_out = view_in[batch, channels], view_out[batch, channels]
+        total = part_out.numel()
+        max_pool_forward_kernel[(triton.cdiv(total, BLOCK),)](
+            part_in, part_out, view_indices[batch, channels] if need_indices else indices, pad, total,
+            part_in.shape[1], *part_in.shape[2:], *part_out.shape[2:],
+            *part_in.stride(), *part_out.stride(),
+            *_axes_3d(kernel_size, 1), *_axes_3d(stride, 1), *_axes_3d(dilation, 1), *befores, *extents,
+            PAD_COMPETES=pad_competes, CHANNELS_LAST=channels_last, NEED_INDICES=need_indices, BLOCK=BLOCK,
+            num_warps=NUM_WARPS,
+        )
     return output, indices
 
 
 def max_pool_backward(grad_output, indices, input_size, kernel_size, stride, dilation, padding):
     layout = memory_format_of(indices)
+    channels_last = layout != torch.contiguous_format
+    # The kernel reads both with one set of strides.
+    grad_output, indices = grad_output.contiguous(memory_format=layout), indices.contiguous(memory_format=layout)
     grad_input = torch.empty(input_size, dtype=grad_output.dtype, device=grad_output.device, memory_format=layout)
     if grad_input.numel() == 0:
         return grad_input
     if grad_output.numel() == 0:
         return grad_input.zero_()
-    view_in, view_out = _as_3d(grad_input), _as_3d(grad_output)
-    total = grad_input.numel()
-    max_pool_backward_kernel[(triton.cdiv(total, BLOCK),)](
-        view_out, _as_3d(indices), view_in, total,
-        view_in.shape[1], *view_in.shape[2:], *view_out.shape[2:],
-        *view_in.stride(), *view_out.stride(),
-        *_axes_3d(kernel_size, 1), *_axes_3d(stride, 1), *_axes_3d(dilation, 1),
-        *_axes_3d([before for before, _ in padding], 0),
-        CHANNELS_LAST=layout != torch.contiguous_format, BLOCK=BLOCK, num_warps=NUM_WARPS,
-    )
+    view_in, view_out, view_indices = _as_3d(grad_input), _as_3d(grad_output), _as_3d(indices)
+    plane_span = max(math.prod(view_in.shape[2:]), math.prod(view_out.shape[2:]))
+    for batch, channels in _launch_ranges(input_size[0], input_size[1], plane_span * input_size[1], plane_span,
+                                          channels_last):
+        part_in, part_out = view_in[batch, channels], view_out[batch, channels]
+        total = part_in.numel()
+        max_pool_backward_kernel[(triton.cdiv(total, BLOCK),)](
+            part_out, view_indices[batch, channels], part_in, total,
+            part_in.shape[1], *part_in.shape[2:], *part_out.shape[2:],
+            *part_in.stride(), *part_out.stride(),
+            *_axes_3d(kernel_size, 1), *_axes_3d(stride, 1), *_axes_3d(dilation, 1),
+            *_axes_3d([before for before, _ in padding], 0),
+            CHANNELS_LAST=channels_last, BLOCK=BLOCK, num_warps=NUM_WARPS,
+        )
     return grad_input
+
+
+def _signature(pointers, scalars, constexprs):
+    signature = dict(pointers)
+    signature.update({name: "i32" for name in scalars})
+    signature.update({name: "constexpr" for name in constexprs})
+    return signature
+
+
+_SHAPE_ARGUMENTS = ["total", "C", "D", "H", "W", "OD", "OH", "OW"] + [
+    f"{kind}_stride_{axis}" for kind in ("in", "out") for axis in "ncdhw"]
+_WINDOW_ARGUMENTS = [f"{name}_{axis}" for name in ("kernel", "stride", "dilation", "before") for axis in "dhw"]
+
+COMPILE_CONFIGURATIONS = [
+    {
+        "name": f"max_pool_forward_{data}_{'channels_last' if channels_last else 'contiguous'}"
+                f"{'_indices' if need_indices else ''}{'_pad' if pad_competes else ''}",
+        "fn": max_pool_forward_kernel,
+        "signature": _signature(
+            {"input_ptr": f"*{data}", "output_ptr": f"*{data}", "indices_ptr": "*i64", "pad_ptr": f"*{compute}"},
+            _SHAPE_ARGUMENTS + _WINDOW_ARGUMENTS + [f"extent_{axis}" for axis in "dhw"],
+            ("PAD_COMPETES", "CHANNELS_LAST", "NEED_INDICES", "BLOCK")),
+        "constexprs": {"PAD_COMPETES": pad_competes, "CHANNELS_LAST": channels_last, "NEED_INDICES": need_indices,
+                       "BLOCK": BLOCK},
+        "num_warps": NUM_WARPS,
+    }
+    for data, compute, channels_last, need_indices, pad_competes in (
+        ("fp32", "fp32", False, True, False),
+        ("fp32", "fp32", False, False, False),
+        ("fp32", "fp32", True, True, False),
+        ("fp32", "fp32", True, False, True),
+        ("bf16", "fp32", False, True, True),
+        ("fp16", "fp32", True, True, False),
+        ("fp64", "fp64", False, True, False),
+        ("i8", "i64", True, False, False),
+    )
+] + [
+    {
+        "name": f"max_pool_backward_{data}_{'channels_last' if channels_last else 'contiguous'}",
+        "fn": max_pool_backward_kernel,
+        "signature": _signature(
+            {"grad_output_ptr": f"*{data}", "indices_ptr": "*i64", "grad_input_ptr": f"*{data}"},
+            _SHAPE_ARGUMENTS + _WINDOW_ARGUMENTS, ("CHANNELS_LAST", "BLOCK")),
+        "constexprs": {"CHANNELS_LAST": channels_last, "BLOCK": BLOCK},
+        "num_warps": NUM_WARPS,
+    }
+    for data, channels_last in (("fp32", False), ("fp32", True), ("bf16", False), ("fp16", True), ("fp64", False))
+]
