@@ -27,7 +27,7 @@ from support import Inputs, assert_close
 
 from seqkern import reference
 from seqkern.kernels import recurrent as triton_recurrent
-from seqkern.ops.recurrent import CELL_GATES, LSTM_CELLS
+from seqkern.ops.recurrent import CELL_GATES, LSTM_CELLS, workspace_width
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 pytestmark = pytest.mark.skipif(
@@ -457,6 +457,14 @@ def cuda_matmul_flags():
     saved = matmul.allow_tf32
     yield matmul
     matmul.allow_tf32 = saved
+
+
+def test_kernel_block_tables_match_the_contract():
+    for name, code in triton_recurrent.CELL_CODES.items():
+        assert triton_recurrent._gate_blocks(code) == CELL_GATES[name]
+        assert triton_recurrent._workspace_blocks(code) * 5 == workspace_width(name, 5)
+        expected = 4 if name == "gru" else CELL_GATES[name]
+        assert triton_recurrent._gate_gradient_blocks(code) == expected
 
 
 def test_dot_precision_follows_torch_tf32_switch(cuda_matmul_flags):
