@@ -268,8 +268,9 @@ def _forward_phase(
         h_at = rows[:, None] * KS + cols64[None, :]
         c_at = rows[:, None] * H + cols64[None, :]
         m_at = rows[:, None] * HS + cols64[None, :]
-        # Hidden-gate block g: W_hh rows g*H + cols, or column g*H (or (g - 2)*H for the
-        # reset-before n block, the only one torch computes in that phase) of its product.
+        # Hidden-gate block g: rows g*HS + cols of the W_hh operand, or on the cell path
+        # columns g*H + cols of torch's product (for the reset-before n block, torch's
+        # product in that phase is the n block alone).
         if CELL == GRU_RESET_BEFORE and PHASE == FORWARD_CELL:
             h_n = _product(m_buf, rows * HS, row_ok, HS, w_hh, (2 * HS + cols64) * KS, col_ok, 1,
                            hidden_gates, rows * H, cols64, col_ok,
