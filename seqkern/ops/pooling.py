@@ -234,10 +234,14 @@ def _setup_context(ctx, inputs, output):
     ctx.channels_last = memory_format_of(input) != torch.contiguous_format
     ctx.save_for_backward(indices)
     ctx.mark_non_differentiable(indices)
+    # Otherwise autograd fills a zero gradient for the indices on every backward.
+    ctx.set_materialize_grads(False)
 
 
 def _backward(ctx, grad_output, _grad_indices):
     (indices,) = ctx.saved_tensors
+    if grad_output is None:
+        return (None,) * 8
     grad_input = max_pool_backward(grad_output, indices, ctx.input_size, *ctx.geometry, ctx.channels_last)
     return grad_input, None, None, None, None, None, None, None
 
