@@ -274,6 +274,17 @@ constexpr scalar_t kPaddedMark = -static_cast<scalar_t>(kVectorPlaneLimit);
 
 template <typename scalar_t>
 void store_indices(const at::vec::Vectorized<scalar_t>& lanes, int64_t* dst, int64_t count) {
+#if defined(CPU_CAPABILITY_AVX512)
+  if constexpr (std::is_same_v<scalar_t, float>) {
+    if (count == at::vec::Vectorized<float>::size()) {
+      // Every negative offset (a padded mark) clamps to -1.
+      const __m512 clamped = _mm512_max_ps(lanes, _mm512_set1_ps(-1.0f));
+      _mm512_storeu_si512(dst, _mm512_cvttps_epi64(_mm512_castps512_ps256(clamped)));
+      _mm512_storeu_si512(dst + 8, _mm512_cvttps_epi64(_mm512_extractf32x8_ps(clamped, 1)));
+      return;
+    }
+  }
+#endif
   __at_align__ scalar_t values[at::vec::Vectorized<scalar_t>::size()];
   lanes.store(values);
   for (int64_t i = 0; i < count; ++i) dst[i] = values[i] < 0 ? -1 : static_cast<int64_t>(values[i]);
