@@ -1,6 +1,1131 @@
-// Recurrent layer kernels (CPU). Contract: seqkern/ops/recurrent.py.
+// Recurrent layer kernels (CPU): one layer, one direction, the whole sequence, forward
+// and backpropagation through time. Contract (arguments, results, workspace layout):
+// seqkern/ops/recurrent.py; the math: shared/SPEC.md.
+//
+// Dimension legend
+//   T  time steps        B  batch             I  input features
+//   H  hidden units      P  projection size   Hout = P with a projection, else H
+//   G  gate blocks       GH = G * H (rows of w_ih and w_hh)
+//   W  workspace width per step (see the contract)
+//
+// Forward: the input projection of all steps is one GEMM, written straight into the gate
+// columns of the workspace; each step then runs one recurrent GEMM and one fused pointwise
+// pass that overwrites those columns with the activated gates (two of each for the
+// reset-before GRU and the projection, whose second product depends on the first).
+// Backward runs the steps in reverse: one fused pointwise pass and one GEMM for the state
+// gradient per step; the gradients of the weights and of the input are a few large GEMMs
+// over all steps after the loop.
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <sstream>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "recurrent_gemm.h"
+#include "recurrent_math.h"
 #include "seqkern.h"
 
 namespace seqkern {
-void register_recurrent(pybind11::module_& module) {}
+namespace {
+
+using at::Tensor;
+using OptionalTensor = std::optional<Tensor>;
+
+enum class Cell { RnnTanh, RnnRelu, Lstm, LstmCoupled, Gru, GruResetBefore };
+
+struct CellName {
+  const char* name;
+  Cell cell;
+  int64_t gates;
+};
+
+constexpr CellName kCells[] = {
+    {"rnn_tanh", Cell::RnnTanh, 1}, {"rnn_relu", Cell::RnnRelu, 1}, {"lstm", Cell::Lstm, 4},
+    {"lstm_coupled", Cell::LstmCoupled, 3}, {"gru", Cell::Gru, 3}, {"gru_reset_before", Cell::GruResetBefore, 3},
+};
+
+// Sizes and switches of one layer call, after its arguments have been checked.
+struct Layer {
+  Cell cell;
+  int64_t steps, batch, input_size, hidden, out_size, gates, width;
+  bool projection, peephole, reverse;
+
+  bool lstm() const { return cell == Cell::Lstm || cell == Cell::LstmCoupled; }
+  bool gru() const { return cell == Cell::Gru || cell == Cell::GruResetBefore; }
+  int64_t gate_rows() const { return gates * hidden; }
+};
+
+std::string shape_string(at::IntArrayRef shape) {
+  std::ostringstream text;
+  text << "(";
+  for (size_t i = 0; i < shape.size(); ++i) {
+    text << (i ? ", " : "") << shape[i];
+  }
+  text << ")";
+  return text.str();
+}
+
+void check_shape(const char* name, const Tensor& tensor, at::IntArrayRef expected) {
+  TORCH_CHECK_VALUE(tensor.sizes() == expected, "seqkern recurrent layer: ", name, " must have shape ",
+                    shape_string(expected), ", got ", shape_string(tensor.sizes()));
+}
+
+void check_like_input(const char* name, const Tensor& tensor, const Tensor& input) {
+  TORCH_CHECK_VALUE(tensor.scalar_type() == input.scalar_type(), "seqkern recurrent layer: ", name,
+                    " has dtype ", tensor.scalar_type(), ", but input has ", input.scalar_type());
+  TORCH_CHECK_VALUE(tensor.device() == input.device(), "seqkern recurrent layer: ", name, " is on ",
+                    tensor.device(), ", but input is on ", input.device());
+}
+
+// Mirrors check_layer_arguments in seqkern/ops/recurrent.py, so that a direct call into
+// seqkern._C fails with the same messages instead of reading out of bounds.
+Layer check_layer(const Tensor& input, const Tensor& h0, const OptionalTensor& c0, const Tensor& w_ih,
+                  const Tensor& w_hh, const OptionalTensor& b_ih, const OptionalTensor& b_hh,
+                  const OptionalTensor& w_hr, const OptionalTensor& w_peep, const OptionalTensor& lengths,
+                  const std::string& cell, bool reverse) {
+  const CellName* found = nullptr;
+  for (const auto& entry : kCells) {
+    if (cell == entry.name) {
+      found = &entry;
+    }
+  }
+  TORCH_CHECK_VALUE(found != nullptr, "seqkern recurrent layer: unknown cell '", cell,
+                    "'; expected one of rnn_tanh, rnn_relu, lstm, lstm_coupled, gru, gru_reset_before");
+  Layer layer{};
+  layer.cell = found->cell;
+  layer.gates = found->gates;
+  layer.reverse = reverse;
+  TORCH_CHECK_VALUE(input.dim() == 3, "seqkern recurrent layer: input must be 3-D (T, B, I), got ", input.dim(),
+                    "-D");
+  TORCH_CHECK_VALUE(input.device().is_cpu(), "seqkern recurrent layer (C++ backend): input must be a CPU tensor, got ",
+                    input.device());
+  const auto dtype = input.scalar_type();
+  TORCH_CHECK_VALUE(dtype == at::kFloat || dtype == at::kDouble || dtype == at::kBFloat16,
+                    "seqkern recurrent layer (C++ backend): input dtype ", dtype,
+                    " is not supported; use float32, float64 or bfloat16");
+  layer.steps = input.size(0);
+  layer.batch = input.size(1);
+  layer.input_size = input.size(2);
+  TORCH_CHECK_VALUE(w_ih.dim() == 2 && w_ih.size(0) % layer.gates == 0, "seqkern recurrent layer: w_ih must be 2-D with a multiple of ",
+                    layer.gates, " rows for cell '", cell, "', got ", shape_string(w_ih.sizes()));
+  layer.hidden = w_ih.size(0) / layer.gates;
+  layer.out_size = layer.hidden;
+  layer.projection = w_hr.has_value();
+  if (layer.projection) {
+    TORCH_CHECK_VALUE(layer.lstm(), "seqkern recurrent layer: w_hr (projection) is only supported for LSTM cells");
+    TORCH_CHECK_VALUE(w_hr->dim() == 2 && w_hr->size(1) == layer.hidden, "seqkern recurrent layer: w_hr must have shape (P, ",
+                      layer.hidden, "), got ", shape_string(w_hr->sizes()));
+    layer.out_size = w_hr->size(0);
+  }
+  const int64_t rows = layer.gate_rows();
+  check_shape("w_ih", w_ih, {rows, layer.input_size});
+  check_shape("w_hh", w_hh, {rows, layer.out_size});
+  if (b_ih) {
+    check_shape("b_ih", *b_ih, {rows});
+  }
+  if (b_hh) {
+    check_shape("b_hh", *b_hh, {rows});
+  }
+  check_shape("h0", h0, {layer.batch, layer.out_size});
+  if (layer.lstm()) {
+    TORCH_CHECK_VALUE(c0.has_value(), "seqkern recurrent layer: cell '", cell, "' needs c0 of shape (", layer.batch,
+                      ", ", layer.hidden, ")");
+    check_shape("c0", *c0, {layer.batch, layer.hidden});
+  } else {
+    TORCH_CHECK_VALUE(!c0.has_value(), "seqkern recurrent layer: cell '", cell,
+                      "' has no cell state, but c0 was given");
+  }
+  layer.peephole = w_peep.has_value();
+  if (layer.peephole) {
+    TORCH_CHECK_VALUE(layer.lstm(), "seqkern recurrent layer: w_peep (peephole) is only supported for LSTM cells");
+    check_shape("w_peep", *w_peep, {layer.cell == Cell::Lstm ? 3 : 2, layer.hidden});
+  }
+  const std::pair<const char*, const OptionalTensor*> operands[] = {
+      {"c0", &c0}, {"b_ih", &b_ih}, {"b_hh", &b_hh}, {"w_hr", &w_hr}, {"w_peep", &w_peep}};
+  check_like_input("h0", h0, input);
+  check_like_input("w_ih", w_ih, input);
+  check_like_input("w_hh", w_hh, input);
+  for (const auto& [name, operand] : operands) {
+    if (operand->has_value()) {
+      check_like_input(name, **operand, input);
+    }
+  }
+  if (lengths) {
+    TORCH_CHECK_VALUE(lengths->scalar_type() == at::kLong && lengths->dim() == 1 && lengths->size(0) == layer.batch,
+                      "seqkern recurrent layer: lengths must be an int64 tensor of shape (", layer.batch, ",), got ",
+                      lengths->scalar_type(), " ", shape_string(lengths->sizes()));
+    TORCH_CHECK_VALUE(lengths->device() == input.device(), "seqkern recurrent layer: lengths is on ",
+                      lengths->device(), ", but input is on ", input.device());
+  }
+  if (layer.lstm()) {
+    layer.width = (layer.gates + 1) * layer.hidden;
+  } else if (layer.gru()) {
+    layer.width = 4 * layer.hidden;
+  } else {
+    layer.width = layer.hidden;
+  }
+  return layer;
+}
+
+// Each sequence's length, checked to lie in [0, T]; T for every sequence without lengths.
+std::vector<int64_t> sequence_lengths(const Layer& layer, const OptionalTensor& lengths) {
+  std::vector<int64_t> result(layer.batch, layer.steps);
+  if (lengths) {
+    const Tensor values = lengths->contiguous();
+    const int64_t* data = values.data_ptr<int64_t>();
+    for (int64_t b = 0; b < layer.batch; ++b) {
+      TORCH_CHECK_VALUE(data[b] >= 0 && data[b] <= layer.steps, "seqkern recurrent layer: lengths[", b, "] = ", data[b],
+                        " is outside [0, ", layer.steps, "] (T = ", layer.steps, ")");
+      result[b] = data[b];
+    }
+  }
+  return result;
+}
+
+// Below this many elements per step, one thread finishes a pointwise pass sooner than
+// waking a second one.
+constexpr int64_t kParallelElements = 16384;
+// Hidden units per pointwise work item: a multiple of the vector width, small enough to
+// split a step of a small batch across threads.
+constexpr int64_t kColumnBlock = 64;
+
+// Runs body(b, j_begin, j_end) over every row b < rows and block of columns < cols.
+template <typename Body>
+void for_each_row_block(int64_t rows, int64_t cols, const Body& body) {
+  const int64_t blocks = (cols + kColumnBlock - 1) / kColumnBlock;
+  at::parallel_for(0, rows * blocks, kParallelElements / kColumnBlock, [&](int64_t begin, int64_t end) {
+    for (int64_t item = begin; item < end; ++item) {
+      const int64_t b = item / blocks;
+      const int64_t j_begin = (item % blocks) * kColumnBlock;
+      body(b, j_begin, std::min(cols, j_begin + kColumnBlock));
+    }
+  });
+}
+
+template <typename scalar_t>
+void zero(scalar_t* data, int64_t count) {
+  std::fill(data, data + count, scalar_t(0));
+}
+
+// Column sums of a (rows, cols) matrix with row stride ld: each column summed in row
+// order by one thread, so the result does not depend on the thread count.
+template <typename scalar_t>
+void column_sums(const scalar_t* matrix, int64_t rows, int64_t cols, int64_t ld, scalar_t* sums) {
+  at::parallel_for(0, cols, kColumnBlock, [&](int64_t begin, int64_t end) {
+    zero(sums + begin, end - begin);
+    for (int64_t row = 0; row < rows; ++row) {
+      const scalar_t* values = matrix + row * ld;
+#pragma omp simd
+      for (int64_t j = begin; j < end; ++j) {
+        sums[j] += values[j];
+      }
+    }
+  });
+}
+
+// Whether a per-step product of this size runs the small kernel rather than BLAS.
+bool small_product(int64_t M, int64_t K, int64_t N) { return M * K * N <= (int64_t{1} << 21); }
+
+// Raw pointers of one call's input tensors (all contiguous), shared by forward and backward.
+template <typename scalar_t>
+struct Operands {
+  const scalar_t* input;   // (T, B, I)
+  const scalar_t* h0;      // (B, Hout)
+  const scalar_t* c0;      // (B, H) or null
+  const scalar_t* w_peep;  // (3 or 2, H) or null
+  const int64_t* lengths;  // (B,), T where none were given
+};
+
+template <typename scalar_t>
+const scalar_t* pointer_or_null(const Tensor& tensor) {
+  return tensor.defined() ? tensor.data_ptr<scalar_t>() : nullptr;
+}
+
+// The order in which the steps run: sequence b runs the steps t < lengths[b], from t = 0
+// up, or with reverse from t = lengths[b] - 1 down; the previous state of the first step
+// it runs is its initial state.
+struct TimeOrder {
+  int64_t steps;
+  bool reverse;
+  int64_t time(int64_t s) const { return reverse ? steps - 1 - s : s; }
+  // Time of the step run before step t, or -1 for none.
+  int64_t previous(int64_t t) const { return reverse ? (t + 1 < steps ? t + 1 : -1) : t - 1; }
+};
+
+// ---------------------------------------------------------------- forward
+
+template <typename scalar_t>
+struct ForwardState {
+  const Layer& layer;
+  Operands<scalar_t> in;
+  const scalar_t* bias;     // (GH,) b_ih + b_hh; for the reset-after GRU's n block b_in only
+  const scalar_t* bias_hn;  // (H,) b_hn of the reset-after GRU
+  scalar_t* output;         // (T, B, Hout)
+  scalar_t* workspace;      // (T, B, W)
+  scalar_t* h;              // (B, Hout) state, ends as h_n
+  scalar_t* c;              // (B, H) state, ends as c_n
+  scalar_t* hidden_gates;   // (B, ld_gates) h W_hh^T of the current step
+  scalar_t* cell_output;    // (B, H) o * tanh(c) before the projection
+  scalar_t* reset_hidden;   // (B, ld_hidden) (r * h) W_hn^T of the reset-before GRU
+  int64_t ld_gates, ld_hidden;
+
+  bool active(int64_t t, int64_t b) const { return t < in.lengths[b]; }
+  scalar_t* row(scalar_t* base, int64_t t, int64_t b, int64_t width) const {
+    return base + (t * layer.batch + b) * width;
+  }
+  // Zeroes columns [j_begin, j_end) of every H-wide block of a workspace row.
+  void zero_workspace(scalar_t* ws_row, int64_t j_begin, int64_t j_end) const {
+    for (int64_t at = 0; at < layer.width; at += layer.hidden) {
+      zero(ws_row + at + j_begin, j_end - j_begin);
+    }
+  }
+};
+
+template <typename scalar_t, bool kPeephole, bool kCoupled>
+void lstm_forward_pointwise(const ForwardState<scalar_t>& s, int64_t t) {
+  const Layer& layer = s.layer;
+  const int64_t H = layer.hidden, GH = layer.gate_rows(), Hout = layer.out_size;
+  // Gate block offsets in torch's row order: (i, f, g, o), or (f, g, o) when coupled.
+  const int64_t f_at = kCoupled ? 0 : H, g_at = kCoupled ? H : 2 * H, o_at = kCoupled ? 2 * H : 3 * H;
+  // Peephole rows (i, f, o), or (f, o) when coupled.
+  const scalar_t* peep_i = kPeephole ? s.in.w_peep : nullptr;
+  const scalar_t* peep_f = kPeephole ? s.in.w_peep + (kCoupled ? 0 : H) : nullptr;
+  const scalar_t* peep_o = kPeephole ? s.in.w_peep + (kCoupled ? H : 2 * H) : nullptr;
+  const scalar_t* bias = s.bias;
+  const bool projection = layer.projection;
+  for_each_row_block(layer.batch, H, [&](int64_t b, int64_t j_begin, int64_t j_end) {
+    scalar_t* gates = s.row(s.workspace, t, b, layer.width);
+    // o * tanh(c) is h itself, or the input of the projection.
+    scalar_t* h_out = projection ? s.cell_output + b * H : s.row(s.output, t, b, Hout);
+    if (!s.active(t, b)) {
+      s.zero_workspace(gates, j_begin, j_end);
+      zero(h_out + j_begin, j_end - j_begin);
+      return;
+    }
+    const scalar_t* hidden = s.hidden_gates + b * s.ld_gates;
+    scalar_t* c = s.c + b * H;
+    scalar_t* h = s.h + b * Hout;
+    scalar_t* c_saved = gates + GH;
+#pragma omp simd
+    for (int64_t j = j_begin; j < j_end; ++j) {
+      const scalar_t c_prev = c[j];
+      scalar_t pre_f = gates[f_at + j] + hidden[f_at + j] + bias[f_at + j];
+      const scalar_t pre_g = gates[g_at + j] + hidden[g_at + j] + bias[g_at + j];
+      scalar_t pre_o = gates[o_at + j] + hidden[o_at + j] + bias[o_at + j];
+      if (kPeephole) {
+        pre_f += peep_f[j] * c_prev;
+      }
+      const scalar_t f = math::sigmoid(pre_f);
+      const scalar_t g = math::tanh(pre_g);
+      scalar_t i;
+      if (kCoupled) {
+        i = scalar_t(1) - f;
+      } else {
+        scalar_t pre_i = gates[j] + hidden[j] + bias[j];
+        if (kPeephole) {
+          pre_i += peep_i[j] * c_prev;
+        }
+        i = math::sigmoid(pre_i);
+        gates[j] = i;
+      }
+      const scalar_t c_new = f * c_prev + i * g;
+      if (kPeephole) {
+        pre_o += peep_o[j] * c_new;
+      }
+      const scalar_t o = math::sigmoid(pre_o);
+      const scalar_t h_new = o * math::tanh(c_new);
+      gates[f_at + j] = f;
+      gates[g_at + j] = g;
+      gates[o_at + j] = o;
+      c_saved[j] = c_new;
+      c[j] = c_new;
+      h_out[j] = h_new;
+      if (!projection) {
+        h[j] = h_new;
+      }
+    }
+  });
+}
+
+template <typename scalar_t>
+void lstm_forward_pointwise(const ForwardState<scalar_t>& s, int64_t t) {
+  const bool coupled = s.layer.cell == Cell::LstmCoupled;
+  if (s.layer.peephole) {
+    coupled ? lstm_forward_pointwise<scalar_t, true, true>(s, t) : lstm_forward_pointwise<scalar_t, true, false>(s, t);
+  } else {
+    coupled ? lstm_forward_pointwise<scalar_t, false, true>(s, t)
+            : lstm_forward_pointwise<scalar_t, false, false>(s, t);
+  }
+}
+
+// The projected h of every running sequence becomes its output and its state.
+template <typename scalar_t>
+void projection_forward_pointwise(const ForwardState<scalar_t>& s, int64_t t, const scalar_t* projected,
+                                  int64_t ld_projected) {
+  const int64_t P = s.layer.out_size;
+  for (int64_t b = 0; b < s.layer.batch; ++b) {
+    scalar_t* out = s.row(s.output, t, b, P);
+    if (s.active(t, b)) {
+      std::copy_n(projected + b * ld_projected, P, out);
+      std::copy_n(projected + b * ld_projected, P, s.h + b * P);
+    } else {
+      zero(out, P);
+    }
+  }
+}
+
+template <typename scalar_t>
+void gru_forward_pointwise(const ForwardState<scalar_t>& s, int64_t t) {
+  const Layer& layer = s.layer;
+  const int64_t H = layer.hidden;
+  const scalar_t* bias = s.bias;
+  const scalar_t* bias_hn = s.bias_hn;
+  for_each_row_block(layer.batch, H, [&](int64_t b, int64_t j_begin, int64_t j_end) {
+    scalar_t* gates = s.row(s.workspace, t, b, layer.width);
+    scalar_t* out = s.row(s.output, t, b, H);
+    if (!s.active(t, b)) {
+      s.zero_workspace(gates, j_begin, j_end);
+      zero(out + j_begin, j_end - j_begin);
+      return;
+    }
+    const scalar_t* hidden = s.hidden_gates + b * s.ld_gates;
+    scalar_t* h = s.h + b * H;
+#pragma omp simd
+    for (int64_t j = j_begin; j < j_end; ++j) {
+      const scalar_t r = math::sigmoid(gates[j] + hidden[j] + bias[j]);
+      const scalar_t z = math::sigmoid(gates[H + j] + hidden[H + j] + bias[H + j]);
+      const scalar_t hn = hidden[2 * H + j] + bias_hn[j];
+      const scalar_t n = math::tanh(gates[2 * H + j] + bias[2 * H + j] + r * hn);
+      const scalar_t h_new = n + z * (h[j] - n);
+      gates[j] = r;
+      gates[H + j] = z;
+      gates[2 * H + j] = n;
+      gates[3 * H + j] = hn;
+      h[j] = h_new;
+      out[j] = h_new;
+    }
+  });
+}
+
+// The reset-before GRU's first pass: r, z and r * h, the input of the n block's product.
+template <typename scalar_t>
+void gru_reset_gates_pointwise(const ForwardState<scalar_t>& s, int64_t t) {
+  const Layer& layer = s.layer;
+  const int64_t H = layer.hidden;
+  const scalar_t* bias = s.bias;
+  for_each_row_block(layer.batch, H, [&](int64_t b, int64_t j_begin, int64_t j_end) {
+    scalar_t* gates = s.row(s.workspace, t, b, layer.width);
+    if (!s.active(t, b)) {
+      s.zero_workspace(gates, j_begin, j_end);
+      zero(s.row(s.output, t, b, H) + j_begin, j_end - j_begin);
+      return;
+    }
+    const scalar_t* hidden = s.hidden_gates + b * s.ld_gates;
+    const scalar_t* h = s.h + b * H;
+#pragma omp simd
+    for (int64_t j = j_begin; j < j_end; ++j) {
+      const scalar_t r = math::sigmoid(gates[j] + hidden[j] + bias[j]);
+      gates[j] = r;
+      gates[H + j] = math::sigmoid(gates[H + j] + hidden[H + j] + bias[H + j]);
+      gates[3 * H + j] = r * h[j];
+    }
+  });
+}
+
+// The reset-before GRU's second pass, after (r * h) W_hn^T: n and the new h.
+template <typename scalar_t>
+void gru_reset_before_pointwise(const ForwardState<scalar_t>& s, int64_t t) {
+  const Layer& layer = s.layer;
+  const int64_t H = layer.hidden;
+  const scalar_t* bias = s.bias;
+  for_each_row_block(layer.batch, H, [&](int64_t b, int64_t j_begin, int64_t j_end) {
+    if (!s.active(t, b)) {
+      return;
+    }
+    scalar_t* gates = s.row(s.workspace, t, b, layer.width);
+    scalar_t* out = s.row(s.output, t, b, H);
+    const scalar_t* reset_hidden = s.reset_hidden + b * s.ld_hidden;
+    scalar_t* h = s.h + b * H;
+#pragma omp simd
+    for (int64_t j = j_begin; j < j_end; ++j) {
+      const scalar_t n = math::tanh(gates[2 * H + j] + reset_hidden[j] + bias[2 * H + j]);
+      const scalar_t h_new = n + gates[H + j] * (h[j] - n);
+      gates[2 * H + j] = n;
+      h[j] = h_new;
+      out[j] = h_new;
+    }
+  });
+}
+
+template <typename scalar_t, bool kRelu>
+void rnn_forward_pointwise(const ForwardState<scalar_t>& s, int64_t t) {
+  const Layer& layer = s.layer;
+  const int64_t H = layer.hidden;
+  const scalar_t* bias = s.bias;
+  for_each_row_block(layer.batch, H, [&](int64_t b, int64_t j_begin, int64_t j_end) {
+    scalar_t* saved = s.row(s.workspace, t, b, H);
+    scalar_t* out = s.row(s.output, t, b, H);
+    if (!s.active(t, b)) {
+      zero(saved + j_begin, j_end - j_begin);
+      zero(out + j_begin, j_end - j_begin);
+      return;
+    }
+    const scalar_t* hidden = s.hidden_gates + b * s.ld_gates;
+    scalar_t* h = s.h + b * H;
+#pragma omp simd
+    for (int64_t j = j_begin; j < j_end; ++j) {
+      const scalar_t pre = saved[j] + hidden[j] + bias[j];
+      const scalar_t h_new = kRelu ? math::relu(pre) : math::tanh(pre);
+      saved[j] = h_new;
+      h[j] = h_new;
+      out[j] = h_new;
+    }
+  });
+}
+
+// (b_ih + b_hh), with the reset-after GRU's b_hn kept apart: it sits inside r * (h W_hn^T + b_hn).
+Tensor combined_bias(const Layer& layer, const OptionalTensor& b_ih, const OptionalTensor& b_hh,
+                     const at::TensorOptions& options) {
+  Tensor bias = at::zeros({layer.gate_rows()}, options);
+  if (b_ih) {
+    bias.add_(*b_ih);
+  }
+  if (b_hh) {
+    if (layer.cell == Cell::Gru) {
+      bias.narrow(0, 0, 2 * layer.hidden).add_(b_hh->narrow(0, 0, 2 * layer.hidden));
+    } else {
+      bias.add_(*b_hh);
+    }
+  }
+  return bias;
+}
+
+// A (rows, columns) scratch matrix whose rows are padded for the small product kernel.
+template <typename scalar_t>
+Tensor padded_scratch(int64_t rows, int64_t columns, const at::TensorOptions& options) {
+  return at::zeros({rows, gemm::padded<scalar_t>(columns)}, options).narrow(1, 0, columns);
+}
+
+template <typename scalar_t>
+std::tuple<Tensor, Tensor, Tensor, Tensor> forward_kernel(const Layer& layer, const Tensor& input, const Tensor& h0,
+                                                          const OptionalTensor& c0, const Tensor& w_ih,
+                                                          const Tensor& w_hh, const OptionalTensor& b_ih,
+                                                          const OptionalTensor& b_hh, const OptionalTensor& w_hr,
+                                                          const OptionalTensor& w_peep,
+                                                          const std::vector<int64_t>& lengths) {
+  const int64_t T = layer.steps, B = layer.batch, I = layer.input_size, H = layer.hidden;
+  const int64_t GH = layer.gate_rows(), Hout = layer.out_size, W = layer.width;
+  const auto options = input.options();
+  const Tensor x = input.contiguous(), w_hh_c = w_hh.contiguous();
+  const Tensor w_peep_c = w_peep ? w_peep->contiguous() : Tensor();
+  Tensor output = at::empty({T, B, Hout}, options);
+  Tensor workspace = at::empty({T, B, W}, options);
+  Tensor h_n = h0.contiguous().clone();
+  Tensor c_n = layer.lstm() ? c0->contiguous().clone() : at::empty({0}, options);
+  const Tensor bias = combined_bias(layer, b_ih, b_hh, options);
+  const Tensor bias_hn =
+      (layer.cell == Cell::Gru && b_hh) ? b_hh->narrow(0, 2 * H, H).contiguous() : at::zeros({H}, options);
+  // The reset-before GRU's step product covers r and z only; n's comes after the reset.
+  const int64_t step_rows = layer.cell == Cell::GruResetBefore ? 2 * H : GH;
+  Tensor hidden_gates = padded_scratch<scalar_t>(B, step_rows, options);
+  Tensor cell_output = at::zeros({layer.projection ? B : 0, H}, options);
+  Tensor projected = padded_scratch<scalar_t>(layer.projection ? B : 0, Hout, options);
+  Tensor reset_hidden = padded_scratch<scalar_t>(layer.cell == Cell::GruResetBefore ? B : 0, H, options);
+
+  ForwardState<scalar_t> s{layer,
+                           {x.data_ptr<scalar_t>(), nullptr, nullptr, pointer_or_null<scalar_t>(w_peep_c),
+                            lengths.data()},
+                           bias.data_ptr<scalar_t>(),
+                           bias_hn.data_ptr<scalar_t>(),
+                           output.data_ptr<scalar_t>(),
+                           workspace.data_ptr<scalar_t>(),
+                           h_n.data_ptr<scalar_t>(),
+                           layer.lstm() ? c_n.data_ptr<scalar_t>() : nullptr,
+                           hidden_gates.data_ptr<scalar_t>(),
+                           cell_output.data_ptr<scalar_t>(),
+                           reset_hidden.data_ptr<scalar_t>(),
+                           hidden_gates.stride(0),
+                           reset_hidden.stride(0)};
+
+  // Input projection of every step, into the gate columns of the workspace.
+  Tensor gate_columns = workspace.view({T * B, W}).narrow(1, 0, GH);
+  gemm::blas(x.view({T * B, I}), w_ih.t(), gate_columns, false);
+
+  gemm::StepProduct<scalar_t> recurrent(w_hh_c.narrow(0, 0, step_rows).t(), hidden_gates,
+                                        small_product(B, Hout, step_rows));
+  gemm::StepProduct<scalar_t> projection, reset_product;
+  std::vector<Tensor> reset_h;  // per step, (B, H) view of r * h in the workspace
+  if (layer.projection) {
+    projection = gemm::StepProduct<scalar_t>(w_hr->t(), projected, small_product(B, H, Hout));
+  }
+  if (layer.cell == Cell::GruResetBefore) {
+    reset_product = gemm::StepProduct<scalar_t>(w_hh_c.narrow(0, 2 * H, H).t(), reset_hidden, small_product(B, H, H));
+    reset_h = workspace.narrow(2, 3 * H, H).unbind(0);
+  }
+
+  const TimeOrder order{T, layer.reverse};
+  for (int64_t step = 0; step < T; ++step) {
+    const int64_t t = order.time(step);
+    recurrent(h_n, false);
+    switch (layer.cell) {
+      case Cell::Lstm:
+      case Cell::LstmCoupled:
+        lstm_forward_pointwise(s, t);
+        if (layer.projection) {
+          projection(cell_output, false);
+          projection_forward_pointwise(s, t, projected.data_ptr<scalar_t>(), projected.stride(0));
+        }
+        break;
+      case Cell::Gru:
+        gru_forward_pointwise(s, t);
+        break;
+      case Cell::GruResetBefore:
+        gru_reset_gates_pointwise(s, t);
+        reset_product(reset_h[t], false);
+        gru_reset_before_pointwise(s, t);
+        break;
+      case Cell::RnnTanh:
+        rnn_forward_pointwise<scalar_t, false>(s, t);
+        break;
+      case Cell::RnnRelu:
+        rnn_forward_pointwise<scalar_t, true>(s, t);
+        break;
+    }
+  }
+  return {output, h_n, c_n, workspace};
+}
+
+// ---------------------------------------------------------------- backward
+
+template <typename scalar_t>
+struct BackwardState {
+  const Layer& layer;
+  Operands<scalar_t> in;
+  const scalar_t* grad_output;  // (T, B, Hout)
+  const scalar_t* output;       // (T, B, Hout)
+  const scalar_t* workspace;    // (T, B, W)
+  scalar_t* grad_h;      // (B, ld_h) gradient of the state after the step; ends as grad_h0
+  scalar_t* grad_c;      // (B, H); ends as grad_c0
+  scalar_t* grad_gates;  // (T, B, GH) gradient of the hidden side's pre-activations
+  scalar_t* grad_x_n;    // (T, B, H) the reset-after GRU's n block on the input side
+  scalar_t* grad_h_out;  // (T, B, P) gradient of each projected h
+  scalar_t* cell_out;    // (T, B, H) o * tanh(c) of each step (projection only)
+  scalar_t* grad_cell;   // (B, ld_cell) gradient of o * tanh(c), or of r * h (reset-before GRU)
+  int64_t ld_h, ld_cell;
+  TimeOrder order;
+
+  bool active(int64_t t, int64_t b) const { return t < in.lengths[b]; }
+  int64_t offset(int64_t t, int64_t b, int64_t width) const { return (t * layer.batch + b) * width; }
+  // The state a step of sequence b started from: the previous step's, or the initial state.
+  const scalar_t* previous_h(int64_t t, int64_t b) const {
+    const int64_t p = order.previous(t);
+    return (p >= 0 && active(p, b)) ? output + offset(p, b, layer.out_size) : in.h0 + b * layer.out_size;
+  }
+  const scalar_t* previous_c(int64_t t, int64_t b) const {
+    const int64_t p = order.previous(t);
+    return (p >= 0 && active(p, b)) ? workspace + offset(p, b, layer.width) + layer.gate_rows()
+                                    : in.c0 + b * layer.hidden;
+  }
+};
+
+template <typename scalar_t, bool kPeephole, bool kCoupled>
+void lstm_backward_pointwise(const BackwardState<scalar_t>& s, int64_t t) {
+  const Layer& layer = s.layer;
+  const int64_t H = layer.hidden, GH = layer.gate_rows(), Hout = layer.out_size;
+  const int64_t f_at = kCoupled ? 0 : H, g_at = kCoupled ? H : 2 * H, o_at = kCoupled ? 2 * H : 3 * H;
+  const scalar_t* peep_i = kPeephole ? s.in.w_peep : nullptr;
+  const scalar_t* peep_f = kPeephole ? s.in.w_peep + (kCoupled ? 0 : H) : nullptr;
+  const scalar_t* peep_o = kPeephole ? s.in.w_peep + (kCoupled ? H : 2 * H) : nullptr;
+  const bool projection = layer.projection;
+  for_each_row_block(layer.batch, H, [&](int64_t b, int64_t j_begin, int64_t j_end) {
+    scalar_t* grad_pre = s.grad_gates + s.offset(t, b, GH);
+    scalar_t* cell_out = projection ? s.cell_out + s.offset(t, b, H) : nullptr;
+    if (!s.active(t, b)) {
+      for (int64_t at = 0; at < GH; at += H) {
+        zero(grad_pre + at + j_begin, j_end - j_begin);
+      }
+      if (projection) {
+        zero(cell_out + j_begin, j_end - j_begin);
+      }
+      return;
+    }
+    const scalar_t* gates = s.workspace + s.offset(t, b, layer.width);
+    const scalar_t* c_new = gates + GH;
+    const scalar_t* c_prev = s.previous_c(t, b);
+    const scalar_t* grad_out = s.grad_output + s.offset(t, b, Hout);
+    scalar_t* grad_h = s.grad_h + b * s.ld_h;
+    // Under a projection the gradient of o * tanh(c) has come through W_hr already.
+    const scalar_t* grad_cell = projection ? s.grad_cell + b * s.ld_cell : nullptr;
+    scalar_t* grad_c = s.grad_c + b * H;
+#pragma omp simd
+    for (int64_t j = j_begin; j < j_end; ++j) {
+      const scalar_t dh = projection ? grad_cell[j] : grad_h[j] + grad_out[j];
+      const scalar_t f = gates[f_at + j], g = gates[g_at + j], o = gates[o_at + j];
+      const scalar_t i = kCoupled ? scalar_t(1) - f : gates[j];
+      const scalar_t tanh_c = math::tanh(c_new[j]);
+      const scalar_t grad_o = dh * tanh_c * o * (scalar_t(1) - o);
+      scalar_t dc = grad_c[j] + dh * o * (scalar_t(1) - tanh_c * tanh_c);
+      if (kPeephole) {
+        dc += grad_o * peep_o[j];
+      }
+      const scalar_t grad_f = dc * (kCoupled ? c_prev[j] - g : c_prev[j]) * f * (scalar_t(1) - f);
+      const scalar_t grad_g = dc * i * (scalar_t(1) - g * g);
+      scalar_t dc_prev = dc * f;
+      if (!kCoupled) {
+        const scalar_t grad_i = dc * g * i * (scalar_t(1) - i);
+        grad_pre[j] = grad_i;
+        if (kPeephole) {
+          dc_prev += grad_i * peep_i[j];
+        }
+      }
+      if (kPeephole) {
+        dc_prev += grad_f * peep_f[j];
+      }
+      grad_pre[f_at + j] = grad_f;
+      grad_pre[g_at + j] = grad_g;
+      grad_pre[o_at + j] = grad_o;
+      grad_c[j] = dc_prev;
+      if (projection) {
+        cell_out[j] = o * tanh_c;
+      } else {
+        grad_h[j] = scalar_t(0);
+      }
+    }
+  });
+}
+
+template <typename scalar_t>
+void lstm_backward_pointwise(const BackwardState<scalar_t>& s, int64_t t) {
+  const bool coupled = s.layer.cell == Cell::LstmCoupled;
+  if (s.layer.peephole) {
+    coupled ? lstm_backward_pointwise<scalar_t, true, true>(s, t)
+            : lstm_backward_pointwise<scalar_t, true, false>(s, t);
+  } else {
+    coupled ? lstm_backward_pointwise<scalar_t, false, true>(s, t)
+            : lstm_backward_pointwise<scalar_t, false, false>(s, t);
+  }
+}
+
+// Gradient of this step's projected h (kept for grad_w_hr); the state gradient restarts
+// from zero, to be filled by the recurrent product.
+template <typename scalar_t>
+void projection_backward_pointwise(const BackwardState<scalar_t>& s, int64_t t) {
+  const int64_t P = s.layer.out_size;
+  for (int64_t b = 0; b < s.layer.batch; ++b) {
+    scalar_t* grad_h_out = s.grad_h_out + s.offset(t, b, P);
+    if (!s.active(t, b)) {
+      zero(grad_h_out, P);
+      continue;
+    }
+    scalar_t* grad_h = s.grad_h + b * s.ld_h;
+    const scalar_t* grad_out = s.grad_output + s.offset(t, b, P);
+#pragma omp simd
+    for (int64_t j = 0; j < P; ++j) {
+      grad_h_out[j] = grad_h[j] + grad_out[j];
+      grad_h[j] = scalar_t(0);
+    }
+  }
+}
+
+template <typename scalar_t>
+void gru_backward_pointwise(const BackwardState<scalar_t>& s, int64_t t) {
+  const Layer& layer = s.layer;
+  const int64_t H = layer.hidden, GH = layer.gate_rows();
+  for_each_row_block(layer.batch, H, [&](int64_t b, int64_t j_begin, int64_t j_end) {
+    scalar_t* grad_pre = s.grad_gates + s.offset(t, b, GH);
+    scalar_t* grad_x_n = s.grad_x_n + s.offset(t, b, H);
+    if (!s.active(t, b)) {
+      for (int64_t at = 0; at < GH; at += H) {
+        zero(grad_pre + at + j_begin, j_end - j_begin);
+      }
+      zero(grad_x_n + j_begin, j_end - j_begin);
+      return;
+    }
+    const scalar_t* gates = s.workspace + s.offset(t, b, layer.width);
+    const scalar_t* h_prev = s.previous_h(t, b);
+    const scalar_t* grad_out = s.grad_output + s.offset(t, b, H);
+    scalar_t* grad_h = s.grad_h + b * s.ld_h;
+#pragma omp simd
+    for (int64_t j = j_begin; j < j_end; ++j) {
+      const scalar_t r = gates[j], z = gates[H + j], n = gates[2 * H + j], hn = gates[3 * H + j];
+      const scalar_t dh = grad_h[j] + grad_out[j];
+      const scalar_t grad_n = dh * (scalar_t(1) - z) * (scalar_t(1) - n * n);
+      grad_pre[j] = grad_n * hn * r * (scalar_t(1) - r);
+      grad_pre[H + j] = dh * (h_prev[j] - n) * z * (scalar_t(1) - z);
+      grad_pre[2 * H + j] = grad_n * r;
+      grad_x_n[j] = grad_n;
+      grad_h[j] = dh * z;
+    }
+  });
+}
+
+// The reset-before GRU's first pass: z and n, and h's direct share (z * dh).
+template <typename scalar_t>
+void gru_update_backward_pointwise(const BackwardState<scalar_t>& s, int64_t t) {
+  const Layer& layer = s.layer;
+  const int64_t H = layer.hidden, GH = layer.gate_rows();
+  for_each_row_block(layer.batch, H, [&](int64_t b, int64_t j_begin, int64_t j_end) {
+    scalar_t* grad_pre = s.grad_gates + s.offset(t, b, GH);
+    if (!s.active(t, b)) {
+      for (int64_t at = 0; at < GH; at += H) {
+        zero(grad_pre + at + j_begin, j_end - j_begin);
+      }
+      return;
+    }
+    const scalar_t* gates = s.workspace + s.offset(t, b, layer.width);
+    const scalar_t* h_prev = s.previous_h(t, b);
+    const scalar_t* grad_out = s.grad_output + s.offset(t, b, H);
+    scalar_t* grad_h = s.grad_h + b * s.ld_h;
+#pragma omp simd
+    for (int64_t j = j_begin; j < j_end; ++j) {
+      const scalar_t z = gates[H + j], n = gates[2 * H + j];
+      const scalar_t dh = grad_h[j] + grad_out[j];
+      grad_pre[H + j] = dh * (h_prev[j] - n) * z * (scalar_t(1) - z);
+      grad_pre[2 * H + j] = dh * (scalar_t(1) - z) * (scalar_t(1) - n * n);
+      grad_h[j] = dh * z;
+    }
+  });
+}
+
+// The reset-before GRU's second pass, after the gradient of r * h came through W_hn.
+template <typename scalar_t>
+void gru_reset_backward_pointwise(const BackwardState<scalar_t>& s, int64_t t) {
+  const Layer& layer = s.layer;
+  const int64_t H = layer.hidden, GH = layer.gate_rows();
+  for_each_row_block(layer.batch, H, [&](int64_t b, int64_t j_begin, int64_t j_end) {
+    if (!s.active(t, b)) {
+      return;
+    }
+    scalar_t* grad_pre = s.grad_gates + s.offset(t, b, GH);
+    const scalar_t* gates = s.workspace + s.offset(t, b, layer.width);
+    const scalar_t* h_prev = s.previous_h(t, b);
+    const scalar_t* grad_reset_h = s.grad_cell + b * s.ld_cell;
+    scalar_t* grad_h = s.grad_h + b * s.ld_h;
+#pragma omp simd
+    for (int64_t j = j_begin; j < j_end; ++j) {
+      const scalar_t r = gates[j];
+      grad_pre[j] = grad_reset_h[j] * h_prev[j] * r * (scalar_t(1) - r);
+      grad_h[j] += grad_reset_h[j] * r;
+    }
+  });
+}
+
+template <typename scalar_t, bool kRelu>
+void rnn_backward_pointwise(const BackwardState<scalar_t>& s, int64_t t) {
+  const Layer& layer = s.layer;
+  const int64_t H = layer.hidden;
+  for_each_row_block(layer.batch, H, [&](int64_t b, int64_t j_begin, int64_t j_end) {
+    scalar_t* grad_pre = s.grad_gates + s.offset(t, b, H);
+    if (!s.active(t, b)) {
+      zero(grad_pre + j_begin, j_end - j_begin);
+      return;
+    }
+    const scalar_t* h_new = s.workspace + s.offset(t, b, H);
+    const scalar_t* grad_out = s.grad_output + s.offset(t, b, H);
+    scalar_t* grad_h = s.grad_h + b * s.ld_h;
+#pragma omp simd
+    for (int64_t j = j_begin; j < j_end; ++j) {
+      const scalar_t dh = grad_h[j] + grad_out[j];
+      grad_pre[j] = kRelu ? (h_new[j] > scalar_t(0) ? dh : scalar_t(0)) : dh * (scalar_t(1) - h_new[j] * h_new[j]);
+      grad_h[j] = scalar_t(0);
+    }
+  });
+}
+
+// grad_w_peep rows (i, f, o) or (f, o): sums over steps and batch of the gate's
+// pre-activation gradient times the cell state it looked at (c_prev for i and f, c_new for o).
+template <typename scalar_t>
+void peephole_gradient(const BackwardState<scalar_t>& s, scalar_t* grad_peep) {
+  const Layer& layer = s.layer;
+  const int64_t H = layer.hidden, GH = layer.gate_rows();
+  const bool coupled = layer.cell == Cell::LstmCoupled;
+  const int64_t f_at = coupled ? 0 : H, o_at = coupled ? 2 * H : 3 * H;
+  scalar_t* grad_i = grad_peep;
+  scalar_t* grad_f = coupled ? grad_peep : grad_peep + H;
+  scalar_t* grad_o = coupled ? grad_peep + H : grad_peep + 2 * H;
+  at::parallel_for(0, H, kColumnBlock, [&](int64_t begin, int64_t end) {
+    if (!coupled) {
+      zero(grad_i + begin, end - begin);
+    }
+    zero(grad_f + begin, end - begin);
+    zero(grad_o + begin, end - begin);
+    for (int64_t t = 0; t < layer.steps; ++t) {
+      for (int64_t b = 0; b < layer.batch; ++b) {
+        if (!s.active(t, b)) {
+          continue;
+        }
+        const scalar_t* grad_pre = s.grad_gates + s.offset(t, b, GH);
+        const scalar_t* c_new = s.workspace + s.offset(t, b, layer.width) + GH;
+        const scalar_t* c_prev = s.previous_c(t, b);
+        for (int64_t j = begin; j < end; ++j) {
+          if (!coupled) {
+            grad_i[j] += grad_pre[j] * c_prev[j];
+          }
+          grad_f[j] += grad_pre[f_at + j] * c_prev[j];
+          grad_o[j] += grad_pre[o_at + j] * c_new[j];
+        }
+      }
+    }
+  });
+}
+
+using BackwardResult = std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor>;
+
+template <typename scalar_t>
+BackwardResult backward_kernel(const Layer& layer, const Tensor& grad_output, const Tensor& grad_h_n,
+                               const OptionalTensor& grad_c_n, const Tensor& input, const Tensor& h0,
+                               const OptionalTensor& c0, const Tensor& w_ih, const Tensor& w_hh,
+                               const OptionalTensor& b_ih, const OptionalTensor& b_hh, const OptionalTensor& w_hr,
+                               const OptionalTensor& w_peep, const std::vector<int64_t>& lengths, const Tensor& output,
+                               const Tensor& workspace, bool need_input_grad, bool need_weight_grad) {
+  const int64_t T = layer.steps, B = layer.batch, I = layer.input_size, H = layer.hidden;
+  const int64_t GH = layer.gate_rows(), Hout = layer.out_size, W = layer.width;
+  const auto options = input.options();
+  const Tensor x = input.contiguous(), h0_c = h0.contiguous(), w_hh_c = w_hh.contiguous();
+  const Tensor c0_c = c0 ? c0->contiguous() : Tensor();
+  const Tensor w_peep_c = w_peep ? w_peep->contiguous() : Tensor();
+  const Tensor grad_out_c = grad_output.contiguous(), output_c = output.contiguous();
+  const Tensor workspace_c = workspace.contiguous();
+  Tensor grad_h = padded_scratch<scalar_t>(B, Hout, options);
+  grad_h.copy_(grad_h_n);
+  Tensor grad_c0 = layer.lstm() ? grad_c_n->contiguous().clone() : at::empty({0}, options);
+  Tensor grad_gates = at::empty({T, B, GH}, options);
+  Tensor grad_x_n = at::empty({layer.cell == Cell::Gru ? T : 0, B, H}, options);
+  Tensor grad_h_out = at::empty({layer.projection ? T : 0, B, Hout}, options);
+  Tensor cell_out = at::empty({layer.projection ? T : 0, B, H}, options);
+  const bool has_cell_grad = layer.projection || layer.cell == Cell::GruResetBefore;
+  Tensor grad_cell = padded_scratch<scalar_t>(has_cell_grad ? B : 0, H, options);
+
+  BackwardState<scalar_t> s{layer,
+                            {x.data_ptr<scalar_t>(), h0_c.data_ptr<scalar_t>(), pointer_or_null<scalar_t>(c0_c),
+                             pointer_or_null<scalar_t>(w_peep_c), lengths.data()},
+                            grad_out_c.data_ptr<scalar_t>(),
+                            output_c.data_ptr<scalar_t>(),
+                            workspace_c.data_ptr<scalar_t>(),
+                            grad_h.data_ptr<scalar_t>(),
+                            layer.lstm() ? grad_c0.data_ptr<scalar_t>() : nullptr,
+                            grad_gates.data_ptr<scalar_t>(),
+                            grad_x_n.data_ptr<scalar_t>(),
+                            grad_h_out.data_ptr<scalar_t>(),
+                            cell_out.data_ptr<scalar_t>(),
+                            grad_cell.data_ptr<scalar_t>(),
+                            grad_h.stride(0),
+                            grad_cell.stride(0),
+                            TimeOrder{T, layer.reverse}};
+
+  // Rows of w_hh the state gradient flows back through in the step's main product; the
+  // reset-before GRU's n block goes through r first.
+  const int64_t step_rows = layer.cell == Cell::GruResetBefore ? 2 * H : GH;
+  gemm::StepProduct<scalar_t> recurrent(w_hh_c.narrow(0, 0, step_rows), grad_h, small_product(B, step_rows, Hout));
+  const std::vector<Tensor> step_grads = grad_gates.narrow(2, 0, step_rows).unbind(0);
+  gemm::StepProduct<scalar_t> projection, reset_product;
+  std::vector<Tensor> step_grad_h_out, step_grad_n;
+  if (layer.projection) {
+    projection = gemm::StepProduct<scalar_t>(w_hr->contiguous(), grad_cell, small_product(B, Hout, H));
+    step_grad_h_out = grad_h_out.unbind(0);
+  }
+  if (layer.cell == Cell::GruResetBefore) {
+    reset_product = gemm::StepProduct<scalar_t>(w_hh_c.narrow(0, 2 * H, H), grad_cell, small_product(B, H, H));
+    step_grad_n = grad_gates.narrow(2, 2 * H, H).unbind(0);
+  }
+
+  for (int64_t step = T - 1; step >= 0; --step) {
+    const int64_t t = s.order.time(step);
+    switch (layer.cell) {
+      case Cell::Lstm:
+      case Cell::LstmCoupled:
+        if (layer.projection) {
+          projection_backward_pointwise(s, t);
+          projection(step_grad_h_out[t], false);
+        }
+        lstm_backward_pointwise(s, t);
+        break;
+      case Cell::Gru:
+        gru_backward_pointwise(s, t);
+        break;
+      case Cell::GruResetBefore:
+        gru_update_backward_pointwise(s, t);
+        reset_product(step_grad_n[t], false);
+        gru_reset_backward_pointwise(s, t);
+        break;
+      case Cell::RnnTanh:
+        rnn_backward_pointwise<scalar_t, false>(s, t);
+        break;
+      case Cell::RnnRelu:
+        rnn_backward_pointwise<scalar_t, true>(s, t);
+        break;
+    }
+    recurrent(step_grads[t], true);
+  }
+
+  // Each absent result is a tensor of its own: results must not alias one another.
+  auto none = [&] { return at::empty({0}, options); };
+  const Tensor grad_gates_flat = grad_gates.view({T * B, GH});
+  const Tensor grad_x_n_flat = grad_x_n.view({-1, H});
+  // The input side's gate gradients: the hidden side's, except the reset-after GRU's n block.
+  const int64_t shared_rows = layer.cell == Cell::Gru ? 2 * H : GH;
+  Tensor grad_input = none();
+  if (need_input_grad) {
+    grad_input = at::empty({T, B, I}, options);
+    Tensor dx = grad_input.view({T * B, I});
+    gemm::blas(grad_gates_flat.narrow(1, 0, shared_rows), w_ih.narrow(0, 0, shared_rows), dx, false);
+    if (layer.cell == Cell::Gru) {
+      gemm::blas(grad_x_n_flat, w_ih.narrow(0, 2 * H, H), dx, true);
+    }
+  }
+  Tensor grad_w_ih = none(), grad_w_hh = none(), grad_b_ih = none(), grad_b_hh = none();
+  Tensor grad_w_hr = none(), grad_w_peep = none();
+  if (need_weight_grad) {
+    const Tensor x_flat = x.view({T * B, I});
+    grad_w_ih = at::empty({GH, I}, options);
+    Tensor shared_w_ih = grad_w_ih.narrow(0, 0, shared_rows);
+    gemm::blas(grad_gates_flat.narrow(1, 0, shared_rows).t(), x_flat, shared_w_ih, false);
+    if (layer.cell == Cell::Gru) {
+      Tensor n_w_ih = grad_w_ih.narrow(0, 2 * H, H);
+      gemm::blas(grad_x_n_flat.t(), x_flat, n_w_ih, false);
+    }
+
+    // grad_w_hh = sum over steps of grad_gates^T h_prev. h_prev is the previous step's
+    // output (zero where that step was past a sequence's end), plus h0 at each
+    // sequence's first step.
+    grad_w_hh = at::zeros({GH, Hout}, options);
+    Tensor step_w_hh = grad_w_hh.narrow(0, 0, step_rows);
+    if (T > 1) {
+      const Tensor later = grad_gates.narrow(0, layer.reverse ? 0 : 1, T - 1).view({(T - 1) * B, GH});
+      const Tensor earlier = output_c.narrow(0, layer.reverse ? 1 : 0, T - 1).view({(T - 1) * B, Hout});
+      gemm::blas(later.narrow(1, 0, step_rows).t(), earlier, step_w_hh, false);
+    }
+    Tensor first_grads = at::zeros({B, GH}, options);
+    for (int64_t b = 0; b < B; ++b) {
+      if (lengths[b] > 0) {
+        const int64_t t = layer.reverse ? lengths[b] - 1 : 0;
+        std::copy_n(s.grad_gates + s.offset(t, b, GH), GH, first_grads.data_ptr<scalar_t>() + b * GH);
+      }
+    }
+    gemm::blas(first_grads.narrow(1, 0, step_rows).t(), h0_c, step_w_hh, true);
+    if (layer.cell == Cell::GruResetBefore) {
+      Tensor n_w_hh = grad_w_hh.narrow(0, 2 * H, H);
+      gemm::blas(grad_gates_flat.narrow(1, 2 * H, H).t(), workspace_c.view({T * B, W}).narrow(1, 3 * H, H), n_w_hh,
+                 false);
+    }
+
+    if (b_ih) {
+      grad_b_ih = at::empty({GH}, options);
+      column_sums(s.grad_gates, T * B, shared_rows, GH, grad_b_ih.data_ptr<scalar_t>());
+      if (layer.cell == Cell::Gru) {
+        column_sums(s.grad_x_n, T * B, H, H, grad_b_ih.data_ptr<scalar_t>() + 2 * H);
+      }
+    }
+    if (b_hh) {
+      grad_b_hh = at::empty({GH}, options);
+      column_sums(s.grad_gates, T * B, GH, GH, grad_b_hh.data_ptr<scalar_t>());
+    }
+    if (w_hr) {
+      grad_w_hr = at::empty({Hout, H}, options);
+      gemm::blas(grad_h_out.view({T * B, Hout}).t(), cell_out.view({T * B, H}), grad_w_hr, false);
+    }
+    if (w_peep) {
+      grad_w_peep = at::empty(w_peep->sizes(), options);
+      peephole_gradient(s, grad_w_peep.data_ptr<scalar_t>());
+    }
+  }
+  return {grad_input, grad_h.contiguous(), grad_c0, grad_w_ih, grad_w_hh, grad_b_ih, grad_b_hh, grad_w_hr,
+          grad_w_peep};
+}
+
+OptionalTensor to_float(const OptionalTensor& tensor) {
+  return tensor ? OptionalTensor(tensor->to(at::kFloat)) : std::nullopt;
+}
+
+Tensor to_bfloat16(const Tensor& tensor) { return tensor.to(at::kBFloat16); }
+
+std::tuple<Tensor, Tensor, Tensor, Tensor> recurrent_layer_forward(
+    const Tensor& input, const Tensor& h0, const OptionalTensor& c0, const Tensor& w_ih, const Tensor& w_hh,
+    const OptionalTensor& b_ih, const OptionalTensor& b_hh, const OptionalTensor& w_hr, const OptionalTensor& w_peep,
+    const OptionalTensor& lengths, const std::string& cell, bool reverse) {
+  const Layer layer = check_layer(input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, w_peep, lengths, cell, reverse);
+  const std::vector<int64_t> steps = sequence_lengths(layer, lengths);
+  if (input.scalar_type() == at::kBFloat16) {
+    // bfloat16 in and out, float32 math inside.
+    auto [output, h_n, c_n, workspace] =
+        forward_kernel<float>(layer, input.to(at::kFloat), h0.to(at::kFloat), to_float(c0), w_ih.to(at::kFloat),
+                              w_hh.to(at::kFloat), to_float(b_ih), to_float(b_hh), to_float(w_hr), to_float(w_peep),
+                              steps);
+    return {to_bfloat16(output), to_bfloat16(h_n), to_bfloat16(c_n), to_bfloat16(workspace)};
+  }
+  return AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "recurrent_layer_forward", [&] {
+    return forward_kernel<scalar_t>(layer, input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, w_peep, steps);
+  });
+}
+
+BackwardResult recurrent_layer_backward(const Tensor& grad_output, const Tensor& grad_h_n,
+                                        const OptionalTensor& grad_c_n, const Tensor& input, const Tensor& h0,
+                                        const OptionalTensor& c0, const Tensor& w_ih, const Tensor& w_hh,
+                                        const OptionalTensor& b_ih, const OptionalTensor& b_hh,
+                                        const OptionalTensor& w_hr, const OptionalTensor& w_peep,
+                                        const OptionalTensor& lengths, const Tensor& output, const Tensor& workspace,
+                                        const std::string& cell, bool reverse, bool need_input_grad,
+                                        bool need_weight_grad) {
+  const Layer layer = check_layer(input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, w_peep, lengths, cell, reverse);
+  const int64_t T = layer.steps, B = layer.batch;
+  check_shape("grad_output", grad_output, {T, B, layer.out_size});
+  check_shape("grad_h_n", grad_h_n, {B, layer.out_size});
+  if (layer.lstm()) {
+    TORCH_CHECK_VALUE(grad_c_n.has_value(), "seqkern recurrent layer: cell '", cell, "' needs grad_c_n of shape (", B,
+                      ", ", layer.hidden, ")");
+    check_shape("grad_c_n", *grad_c_n, {B, layer.hidden});
+    check_like_input("grad_c_n", *grad_c_n, input);
+  } else {
+    TORCH_CHECK_VALUE(!grad_c_n.has_value(), "seqkern recurrent layer: cell '", cell,
+                      "' has no cell state, but grad_c_n was given");
+  }
+  check_shape("output", output, {T, B, layer.out_size});
+  check_shape("workspace", workspace, {T, B, layer.width});
+  check_like_input("grad_output", grad_output, input);
+  check_like_input("grad_h_n", grad_h_n, input);
+  check_like_input("output", output, input);
+  check_like_input("workspace", workspace, input);
+  const std::vector<int64_t> steps = sequence_lengths(layer, lengths);
+  if (input.scalar_type() == at::kBFloat16) {
+    // The forward is run again in float32: its bfloat16 output and workspace have lost
+    // the precision that the gradients of a long sum need.
+    const Tensor input_f = input.to(at::kFloat), h0_f = h0.to(at::kFloat), w_ih_f = w_ih.to(at::kFloat);
+    const Tensor w_hh_f = w_hh.to(at::kFloat);
+    const OptionalTensor c0_f = to_float(c0), b_ih_f = to_float(b_ih), b_hh_f = to_float(b_hh);
+    const OptionalTensor w_hr_f = to_float(w_hr), w_peep_f = to_float(w_peep);
+    const auto forward = forward_kernel<float>(layer, input_f, h0_f, c0_f, w_ih_f, w_hh_f, b_ih_f, b_hh_f, w_hr_f,
+                                               w_peep_f, steps);
+    auto grads = backward_kernel<float>(layer, grad_output.to(at::kFloat), grad_h_n.to(at::kFloat),
+                                        to_float(grad_c_n), input_f, h0_f, c0_f, w_ih_f, w_hh_f, b_ih_f, b_hh_f,
+                                        w_hr_f, w_peep_f, steps, std::get<0>(forward), std::get<3>(forward),
+                                        need_input_grad, need_weight_grad);
+    return std::apply([](const auto&... grad) { return BackwardResult{to_bfloat16(grad)...}; }, grads);
+  }
+  return AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "recurrent_layer_backward", [&] {
+    return backward_kernel<scalar_t>(layer, grad_output, grad_h_n, grad_c_n, input, h0, c0, w_ih, w_hh, b_ih, b_hh,
+                                     w_hr, w_peep, steps, output, workspace, need_input_grad, need_weight_grad);
+  });
+}
+
+}  // namespace
+
+void register_recurrent(pybind11::module_& module) {
+  namespace py = pybind11;
+  module.def("recurrent_layer_forward", &recurrent_layer_forward, py::call_guard<py::gil_scoped_release>(),
+             "One recurrent layer, one direction, whole sequence -> (output, h_n, c_n, workspace); "
+             "see seqkern/ops/recurrent.py",
+             py::arg("input"), py::arg("h0"), py::arg("c0"), py::arg("w_ih"), py::arg("w_hh"), py::arg("b_ih"),
+             py::arg("b_hh"), py::arg("w_hr"), py::arg("w_peep"), py::arg("lengths"), py::arg("cell"),
+             py::arg("reverse"));
+  module.def("recurrent_layer_backward", &recurrent_layer_backward, py::call_guard<py::gil_scoped_release>(),
+             "Backpropagation through time of recurrent_layer_forward -> (grad_input, grad_h0, grad_c0, "
+             "grad_w_ih, grad_w_hh, grad_b_ih, grad_b_hh, grad_w_hr, grad_w_peep)",
+             py::arg("grad_output"), py::arg("grad_h_n"), py::arg("grad_c_n"), py::arg("input"), py::arg("h0"),
+             py::arg("c0"), py::arg("w_ih"), py::arg("w_hh"), py::arg("b_ih"), py::arg("b_hh"), py::arg("w_hr"),
+             py::arg("w_peep"), py::arg("lengths"), py::arg("output"), py::arg("workspace"), py::arg("cell"),
+             py::arg("reverse"), py::arg("need_input_grad"), py::arg("need_weight_grad"));
+}
+
 }  // namespace seqkern

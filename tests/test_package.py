@@ -7,6 +7,7 @@ import textwrap
 import zipfile
 from pathlib import Path
 
+import numpy
 import pytest
 import torch
 
@@ -95,7 +96,9 @@ def test_wheel_ships_kernels_and_imports(tmp_path):
     # .pth files there (this checkout's editable install) are not processed.
     venv_site = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                                capture_output=True, text=True, check=True).stdout.strip()
-    Path(venv_site, "_host_packages.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    host_dirs = {sysconfig.get_paths()["purelib"]}
+    host_dirs |= {str(Path(module.__file__).resolve().parent.parent) for module in (torch, numpy)}
+    Path(venv_site, "_host_packages.pth").write_text("\n".join(sorted(host_dirs)) + "\n")
     install = subprocess.run([str(python), "-m", "pip", "install", "--no-deps", "--no-index", str(wheel)],
                              capture_output=True, text=True, timeout=600)
     assert install.returncode == 0, install.stderr[-3000:]

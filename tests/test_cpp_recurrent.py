@@ -1,0 +1,359 @@
+"""The C++ recurrent layer kernels (seqkern._C) against the NumPy reference, through the
+torch op and its autograd, and with bad input."""
+import re
+
+import pytest
+import torch
+
+import seqkern  # noqa: F401  (registers torch.ops.seqkern)
+from seqkern import _C
+from seqkern.ops import _reference_backend as reference
+from support import Inputs, assert_close
+
+GATES = {"rnn_tanh": 1, "rnn_relu": 1, "lstm": 4, "lstm_coupled": 3, "gru": 3, "gru_reset_before": 3}
+LSTM_CELLS = ("lstm", "lstm_coupled")
+FORWARD_NAMES = ("output", "h_n", "c_n", "workspace")
+GRAD_NAMES = ("grad_input", "grad_h0", "grad_c0", "grad_w_ih", "grad_w_hh", "grad_b_ih", "grad_b_hh",
+              "grad_w_hr", "grad_w_peep")
+
+# name: (cell, projection, peephole, bias)
+VARIANTS = {
+    "rnn_tanh": ("rnn_tanh", False, False, True),
+    "rnn_relu": ("rnn_relu", False, False, True),
+    "rnn_tanh_no_bias": ("rnn_tanh", False, False, False),
+    "lstm": ("lstm", False, False, True),
+    "lstm_no_bias": ("lstm", False, False, False),
+    "lstm_proj": ("lstm", True, False, True),
+    "lstm_peephole": ("lstm", False, True, True),
+    "lstm_proj_peephole": ("lstm", True, True, True),
+    "lstm_coupled": ("lstm_coupled", False, False, True),
+    "lstm_coupled_peephole": ("lstm_coupled", False, True, True),
+    "lstm_coupled_proj_peephole_no_bias": ("lstm_coupled", True, True, False),
+    "gru": ("gru", False, False, True),
+    "gru_no_bias": ("gru", False, False, False),
+    "gru_reset_before": ("gru_reset_before", False, False, True),
+    "gru_reset_before_no_bias": ("gru_reset_before", False, False, False),
+}
+
+
+class Layer:
+    """One layer call's arguments, drawn from support.Inputs."""
+
+    def __init__(self, variant, steps=5, batch=3, input_size=7, hidden=37, proj=5, lengths=None,
+                 reverse=False, dtype=torch.float64, seed=None, scale=1.0):
+        cell, projection, peephole, bias = VARIANTS[variant]
+        inputs = Inputs() if seed is None else Inputs(seed)
+        rows = GATES[cell] * hidden
+        out_size = proj if projection else hidden
+
+        def draw(*shape):
+            return inputs.randn(*shape, scale=scale, dtype=dtype)
+
+        def draw_weight(*shape):
+            # torch.nn's init scale (1 / sqrt(H)) keeps the recurrence from blowing up, so
+            # float32 is compared on numbers of a sane size.
+            return inputs.randn(*shape, scale=scale * hidden ** -0.5, dtype=dtype)
+
+        self.cell, self.reverse, self.dtype = cell, reverse, dtype
+        self.out_size, self.hidden = out_size, hidden
+        self.input = draw(steps, batch, input_size)
+        self.h0 = draw(batch, out_size)
+        self.c0 = draw(batch, hidden) if cell in LSTM_CELLS else None
+        self.w_ih, self.w_hh = draw_weight(rows, input_size), draw_weight(rows, out_size)
+        self.b_ih = draw_weight(rows) if bias else None
+        self.b_hh = draw_weight(rows) if bias else None
+        self.w_hr = draw_weight(proj, hidden) if projection else None
+        self.w_peep = draw_weight(3 if cell == "lstm" else 2, hidden) if peephole else None
+        self.lengths = None if lengths is None else torch.tensor(lengths, dtype=torch.int64)
+        self.grad_output = draw(steps, batch, out_size)
+        self.grad_h_n = draw(batch, out_size)
+        self.grad_c_n = draw(batch, hidden) if cell in LSTM_CELLS else None
+
+    def tensors(self):
+        return (self.input, self.h0, self.c0, self.w_ih, self.w_hh, self.b_ih, self.b_hh, self.w_hr, self.w_peep)
+
+    def forward_args(self):
+        return (*self.tensors(), self.lengths, self.cell, self.reverse)
+
+    def backward_args(self, output, workspace, need_input_grad=True, need_weight_grad=True):
+        return (self.grad_output, self.grad_h_n, self.grad_c_n, *self.tensors(), self.lengths, output, workspace,
+                self.cell, self.reverse, need_input_grad, need_weight_grad)
+
+    def run(self, backend):
+        forward = backend.recurrent_layer_forward(*self.forward_args())
+        backward = backend.recurrent_layer_backward(*self.backward_args(forward[0], forward[3]))
+        return forward, backward
+
+    def reference_run(self):
+        """The reference on the same numbers, in float64."""
+        widened = Layer.__new__(Layer)
+        widened.__dict__.update({k: (v.double() if isinstance(v, torch.Tensor) and v.dtype.is_floating_point else v)
+                                 for k, v in self.__dict__.items()})
+        return widened.run(reference)
+
+
+def assert_matches_reference(layer, dtype=None):
+    (forward, backward), (expected_forward, expected_backward) = layer.run(_C), layer.reference_run()
+    for name, actual, expected in zip(FORWARD_NAMES + GRAD_NAMES, forward + backward,
+                                      expected_forward + expected_backward):
+        assert actual.dtype == layer.dtype, name
+        assert actual.shape == expected.shape, f"{name}: {tuple(actual.shape)} vs {tuple(expected.shape)}"
+        assert_close(actual, expected, dtype=dtype, msg=f"{name} differs from the reference")
+
+
+UNEVEN = (2, 5, 0)
+
+
+@pytest.mark.parametrize("lengths", [None, UNEVEN], ids=["full", "uneven"])
+@pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_float64_matches_reference(variant, reverse, lengths):
+    assert_matches_reference(Layer(variant, lengths=lengths, reverse=reverse))
+
+
+# (batch, hidden, input): the small product kernel's row tails (1..4) and column padding,
+# and sizes past the thresholds where the step product goes to BLAS and the pointwise
+# passes split across threads.
+SHAPES = [(1, 16, 3), (6, 9, 1), (4, 128, 40), (70, 250, 9)]
+
+
+@pytest.mark.parametrize("batch,hidden,input_size", SHAPES, ids=lambda v: str(v))
+@pytest.mark.parametrize("variant", ["lstm_proj_peephole", "lstm", "gru", "gru_reset_before", "rnn_tanh"])
+def test_shapes_match_reference(variant, batch, hidden, input_size):
+    lengths = [(3 * b) % 4 for b in range(batch)]
+    lengths[0] = 3
+    layer = Layer(variant, steps=3, batch=batch, input_size=input_size, hidden=hidden, proj=7, lengths=lengths,
+                  reverse=batch % 2 == 0)
+    assert_matches_reference(layer)
+
+
+@pytest.mark.parametrize("variant", ["lstm", "lstm_proj_peephole", "lstm_coupled", "gru", "gru_reset_before",
+                                     "rnn_tanh", "rnn_relu"])
+def test_float32_matches_reference(variant):
+    assert_matches_reference(Layer(variant, lengths=UNEVEN, reverse=True, dtype=torch.float32))
+
+
+@pytest.mark.parametrize("variant", ["lstm_proj_peephole", "gru", "rnn_tanh"])
+def test_bfloat16_runs_in_float32_inside(variant):
+    layer = Layer(variant, lengths=UNEVEN, dtype=torch.bfloat16)
+    assert_matches_reference(layer, dtype=torch.bfloat16)
+
+
+def test_float16_is_a_clear_error():
+    layer = Layer("lstm", dtype=torch.float16)
+    with pytest.raises(ValueError, match="Half is not supported; use float32, float64 or bfloat16"):
+        _C.recurrent_layer_forward(*layer.forward_args())
+
+
+def test_gates_saturate_without_nan():
+    """Large pre-activations: the float32 activations saturate to 0, 1 and +-1, like torch."""
+    layer = Layer("lstm", dtype=torch.float32, scale=200.0)
+    forward, backward = layer.run(_C)
+    expected_forward, expected_backward = layer.reference_run()
+    for actual, expected in zip(forward[:3], expected_forward[:3]):
+        assert torch.isfinite(actual).all()
+        assert_close(actual, expected)
+
+
+def test_non_contiguous_inputs_give_the_same_numbers():
+    layer = Layer("lstm_proj_peephole", lengths=UNEVEN)
+    expected = layer.run(_C)
+    for name in ("input", "h0", "c0", "w_ih", "w_hh", "w_hr", "grad_output", "grad_h_n"):
+        tensor = getattr(layer, name)
+        strided = torch.empty(*tensor.shape[:-1], 2 * tensor.shape[-1], dtype=tensor.dtype)[..., ::2]
+        strided.copy_(tensor)
+        assert not strided.is_contiguous()
+        setattr(layer, name, strided)
+    actual = layer.run(_C)
+    for a, e in zip(actual[0] + actual[1], expected[0] + expected[1]):
+        assert torch.equal(a, e)
+
+
+def test_unneeded_gradients_are_empty():
+    layer = Layer("lstm_proj_peephole")
+    output, _, _, workspace = _C.recurrent_layer_forward(*layer.forward_args())
+    grads = _C.recurrent_layer_backward(*layer.backward_args(output, workspace, need_input_grad=False,
+                                                             need_weight_grad=False))
+    full = _C.recurrent_layer_backward(*layer.backward_args(output, workspace))
+    for name, grad in zip(GRAD_NAMES, grads):
+        if name in ("grad_h0", "grad_c0"):
+            assert torch.equal(grad, full[GRAD_NAMES.index(name)])
+        else:
+            assert grad.shape == (0,), name
+
+
+def test_absent_results_are_empty():
+    layer = Layer("gru_no_bias")
+    forward, backward = layer.run(_C)
+    assert forward[2].shape == (0,)
+    for name in ("grad_c0", "grad_b_ih", "grad_b_hh", "grad_w_hr", "grad_w_peep"):
+        assert backward[GRAD_NAMES.index(name)].shape == (0,), name
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_empty_batch_and_zero_lengths(cell):
+    layer = Layer(cell, batch=0)
+    forward, backward = layer.run(_C)
+    assert forward[0].shape == (5, 0, layer.out_size)
+    assert backward[GRAD_NAMES.index("grad_w_hh")].abs().sum() == 0
+    layer = Layer(cell, lengths=(0, 0, 0))
+    forward, backward = layer.run(_C)
+    assert forward[0].abs().sum() == 0 and forward[3].abs().sum() == 0
+    assert torch.equal(forward[1], layer.h0)
+    assert torch.equal(backward[GRAD_NAMES.index("grad_h0")], layer.grad_h_n)
+
+
+def test_deterministic():
+    layer = Layer("lstm_proj_peephole", steps=4, batch=40, input_size=30, hidden=200, proj=60,
+                  lengths=[4, 2, 3, 1] * 10, dtype=torch.float32)
+    first, second = layer.run(_C), layer.run(_C)
+    for a, b in zip(first[0] + first[1], second[0] + second[1]):
+        assert torch.equal(a, b)
+
+
+# ---------------------------------------------------------------- through the op
+
+def op_inputs(layer, requires_grad=True):
+    tensors = [t if t is None else t.clone().requires_grad_(requires_grad) for t in layer.tensors()]
+    return (*tensors, layer.lengths, layer.cell, layer.reverse)
+
+
+@pytest.mark.parametrize("variant,reverse,lengths", [
+    ("lstm_proj_peephole", True, (3, 1)),
+    ("lstm_coupled_peephole", False, (2, 3)),
+    ("gru", True, (1, 3)),
+    ("gru_reset_before", False, None),
+    ("rnn_tanh", True, (3, 2)),
+])
+def test_gradcheck(monkeypatch, variant, reverse, lengths):
+    monkeypatch.delenv("SEQKERN_BACKEND", raising=False)
+    layer = Layer(variant, steps=3, batch=2, input_size=3, hidden=4, proj=2, lengths=lengths, reverse=reverse)
+    args = op_inputs(layer)
+
+    def run(*tensors):
+        output, h_n, c_n, _ = torch.ops.seqkern.recurrent_layer(*tensors, *args[9:])
+        return (output, h_n, c_n) if c_n.numel() else (output, h_n)
+
+    assert torch.autograd.gradcheck(run, args[:9], eps=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("variant", ["lstm_proj_peephole", "gru", "gru_reset_before"])
+def test_opcheck(monkeypatch, variant):
+    monkeypatch.delenv("SEQKERN_BACKEND", raising=False)
+    layer = Layer(variant, steps=3, batch=2, input_size=3, hidden=4, proj=2, lengths=(3, 1), reverse=True)
+    torch.library.opcheck(torch.ops.seqkern.recurrent_layer.default, op_inputs(layer))
+    output, _, _, workspace = _C.recurrent_layer_forward(*layer.forward_args())
+    torch.library.opcheck(torch.ops.seqkern.recurrent_layer_backward.default, layer.backward_args(output, workspace))
+
+
+def test_double_backward_is_a_clear_error(monkeypatch):
+    monkeypatch.delenv("SEQKERN_BACKEND", raising=False)
+    layer = Layer("lstm", steps=2, batch=2, hidden=3)
+    args = op_inputs(layer)
+    output = torch.ops.seqkern.recurrent_layer(*args)[0]
+    (grad_input,) = torch.autograd.grad(output.pow(2).sum(), args[0], create_graph=True)
+    with pytest.raises(RuntimeError, match="do not support double backward"):
+        grad_input.sum().backward()
+
+
+def test_compile_fullgraph_lstm_and_gru(monkeypatch):
+    monkeypatch.delenv("SEQKERN_BACKEND", raising=False)
+    lstm = Layer("lstm", steps=4, batch=2, input_size=3, hidden=5, lengths=(4, 2), dtype=torch.float32)
+    gru = Layer("gru", steps=4, batch=2, input_size=5, hidden=6, dtype=torch.float32, seed=7)
+    lstm_args, gru_args = op_inputs(lstm), op_inputs(gru)
+
+    def model(lstm_tensors, gru_tensors):
+        hidden = torch.ops.seqkern.recurrent_layer(*lstm_tensors, *lstm_args[9:])[0]
+        output = torch.ops.seqkern.recurrent_layer(hidden, *gru_tensors[1:], *gru_args[9:])[0]
+        return output.sum()
+
+    def grads(function):
+        leaves = [t for t in lstm_args[:9] + gru_args[1:9] if t is not None]
+        return torch.autograd.grad(function(lstm_args[:9], gru_args[:9]), leaves)
+
+    compiled = torch.compile(model, fullgraph=True, backend="aot_eager")
+    for actual, expected in zip(grads(compiled), grads(model)):
+        assert_close(actual, expected)
+
+
+# ---------------------------------------------------------------- bad input, straight into seqkern._C
+
+def bad_forward(**changes):
+    layer = Layer("lstm", steps=3, batch=2, input_size=3, hidden=4)
+    args = dict(zip(("input", "h0", "c0", "w_ih", "w_hh", "b_ih", "b_hh", "w_hr", "w_peep", "lengths", "cell",
+                     "reverse"), layer.forward_args()))
+    args.update(changes)
+    return lambda: _C.recurrent_layer_forward(*args.values())
+
+
+BAD_FORWARD = {
+    "unknown cell": (dict(cell="gru2"), "unknown cell 'gru2'; expected one of rnn_tanh"),
+    "2-D input": (dict(input=torch.zeros(3, 3, dtype=torch.float64)), "input must be 3-D (T, B, I), got 2-D"),
+    "w_ih rows": (dict(w_ih=torch.zeros(15, 3, dtype=torch.float64)), "w_ih must be 2-D with a multiple of 4 rows"),
+    "w_ih columns": (dict(w_ih=torch.zeros(16, 5, dtype=torch.float64)), "w_ih must have shape (16, 3), got (16, 5)"),
+    "w_hh": (dict(w_hh=torch.zeros(16, 5, dtype=torch.float64)), "w_hh must have shape (16, 4), got (16, 5)"),
+    "b_ih": (dict(b_ih=torch.zeros(15, dtype=torch.float64)), "b_ih must have shape (16), got (15)"),
+    "b_hh": (dict(b_hh=torch.zeros(4, 4, dtype=torch.float64)), "b_hh must have shape (16), got (4, 4)"),
+    "h0": (dict(h0=torch.zeros(3, 4, dtype=torch.float64)), "h0 must have shape (2, 4), got (3, 4)"),
+    "c0 missing": (dict(c0=None), "cell 'lstm' needs c0 of shape (2, 4)"),
+    "c0 shape": (dict(c0=torch.zeros(2, 5, dtype=torch.float64)), "c0 must have shape (2, 4), got (2, 5)"),
+    "c0 for gru": (dict(cell="gru", w_ih=torch.zeros(12, 3, dtype=torch.float64),
+                        w_hh=torch.zeros(12, 4, dtype=torch.float64), b_ih=None, b_hh=None),
+                   "cell 'gru' has no cell state, but c0 was given"),
+    "w_hr for gru": (dict(cell="gru", c0=None, w_ih=torch.zeros(12, 3, dtype=torch.float64),
+                          w_hh=torch.zeros(12, 4, dtype=torch.float64), b_ih=None, b_hh=None,
+                          w_hr=torch.zeros(2, 4, dtype=torch.float64)),
+                     "w_hr (projection) is only supported for LSTM cells"),
+    "w_hr shape": (dict(w_hr=torch.zeros(2, 5, dtype=torch.float64)), "w_hr must have shape (P, 4), got (2, 5)"),
+    "w_peep shape": (dict(w_peep=torch.zeros(2, 4, dtype=torch.float64)), "w_peep must have shape (3, 4), got (2, 4)"),
+    "w_peep for rnn": (dict(cell="rnn_tanh", c0=None, w_ih=torch.zeros(4, 3, dtype=torch.float64),
+                            w_hh=torch.zeros(4, 4, dtype=torch.float64), b_ih=None, b_hh=None,
+                            w_peep=torch.zeros(3, 4, dtype=torch.float64)),
+                       "w_peep (peephole) is only supported for LSTM cells"),
+    "dtype": (dict(w_hh=torch.zeros(16, 4, dtype=torch.float32)), "w_hh has dtype Float, but input has Double"),
+    "lengths dtype": (dict(lengths=torch.tensor([1, 2], dtype=torch.int32)),
+                      "lengths must be an int64 tensor of shape (2,), got Int (2)"),
+    "lengths shape": (dict(lengths=torch.tensor([1, 2, 3])), "lengths must be an int64 tensor of shape (2,)"),
+    "lengths too long": (dict(lengths=torch.tensor([1, 4])), "lengths[1] = 4 is outside [0, 3]"),
+    "negative length": (dict(lengths=torch.tensor([-1, 2])), "lengths[0] = -1 is outside [0, 3]"),
+    "meta input": (dict(input=torch.zeros(3, 2, 3, dtype=torch.float64, device="meta")),
+                   "input must be a CPU tensor, got meta"),
+    "integer input": (dict(input=torch.zeros(3, 2, 3, dtype=torch.int64)), "input dtype Long is not supported"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_FORWARD)
+def test_bad_forward_input_is_a_clear_error(case):
+    changes, fragment = BAD_FORWARD[case]
+    with pytest.raises(ValueError, match=re.escape(fragment)):
+        bad_forward(**changes)()
+
+
+def bad_backward(**changes):
+    layer = Layer("lstm", steps=3, batch=2, input_size=3, hidden=4)
+    output, _, _, workspace = _C.recurrent_layer_forward(*layer.forward_args())
+    names = ("grad_output", "grad_h_n", "grad_c_n", "input", "h0", "c0", "w_ih", "w_hh", "b_ih", "b_hh", "w_hr",
+             "w_peep", "lengths", "output", "workspace", "cell", "reverse", "need_input_grad", "need_weight_grad")
+    args = dict(zip(names, layer.backward_args(output, workspace)))
+    args.update(changes)
+    return lambda: _C.recurrent_layer_backward(*args.values())
+
+
+BAD_BACKWARD = {
+    "grad_output": (dict(grad_output=torch.zeros(3, 2, 5, dtype=torch.float64)),
+                    "grad_output must have shape (3, 2, 4), got (3, 2, 5)"),
+    "grad_h_n": (dict(grad_h_n=torch.zeros(2, dtype=torch.float64)), "grad_h_n must have shape (2, 4), got (2)"),
+    "grad_c_n missing": (dict(grad_c_n=None), "cell 'lstm' needs grad_c_n of shape (2, 4)"),
+    "grad_c_n dtype": (dict(grad_c_n=torch.zeros(2, 4, dtype=torch.float32)), "grad_c_n has dtype Float"),
+    "output": (dict(output=torch.zeros(2, 2, 4, dtype=torch.float64)), "output must have shape (3, 2, 4)"),
+    "workspace": (dict(workspace=torch.zeros(3, 2, 16, dtype=torch.float64)),
+                  "workspace must have shape (3, 2, 20), got (3, 2, 16)"),
+    "w_ih": (dict(w_ih=torch.zeros(16, 2, dtype=torch.float64)), "w_ih must have shape (16, 3), got (16, 2)"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_BACKWARD)
+def test_bad_backward_input_is_a_clear_error(case):
+    changes, fragment = BAD_BACKWARD[case]
+    with pytest.raises(ValueError, match=re.escape(fragment)):
+        bad_backward(**changes)()

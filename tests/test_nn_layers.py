@@ -1,0 +1,235 @@
+"""seqkern.nn RNN / LSTM / GRU against torch.nn with the same weights and against
+seqkern.reference: outputs, final states and every gradient, on each CPU backend."""
+import pickle
+
+import pytest
+import torch
+from torch.nn.utils.rnn import pack_sequence, pad_packed_sequence
+
+import seqkern
+from nn_support import (assert_runs_close, backend, draw_weights, reference_layer_run, run_layer,  # noqa: F401
+                        sequence_data, twin)
+from support import Inputs, assert_close
+
+STEPS, BATCH, INPUT, HIDDEN, PROJ = 5, 3, 7, 13, 5
+
+# A pairwise-covering selection of (mode, bias, batch_first, bidirectional, num_layers,
+# proj_size, input kind, hx given): every value of each factor meets every value of the
+# others that matter within each mode, instead of the full product.
+CASES = [
+    ("lstm", True, False, False, 1, 0, "padded", False),
+    ("lstm", True, True, True, 2, PROJ, "packed_unsorted", True),
+    ("lstm", False, False, True, 3, 0, "packed_sorted", False),
+    ("lstm", True, False, False, 2, PROJ, "unbatched", True),
+    ("lstm", False, True, False, 1, PROJ, "padded", True),
+    ("lstm", True, True, True, 3, 0, "unbatched", False),
+    ("lstm", True, False, True, 1, PROJ, "packed_sorted", True),
+    ("lstm", False, True, True, 2, 0, "packed_unsorted", False),
+    ("gru", True, False, True, 2, 0, "padded", True),
+    ("gru", False, True, False, 3, 0, "packed_unsorted", False),
+    ("gru", True, True, False, 1, 0, "unbatched", True),
+    ("gru", False, False, True, 1, 0, "packed_sorted", True),
+    ("gru", True, False, False, 3, 0, "padded", False),
+    ("gru", True, True, True, 2, 0, "unbatched", False),
+    ("rnn_tanh", True, False, False, 1, 0, "padded", True),
+    ("rnn_tanh", False, True, True, 2, 0, "packed_unsorted", True),
+    ("rnn_relu", True, True, False, 3, 0, "packed_sorted", False),
+    ("rnn_relu", False, False, True, 1, 0, "unbatched", True),
+    ("rnn_tanh", True, False, True, 3, 0, "unbatched", False),
+    ("rnn_relu", True, True, True, 2, 0, "padded", False),
+]
+FLOAT32_CASES = [CASES[1], CASES[5], CASES[8], CASES[15]]
+
+
+def case_id(case):
+    mode, bias, batch_first, bidirectional, layers, proj, kind, hx_given = case
+    return (f"{mode}-{'bias' if bias else 'nobias'}-{'bf' if batch_first else 'tf'}-"
+            f"{'bi' if bidirectional else 'uni'}-L{layers}-P{proj}-{kind}-{'hx' if hx_given else 'nohx'}")
+
+
+def build_pair(mode, bias, batch_first, bidirectional, num_layers, proj, dtype, inputs, **extra):
+    """A torch.nn module with weights drawn from ``inputs`` and its seqkern twin."""
+    kwargs = dict(bias=bias, batch_first=batch_first, bidirectional=bidirectional, dtype=dtype)
+    if mode == "lstm":
+        torch_class, seqkern_class = torch.nn.LSTM, seqkern.nn.LSTM
+        kwargs["proj_size"] = proj
+    elif mode == "gru":
+        torch_class, seqkern_class = torch.nn.GRU, seqkern.nn.GRU
+    else:
+        torch_class, seqkern_class = torch.nn.RNN, seqkern.nn.RNN
+        kwargs["nonlinearity"] = mode.split("_")[1]
+    torch_module = torch_class(INPUT, HIDDEN, num_layers, **kwargs)
+    draw_weights(torch_module, inputs)
+    return torch_module, twin(torch_module, seqkern_class, INPUT, HIDDEN, num_layers, **kwargs)
+
+
+def layer_data(module, kind, hx_given, dtype, inputs):
+    directions = 2 if module.bidirectional else 1
+    rows = module.num_layers * directions
+    out_size = module.proj_size or module.hidden_size
+    c_shape = (rows, module.hidden_size) if isinstance(module, torch.nn.LSTM) else None
+    return sequence_data(inputs, kind, STEPS, BATCH, INPUT, directions * out_size, (rows, out_size),
+                         c_shape, dtype, hx_given)
+
+
+def check_case(case, dtype):
+    inputs = Inputs()
+    mode, bias, batch_first, bidirectional, num_layers, proj, kind, hx_given = case
+    torch_module, seqkern_module = build_pair(mode, bias, batch_first, bidirectional, num_layers,
+                                              proj, dtype, inputs)
+    data = layer_data(torch_module, kind, hx_given, dtype, inputs)
+    result = run_layer(seqkern_module, data)
+    assert_runs_close(result, run_layer(torch_module, data), dtype)
+    assert_runs_close(result, reference_layer_run(seqkern_module, data), dtype)
+
+
+@pytest.mark.parametrize("case", CASES, ids=case_id)
+def test_layer_float64_matches_torch_and_reference(case, backend):
+    check_case(case, torch.float64)
+
+
+@pytest.mark.parametrize("case", FLOAT32_CASES, ids=case_id)
+def test_layer_float32_matches_torch_and_reference(case, backend):
+    check_case(case, torch.float32)
+
+
+@pytest.mark.parametrize("mode", ["lstm", "gru", "rnn_tanh"])
+def test_empty_batch(mode, backend):
+    inputs = Inputs()
+    torch_module, seqkern_module = build_pair(mode, True, False, True, 2, 0, torch.float64, inputs)
+    x = inputs.randn(STEPS, 0, INPUT, requires_grad=True)
+    output, hidden = seqkern_module(x)
+    expected_output, expected_hidden = torch_module(x)
+    assert output.shape == expected_output.shape == (STEPS, 0, 2 * HIDDEN)
+    hidden = hidden if isinstance(hidden, tuple) else (hidden,)
+    expected_hidden = expected_hidden if isinstance(expected_hidden, tuple) else (expected_hidden,)
+    assert [h.shape for h in hidden] == [h.shape for h in expected_hidden]
+    (output.sum() + sum(h.sum() for h in hidden)).backward()
+    assert x.grad.shape == x.shape
+    for parameter in seqkern_module.parameters():
+        assert parameter.grad is not None and not parameter.grad.any()
+
+
+def test_packed_unsorted_final_state_equals_each_sequence_alone(backend):
+    inputs = Inputs()
+    _, module = build_pair("lstm", True, False, True, 2, 0, torch.float64, inputs)
+    lengths = [2, 5, 1, 4]
+    sequences = [inputs.randn(n, INPUT) for n in lengths]
+    output, (h_n, c_n) = module(pack_sequence(sequences, enforce_sorted=False))
+    padded, output_lengths = pad_packed_sequence(output)
+    assert output_lengths.tolist() == lengths
+    for b, sequence in enumerate(sequences):
+        alone_output, (alone_h, alone_c) = module(sequence.unsqueeze(1))
+        assert_close(h_n[:, b], alone_h[:, 0])
+        assert_close(c_n[:, b], alone_c[:, 0])
+        assert_close(padded[:lengths[b], b], alone_output[:, 0])
+        assert not padded[lengths[b]:, b].any()
+
+
+def test_retain_graph_backward_twice(backend):
+    inputs = Inputs()
+    _, module = build_pair("gru", True, False, True, 2, 0, torch.float64, inputs)
+    x = inputs.randn(STEPS, BATCH, INPUT, requires_grad=True)
+    output, h_n = module(x)
+    loss = output.square().sum() + h_n.sum()
+    loss.backward(retain_graph=True)
+    first = x.grad.clone()
+    loss.backward()
+    assert_close(x.grad, 2 * first)
+
+
+@pytest.mark.parametrize("mode", ["lstm", "gru", "rnn_relu"])
+def test_gradcheck(mode, backend):
+    inputs = Inputs()
+    module = {"lstm": seqkern.nn.LSTM(3, 4, 2, bidirectional=True, proj_size=2),
+              "gru": seqkern.nn.GRU(3, 4, 2, bidirectional=True),
+              "rnn_relu": seqkern.nn.RNN(3, 4, 2, nonlinearity="relu", bidirectional=True)}[mode].double()
+    x = inputs.randn(4, 2, 3, requires_grad=True)
+    names = [name for name, _ in module.named_parameters()]
+
+    def outputs(x, *weights):
+        output, hidden = torch.func.functional_call(module, dict(zip(names, weights)), (x,))
+        return (output, *hidden) if isinstance(hidden, tuple) else (output, hidden)
+
+    weights = [p.detach().clone().requires_grad_() for p in module.parameters()]
+    assert torch.autograd.gradcheck(outputs, (x, *weights), fast_mode=True)
+
+
+def test_double_backward_is_a_clear_error(backend):
+    module = seqkern.nn.LSTM(3, 4).double()
+    x = Inputs().randn(4, 2, 3, requires_grad=True)
+    (grad,) = torch.autograd.grad(module(x)[0].sum(), x, create_graph=True)
+    with pytest.raises(RuntimeError, match="do not support double backward"):
+        grad.sum().backward()
+
+
+@pytest.mark.parametrize("mode", ["lstm", "gru", "rnn_tanh"])
+def test_dropout_training_matches_torch_and_eval_turns_it_off(mode, backend):
+    inputs = Inputs()
+    torch_module, seqkern_module = build_pair(mode, True, False, True, 3, 0, torch.float64, inputs)
+    torch_module.dropout = seqkern_module.dropout = 0.4
+    x = inputs.randn(STEPS, BATCH, INPUT)
+    # Both draw one dropout mask per inner layer output, in the same order and shape.
+    torch.manual_seed(5)
+    expected = torch_module(x)[0]
+    torch.manual_seed(5)
+    actual = seqkern_module(x)[0]
+    assert_close(actual, expected)
+    torch_module.eval()
+    seqkern_module.eval()
+    assert_close(seqkern_module(x)[0], torch_module(x)[0])
+    assert not torch.allclose(seqkern_module(x)[0], actual)
+
+
+def test_dropout_is_read_at_call_time_and_scaled(backend):
+    inputs = Inputs()
+    _, module = build_pair("gru", True, False, False, 2, 0, torch.float64, inputs)
+    x = inputs.randn(STEPS, BATCH, INPUT)
+    module.eval()
+    without = module(x)[0]
+    module.train()
+    assert_close(module(x)[0], without)
+    module.dropout = 1.0
+    # Everything between the layers is dropped: layer 2 sees a zero input.
+    layer2 = seqkern.nn.GRU(HIDDEN, HIDDEN, dtype=torch.float64)
+    layer2.load_state_dict({name[:-1] + "0": value for name, value in module.state_dict().items()
+                            if name.endswith("l1")})
+    assert_close(module(x)[0], layer2(torch.zeros(STEPS, BATCH, HIDDEN, dtype=torch.float64))[0])
+    module.dropout = 0.5
+    layer1 = seqkern.nn.GRU(INPUT, HIDDEN, dtype=torch.float64)
+    layer1.load_state_dict({name: value for name, value in module.state_dict().items() if name.endswith("l0")})
+    torch.manual_seed(3)
+    actual = module(x)[0]
+    torch.manual_seed(3)
+    kept = torch.empty(STEPS, BATCH, HIDDEN, dtype=torch.float64).bernoulli_(0.5)
+    dropped = layer1(x)[0] * kept / 0.5
+    assert_close(actual, layer2(dropped)[0])
+
+
+@pytest.mark.filterwarnings("ignore:`torch.nn.utils.weight_norm` is deprecated:FutureWarning")
+def test_weight_norm_matches_torch(backend):
+    inputs = Inputs()
+    torch_module, seqkern_module = build_pair("lstm", True, False, True, 2, PROJ, torch.float64, inputs)
+    for module in (torch_module, seqkern_module):
+        torch.nn.utils.weight_norm(module, "weight_hh_l0")
+        torch.nn.utils.weight_norm(module, "weight_hr_l1_reverse")
+    data = layer_data(torch_module, "packed_unsorted", True, torch.float64, inputs)
+    result = run_layer(seqkern_module, data)
+    assert "weight_hh_l0_g" in result["parameter_grads"]
+    assert_runs_close(result, run_layer(torch_module, data), torch.float64)
+
+
+def test_functional_call_and_pickle_roundtrip(backend):
+    inputs = Inputs()
+    torch_module, seqkern_module = build_pair("lstm", True, True, True, 2, PROJ, torch.float64, inputs)
+    x = inputs.randn(BATCH, STEPS, INPUT)
+    replaced = {name: inputs.uniform(*p.shape) for name, p in torch_module.named_parameters()}
+    expected = torch.func.functional_call(torch_module, replaced, (x,))
+    actual = torch.func.functional_call(seqkern_module, replaced, (x,))
+    assert_close(actual[0], expected[0])
+    assert_close(actual[1][1], expected[1][1])
+    # After functional_call the module computes with its own weights again.
+    assert_close(seqkern_module(x)[0], torch_module(x)[0])
+    restored = pickle.loads(pickle.dumps(seqkern_module))
+    assert type(restored) is seqkern.nn.LSTM
+    assert_close(restored(x)[0], torch_module(x)[0])
