@@ -29,12 +29,17 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <limits>
 #include <type_traits>
 #include <utility>
 #include <vector>
 
 #include "seqkern.h"
+
+#ifdef __linux__
+#include <sys/mman.h>
+#endif
 
 namespace seqkern {
 namespace {
@@ -170,6 +175,27 @@ bool is_nan(T value) {
   }
 }
 
+// A fresh large tensor costs a page fault per 4 KiB on first touch, which is most of the
+// time of a pool over a large input. Backing it with transparent huge pages ("madvise"
+// mode, the common kernel default) leaves one fault per 2 MiB. Advisory: errors are ignored.
+void advise_huge_pages(const Tensor& tensor) {
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+  constexpr uintptr_t kHugePage = uintptr_t{1} << 21;
+  const uintptr_t bytes = static_cast<uintptr_t>(tensor.numel()) * tensor.element_size();
+  if (bytes < 4 * kHugePage) return;
+  const uintptr_t begin = reinterpret_cast<uintptr_t>(tensor.data_ptr());
+  const uintptr_t first = (begin + kHugePage - 1) & ~(kHugePage - 1);
+  const uintptr_t last = (begin + bytes) & ~(kHugePage - 1);
+  if (last > first) madvise(reinterpret_cast<void*>(first), last - first, MADV_HUGEPAGE);
+#endif
+}
+
+Tensor empty_for_kernel(at::IntArrayRef sizes, const at::TensorOptions& options) {
+  Tensor tensor = at::empty(sizes, options);
+  advise_huge_pages(tensor);
+  return tensor;
+}
+
 // Chunk sizes for at::parallel_for: about this many elements of work per task.
 constexpr int64_t kGrainElements = 32768;
 
@@ -248,6 +274,17 @@ constexpr scalar_t kPaddedMark = -static_cast<scalar_t>(kVectorPlaneLimit);
 
 template <typename scalar_t>
 void store_indices(const at::vec::Vectorized<scalar_t>& lanes, int64_t* dst, int64_t count) {
+#if defined(CPU_CAPABILITY_AVX512)
+  if constexpr (std::is_same_v<scalar_t, float>) {
+    if (count == at::vec::Vectorized<float>::size()) {
+      // Every negative offset (a padded mark) clamps to -1.
+      const __m512 clamped = _mm512_max_ps(lanes, _mm512_set1_ps(-1.0f));
+      _mm512_storeu_si512(dst, _mm512_cvttps_epi64(_mm512_castps512_ps256(clamped)));
+      _mm512_storeu_si512(dst + 8, _mm512_cvttps_epi64(_mm512_extractf32x8_ps(clamped, 1)));
+      return;
+    }
+  }
+#endif
   __at_align__ scalar_t values[at::vec::Vectorized<scalar_t>::size()];
   lanes.store(values);
   for (int64_t i = 0; i < count; ++i) dst[i] = values[i] < 0 ? -1 : static_cast<int64_t>(values[i]);
@@ -554,8 +591,8 @@ std::tuple<Tensor, Tensor> max_pool_forward(const Tensor& input_arg, std::vector
   const Tensor input = input_arg.contiguous(format);
   std::vector<int64_t> sizes = {g.batch, g.channels};
   for (int64_t i = 3 - (input.dim() - 2); i < 3; ++i) sizes.push_back(g.axis[i].out);
-  Tensor output = at::empty(sizes, input.options().memory_format(format));
-  Tensor indices = need_indices ? at::empty(sizes, input.options().dtype(at::kLong).memory_format(format))
+  Tensor output = empty_for_kernel(sizes, input.options().memory_format(format));
+  Tensor indices = need_indices ? empty_for_kernel(sizes, input.options().dtype(at::kLong).memory_format(format))
                                 : at::empty({0}, input.options().dtype(at::kLong));
   if (output.numel() == 0) return {output, indices};
   int64_t* index_data = need_indices ? indices.data_ptr<int64_t>() : nullptr;
@@ -588,86 +625,112 @@ std::tuple<Tensor, Tensor> max_pool_forward(const Tensor& input_arg, std::vector
 }
 
 // ---------------------------------------------------------------------------------------
-// Backward: zero, then add each output gradient into its argmax. Tasks own whole planes
-// (contiguous) or whole (n, channel block) slices (channels_last), so no two threads
-// touch one element and the sums run in output order: deterministic, and torch's order.
-// Reduced-precision gradients are summed in float and rounded once.
+// Backward. Both layouts sum each input element's gradients in increasing output order
+// (torch's scatter order) with no two threads touching one element: deterministic, and
+// bit-identical to torch for float and double. Reduced precision sums in float.
 // ---------------------------------------------------------------------------------------
+
+// Contiguous: zero a plane, then add each output gradient into its argmax. A task owns
+// whole planes, so the plane stays in cache between the two passes.
 template <typename scalar_t>
-void backward_kernel(const scalar_t* grad_output, const int64_t* indices, scalar_t* grad_input, int64_t batch,
-                     int64_t channels, int64_t plane, int64_t out_plane, bool channels_last) {
+void backward_contiguous(const scalar_t* grad_output, const int64_t* indices, scalar_t* grad_input,
+                         const Geometry& g) {
   using acc_t = opmath_t<scalar_t>;
   constexpr bool kDirect = std::is_same_v<acc_t, scalar_t>;
-  auto check_index = [plane](int64_t index) {
-    TORCH_CHECK(index < plane, "seqkern max_pool_backward: index ", index, " is outside a plane of ", plane,
-                " input elements");
-  };
-  if (!channels_last) {
-    at::parallel_for(0, batch * channels, grain_for(plane + out_plane), [&](int64_t begin, int64_t end) {
-      std::vector<acc_t> scratch(kDirect ? 0 : plane);
-      for (int64_t p = begin; p < end; ++p) {
-        acc_t* sums = kDirect ? reinterpret_cast<acc_t*>(grad_input + p * plane) : scratch.data();
-        std::fill(sums, sums + plane, acc_t(0));
-        const scalar_t* go = grad_output + p * out_plane;
-        const int64_t* idx = indices + p * out_plane;
-        for (int64_t o = 0; o < out_plane; ++o) {
-          const int64_t index = idx[o];
-          if (index < 0) continue;
-          check_index(index);
-          sums[index] += static_cast<acc_t>(go[o]);
-        }
-        if constexpr (!kDirect) {
-          for (int64_t i = 0; i < plane; ++i) grad_input[p * plane + i] = static_cast<scalar_t>(sums[i]);
-        }
-      }
-    });
-    return;
-  }
-  // Split channels when the batch alone cannot keep every thread busy.
-  const int64_t wanted_tasks = 2 * at::get_num_threads();
-  const int64_t channel_blocks = std::min(channels, std::max<int64_t>(1, (wanted_tasks + batch - 1) / batch));
-  const int64_t block = (channels + channel_blocks - 1) / channel_blocks;
-  at::parallel_for(0, batch * channel_blocks, grain_for((plane + out_plane) * block), [&](int64_t begin, int64_t end) {
-    std::vector<acc_t> scratch(kDirect ? 0 : plane * block);
-    for (int64_t task = begin; task < end; ++task) {
-      const int64_t n = task / channel_blocks;
-      const int64_t c0 = task % channel_blocks * block, c1 = std::min(channels, c0 + block);
-      const int64_t width = c1 - c0;
-      if (width <= 0) continue;
-      // sums[i * row + c]: the gradient of position i, channel c0 + c
-      acc_t* sums = kDirect ? reinterpret_cast<acc_t*>(grad_input + n * plane * channels + c0) : scratch.data();
-      const int64_t row = kDirect ? channels : width;
-      for (int64_t i = 0; i < plane; ++i) std::fill(sums + i * row, sums + i * row + width, acc_t(0));
-      const scalar_t* go = grad_output + n * out_plane * channels + c0;
-      const int64_t* idx = indices + n * out_plane * channels + c0;
+  const int64_t plane = g.plane(), out_plane = g.out_plane();
+  at::parallel_for(0, g.batch * g.channels, grain_for(plane + out_plane), [&](int64_t begin, int64_t end) {
+    std::vector<acc_t> scratch(kDirect ? 0 : plane);
+    for (int64_t p = begin; p < end; ++p) {
+      acc_t* sums = kDirect ? reinterpret_cast<acc_t*>(grad_input + p * plane) : scratch.data();
+      std::fill(sums, sums + plane, acc_t(0));
+      const scalar_t* go = grad_output + p * out_plane;
+      const int64_t* idx = indices + p * out_plane;
       for (int64_t o = 0; o < out_plane; ++o) {
-        for (int64_t c = 0; c < width; ++c) {
-          const int64_t index = idx[o * channels + c];
-          if (index < 0) continue;
-          check_index(index);
-          sums[index * row + c] += static_cast<acc_t>(go[o * channels + c]);
-        }
+        const int64_t index = idx[o];
+        if (index < 0) continue;
+        TORCH_CHECK(index < plane, "seqkern max_pool_backward: index ", index, " is outside a plane of ", plane,
+                    " input elements");
+        sums[index] += static_cast<acc_t>(go[o]);
       }
       if constexpr (!kDirect) {
-        scalar_t* gi = grad_input + n * plane * channels + c0;
-        for (int64_t i = 0; i < plane; ++i)
-          for (int64_t c = 0; c < width; ++c) gi[i * channels + c] = static_cast<scalar_t>(sums[i * width + c]);
+        for (int64_t i = 0; i < plane; ++i) grad_input[p * plane + i] = static_cast<scalar_t>(sums[i]);
       }
     }
   });
 }
 
-// The window geometry (kernel_size .. padding) is part of the backend contract for
-// backends that gather per input element; scattering along the indices needs none of it.
+// channels_last: a task owns a slab of grad_input, rows [h0, h1) of one (n, d), small
+// enough to stay in cache. It zeroes the slab, then walks the outputs whose windows reach
+// those rows in increasing order and adds every gradient whose argmax falls in the slab.
+template <typename scalar_t>
+void backward_channels_last(const scalar_t* grad_output, const int64_t* indices, scalar_t* grad_input,
+                            const Geometry& g) {
+  using acc_t = opmath_t<scalar_t>;
+  constexpr bool kDirect = std::is_same_v<acc_t, scalar_t>;
+  constexpr int64_t kSlabElements = 65536;
+  const Axis &ad = g.d(), &ah = g.h(), &aw = g.w();
+  const int64_t channels = g.channels, plane = g.plane();
+  const int64_t row_elements = aw.size * channels;
+  const int64_t slab_rows = std::clamp<int64_t>(kSlabElements / row_elements, 1, ah.size);
+  const int64_t slabs_per_d = (ah.size + slab_rows - 1) / slab_rows;
+  const int64_t tasks = g.batch * ad.size * slabs_per_d;
+  const int64_t work = slab_rows * row_elements * 2;
+  at::parallel_for(0, tasks, grain_for(work), [&](int64_t begin, int64_t end) {
+    std::vector<acc_t> scratch(kDirect ? 0 : slab_rows * row_elements);
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t h0 = task % slabs_per_d * slab_rows, h1 = std::min(ah.size, h0 + slab_rows);
+      const int64_t d = task / slabs_per_d % ad.size, n = task / (slabs_per_d * ad.size);
+      // The slab holds flat positions [first, last) of the plane.
+      const int64_t first = (d * ah.size + h0) * aw.size, last = (d * ah.size + h1) * aw.size;
+      scalar_t* slab_out = grad_input + (n * plane + first) * channels;
+      acc_t* slab = kDirect ? reinterpret_cast<acc_t*>(slab_out) : scratch.data();
+      std::fill(slab, slab + (last - first) * channels, acc_t(0));
+      // Output rows whose windows reach rows [h0, h1).
+      const int64_t oh_lo = std::max<int64_t>(
+          0, (h0 + ah.before - (ah.kernel - 1) * ah.dilation + ah.stride - 1) / ah.stride);
+      const int64_t oh_hi = std::min(ah.out, (h1 - 1 + ah.before) / ah.stride + 1);
+      for (int64_t od = 0; od < ad.out; ++od) {
+        const int64_t reach = d - ad.start(od);
+        if (reach < 0 || reach > (ad.kernel - 1) * ad.dilation || reach % ad.dilation != 0) continue;
+        for (int64_t oh = oh_lo; oh < oh_hi; ++oh) {
+          const int64_t o = ((n * ad.out + od) * ah.out + oh) * aw.out * channels;
+          const int64_t* idx = indices + o;
+          const scalar_t* go = grad_output + o;
+          for (int64_t ow = 0; ow < aw.out; ++ow, idx += channels, go += channels) {
+            for (int64_t c = 0; c < channels; ++c) {
+              const int64_t index = idx[c];
+              if (index < first || index >= last) {
+                TORCH_CHECK(index < plane, "seqkern max_pool_backward: index ", index, " is outside a plane of ",
+                            plane, " input elements");
+                continue;
+              }
+              slab[(index - first) * channels + c] += static_cast<acc_t>(go[c]);
+            }
+          }
+        }
+      }
+      if constexpr (!kDirect) {
+        for (int64_t i = 0; i < (last - first) * channels; ++i) slab_out[i] = static_cast<scalar_t>(slab[i]);
+      }
+    }
+  });
+}
+
 Tensor max_pool_backward(const Tensor& grad_output_arg, const Tensor& indices_arg, std::vector<int64_t> input_size,
-                         const std::vector<int64_t>& /*kernel_size*/, const std::vector<int64_t>& /*stride*/,
-                         const std::vector<int64_t>& /*dilation*/, const Padding& /*padding*/) {
+                         const std::vector<int64_t>& kernel_size, const std::vector<int64_t>& stride,
+                         const std::vector<int64_t>& dilation, const Padding& padding) {
   TORCH_CHECK(grad_output_arg.device().is_cpu() && indices_arg.device().is_cpu(),
               "seqkern max_pool_backward (C++): grad_output and indices must be CPU tensors");
   const int64_t dims = grad_output_arg.dim();
-  TORCH_CHECK(dims >= 3 && dims <= 5 && static_cast<int64_t>(input_size.size()) == dims,
+  const int64_t spatial = dims - 2;
+  TORCH_CHECK(spatial >= 1 && spatial <= 3 && static_cast<int64_t>(input_size.size()) == dims,
               "seqkern max_pool_backward: grad_output must be (N, C, *S) with 1 to 3 spatial axes and input_size "
               "of the same rank, got ", grad_output_arg.sizes(), " and ", input_size);
+  TORCH_CHECK(static_cast<int64_t>(kernel_size.size()) == spatial && static_cast<int64_t>(stride.size()) == spatial &&
+                  static_cast<int64_t>(dilation.size()) == spatial &&
+                  static_cast<int64_t>(padding.size()) == spatial,
+              "seqkern max_pool_backward: kernel_size, stride, dilation and padding need one entry per spatial "
+              "axis (", spatial, ")");
   TORCH_CHECK(indices_arg.sizes() == grad_output_arg.sizes(), "seqkern max_pool_backward: indices of shape ",
               indices_arg.sizes(), " do not match grad_output of shape ", grad_output_arg.sizes());
   TORCH_CHECK(indices_arg.scalar_type() == at::kLong, "seqkern max_pool_backward: indices must be int64, got ",
@@ -675,21 +738,38 @@ Tensor max_pool_backward(const Tensor& grad_output_arg, const Tensor& indices_ar
   TORCH_CHECK(input_size[0] == grad_output_arg.size(0) && input_size[1] == grad_output_arg.size(1),
               "seqkern max_pool_backward: input_size ", input_size, " does not match grad_output of shape ",
               grad_output_arg.sizes(), " in batch and channels");
-  int64_t plane = 1;
-  for (int64_t i = 2; i < dims; ++i) {
-    TORCH_CHECK(input_size[i] >= 1, "seqkern max_pool_backward: input_size must be positive, got ", input_size);
-    plane *= input_size[i];
+  Geometry g;
+  g.batch = input_size[0];
+  g.channels = input_size[1];
+  for (int64_t i = 0; i < spatial; ++i) {
+    Axis& a = g.axis[3 - spatial + i];
+    a.size = input_size[2 + i];
+    a.out = grad_output_arg.size(2 + i);
+    a.kernel = kernel_size[i];
+    a.stride = stride[i];
+    a.dilation = dilation[i];
+    a.before = padding[i].first;
+    a.after = padding[i].second;
+    TORCH_CHECK(a.size >= 1 && a.kernel >= 1 && a.stride >= 1 && a.dilation >= 1 && a.before >= 0 && a.after >= 0,
+                "seqkern max_pool_backward: input_size, kernel_size, stride and dilation must be positive and "
+                "padding non-negative");
   }
   const auto format = dims >= 4 ? indices_arg.suggest_memory_format() : at::MemoryFormat::Contiguous;
+  g.channels_last = format != at::MemoryFormat::Contiguous;
   const Tensor grad_output = grad_output_arg.contiguous(format);
   const Tensor indices = indices_arg.contiguous(format);
-  Tensor grad_input = at::empty(input_size, grad_output.options().memory_format(format));
+  Tensor grad_input = empty_for_kernel(input_size, grad_output.options().memory_format(format));
   if (grad_input.numel() == 0) return grad_input;
-  const int64_t out_plane = grad_output.numel() == 0 ? 0 : grad_output.numel() / (input_size[0] * input_size[1]);
+  if (grad_output.numel() == 0) return grad_input.zero_();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, grad_output.scalar_type(), "max_pool_backward", [&] {
-    backward_kernel<scalar_t>(grad_output.const_data_ptr<scalar_t>(), indices.const_data_ptr<int64_t>(),
-                              grad_input.mutable_data_ptr<scalar_t>(), input_size[0], input_size[1], plane, out_plane,
-                              format != at::MemoryFormat::Contiguous);
+    const scalar_t* go = grad_output.const_data_ptr<scalar_t>();
+    const int64_t* idx = indices.const_data_ptr<int64_t>();
+    scalar_t* gi = grad_input.mutable_data_ptr<scalar_t>();
+    if (g.channels_last) {
+      backward_channels_last<scalar_t>(go, idx, gi, g);
+    } else {
+      backward_contiguous<scalar_t>(go, idx, gi, g);
+    }
   });
   return grad_input;
 }
@@ -703,7 +783,7 @@ void register_pooling(pybind11::module_& module) {
              py::arg("input"), py::arg("kernel_size"), py::arg("stride"), py::arg("dilation"), py::arg("padding"),
              py::arg("ceil_mode"), py::arg("pad_value"), py::arg("need_indices"));
   module.def("max_pool_backward", &max_pool_backward, py::call_guard<py::gil_scoped_release>(),
-             "Max pool backward: scatter-add grad_output into the argmax positions -> grad_input.",
+             "Max pool backward: grad_output added into the argmax positions -> grad_input.",
              py::arg("grad_output"), py::arg("indices"), py::arg("input_size"), py::arg("kernel_size"),
              py::arg("stride"), py::arg("dilation"), py::arg("padding"));
 }

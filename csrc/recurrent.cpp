@@ -21,6 +21,7 @@
 #include <sstream>
 #include <string>
 #include <tuple>
+#include <type_traits>
 #include <vector>
 
 #include "recurrent_gemm.h"
@@ -254,6 +255,20 @@ struct TimeOrder {
   int64_t previous(int64_t t) const { return reverse ? (t + 1 < steps ? t + 1 : -1) : t - 1; }
 };
 
+// Calls body(peephole, coupled, projection) with each flag of the LSTM variant as a
+// std::bool_constant, so that the pointwise loops are compiled without branches.
+template <typename Body>
+void with_lstm_variant(const Layer& layer, const Body& body) {
+  auto with_flag = [](bool flag, const auto& next) {
+    flag ? next(std::true_type{}) : next(std::false_type{});
+  };
+  with_flag(layer.peephole, [&](auto peephole) {
+    with_flag(layer.cell == Cell::LstmCoupled, [&](auto coupled) {
+      with_flag(layer.projection, [&](auto projection) { body(peephole, coupled, projection); });
+    });
+  });
+}
+
 // ---------------------------------------------------------------- forward
 
 template <typename scalar_t>
@@ -283,7 +298,7 @@ struct ForwardState {
   }
 };
 
-template <typename scalar_t, bool kPeephole, bool kCoupled>
+template <typename scalar_t, bool kPeephole, bool kCoupled, bool kProjection>
 void lstm_forward_pointwise(const ForwardState<scalar_t>& s, int64_t t) {
   const Layer& layer = s.layer;
   const int64_t H = layer.hidden, GH = layer.gate_rows(), Hout = layer.out_size;
@@ -294,11 +309,10 @@ void lstm_forward_pointwise(const ForwardState<scalar_t>& s, int64_t t) {
   const scalar_t* peep_f = kPeephole ? s.in.w_peep + (kCoupled ? 0 : H) : nullptr;
   const scalar_t* peep_o = kPeephole ? s.in.w_peep + (kCoupled ? H : 2 * H) : nullptr;
   const scalar_t* bias = s.bias;
-  const bool projection = layer.projection;
   for_each_row_block(layer.batch, H, [&](int64_t b, int64_t j_begin, int64_t j_end) {
     scalar_t* gates = s.row(s.workspace, t, b, layer.width);
     // o * tanh(c) is h itself, or the input of the projection.
-    scalar_t* h_out = projection ? s.cell_output + b * H : s.row(s.output, t, b, Hout);
+    scalar_t* h_out = kProjection ? s.cell_output + b * H : s.row(s.output, t, b, Hout);
     if (!s.active(t, b)) {
       s.zero_workspace(gates, j_begin, j_end);
       zero(h_out + j_begin, j_end - j_begin);
@@ -342,7 +356,7 @@ void lstm_forward_pointwise(const ForwardState<scalar_t>& s, int64_t t) {
       c_saved[j] = c_new;
       c[j] = c_new;
       h_out[j] = h_new;
-      if (!projection) {
+      if (!kProjection) {
         h[j] = h_new;
       }
     }
@@ -351,13 +365,11 @@ void lstm_forward_pointwise(const ForwardState<scalar_t>& s, int64_t t) {
 
 template <typename scalar_t>
 void lstm_forward_pointwise(const ForwardState<scalar_t>& s, int64_t t) {
-  const bool coupled = s.layer.cell == Cell::LstmCoupled;
-  if (s.layer.peephole) {
-    coupled ? lstm_forward_pointwise<scalar_t, true, true>(s, t) : lstm_forward_pointwise<scalar_t, true, false>(s, t);
-  } else {
-    coupled ? lstm_forward_pointwise<scalar_t, false, true>(s, t)
-            : lstm_forward_pointwise<scalar_t, false, false>(s, t);
-  }
+  const Layer& layer = s.layer;
+  with_lstm_variant(layer, [&](auto peephole, auto coupled, auto projection) {
+    lstm_forward_pointwise<scalar_t, decltype(peephole)::value, decltype(coupled)::value,
+                           decltype(projection)::value>(s, t);
+  });
 }
 
 // The projected h of every running sequence becomes its output and its state.
@@ -630,7 +642,7 @@ struct BackwardState {
   }
 };
 
-template <typename scalar_t, bool kPeephole, bool kCoupled>
+template <typename scalar_t, bool kPeephole, bool kCoupled, bool kProjection>
 void lstm_backward_pointwise(const BackwardState<scalar_t>& s, int64_t t) {
   const Layer& layer = s.layer;
   const int64_t H = layer.hidden, GH = layer.gate_rows(), Hout = layer.out_size;
@@ -638,15 +650,14 @@ void lstm_backward_pointwise(const BackwardState<scalar_t>& s, int64_t t) {
   const scalar_t* peep_i = kPeephole ? s.in.w_peep : nullptr;
   const scalar_t* peep_f = kPeephole ? s.in.w_peep + (kCoupled ? 0 : H) : nullptr;
   const scalar_t* peep_o = kPeephole ? s.in.w_peep + (kCoupled ? H : 2 * H) : nullptr;
-  const bool projection = layer.projection;
   for_each_row_block(layer.batch, H, [&](int64_t b, int64_t j_begin, int64_t j_end) {
     scalar_t* grad_pre = s.grad_gates + s.offset(t, b, GH);
-    scalar_t* cell_out = projection ? s.cell_out + s.offset(t, b, H) : nullptr;
+    scalar_t* cell_out = kProjection ? s.cell_out + s.offset(t, b, H) : nullptr;
     if (!s.active(t, b)) {
       for (int64_t at = 0; at < GH; at += H) {
         zero(grad_pre + at + j_begin, j_end - j_begin);
       }
-      if (projection) {
+      if (kProjection) {
         zero(cell_out + j_begin, j_end - j_begin);
       }
       return;
@@ -657,11 +668,11 @@ void lstm_backward_pointwise(const BackwardState<scalar_t>& s, int64_t t) {
     const scalar_t* grad_out = s.grad_output + s.offset(t, b, Hout);
     scalar_t* grad_h = s.grad_h + b * s.ld_h;
     // Under a projection the gradient of o * tanh(c) has come through W_hr already.
-    const scalar_t* grad_cell = projection ? s.grad_cell + b * s.ld_cell : nullptr;
+    const scalar_t* grad_cell = kProjection ? s.grad_cell + b * s.ld_cell : nullptr;
     scalar_t* grad_c = s.grad_c + b * H;
 #pragma omp simd
     for (int64_t j = j_begin; j < j_end; ++j) {
-      const scalar_t dh = projection ? grad_cell[j] : grad_h[j] + grad_out[j];
+      const scalar_t dh = kProjection ? grad_cell[j] : grad_h[j] + grad_out[j];
       const scalar_t f = gates[f_at + j], g = gates[g_at + j], o = gates[o_at + j];
       const scalar_t i = kCoupled ? scalar_t(1) - f : gates[j];
       const scalar_t tanh_c = math::tanh(c_new[j]);
@@ -687,7 +698,7 @@ void lstm_backward_pointwise(const BackwardState<scalar_t>& s, int64_t t) {
       grad_pre[g_at + j] = grad_g;
       grad_pre[o_at + j] = grad_o;
       grad_c[j] = dc_prev;
-      if (projection) {
+      if (kProjection) {
         cell_out[j] = o * tanh_c;
       } else {
         grad_h[j] = scalar_t(0);
@@ -698,14 +709,10 @@ void lstm_backward_pointwise(const BackwardState<scalar_t>& s, int64_t t) {
 
 template <typename scalar_t>
 void lstm_backward_pointwise(const BackwardState<scalar_t>& s, int64_t t) {
-  const bool coupled = s.layer.cell == Cell::LstmCoupled;
-  if (s.layer.peephole) {
-    coupled ? lstm_backward_pointwise<scalar_t, true, true>(s, t)
-            : lstm_backward_pointwise<scalar_t, true, false>(s, t);
-  } else {
-    coupled ? lstm_backward_pointwise<scalar_t, false, true>(s, t)
-            : lstm_backward_pointwise<scalar_t, false, false>(s, t);
-  }
+  with_lstm_variant(s.layer, [&](auto peephole, auto coupled, auto projection) {
+    lstm_backward_pointwise<scalar_t, decltype(peephole)::value, decltype(coupled)::value,
+                            decltype(projection)::value>(s, t);
+  });
 }
 
 // Gradient of this step's projected h (kept for grad_w_hr); the state gradient restarts
@@ -859,10 +866,14 @@ void peephole_gradient(const BackwardState<scalar_t>& s, scalar_t* grad_peep) {
         const scalar_t* grad_pre = s.grad_gates + s.offset(t, b, GH);
         const scalar_t* c_new = s.workspace + s.offset(t, b, layer.width) + GH;
         const scalar_t* c_prev = s.previous_c(t, b);
-        for (int64_t j = begin; j < end; ++j) {
-          if (!coupled) {
+        if (!coupled) {
+#pragma omp simd
+          for (int64_t j = begin; j < end; ++j) {
             grad_i[j] += grad_pre[j] * c_prev[j];
           }
+        }
+#pragma omp simd
+        for (int64_t j = begin; j < end; ++j) {
           grad_f[j] += grad_pre[f_at + j] * c_prev[j];
           grad_o[j] += grad_pre[o_at + j] * c_new[j];
         }

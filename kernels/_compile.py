@@ -2,15 +2,21 @@
 back what each compiled kernel uses (registers, spills, shared memory).
 
 Convention (read by tests/test_triton_compile.py): a module ``seqkern.kernels.<family>``
-whose kernels must compile for the GPU targets defines ``COMPILE_CONFIGURATIONS``, a list
-of ``CompileConfiguration`` (or a function without arguments returning one). Each entry
-is one launch configuration that the module's launchers can pick: the kernel, a short
-label for the resource table, its argument types, its constexpr values and its launch
-options, and which arguments the launcher guarantees to be 16-aligned (Triton's JIT
-specializes on that, and it decides whether loads are vectorized). ``pointer`` / ``scalar``
-build the type strings. The test compiles every entry for
-every target in ``TARGETS`` and requires zero spills and shared memory within the target's
-limit.
+whose kernels must compile for the GPU targets defines ``COMPILE_CONFIGURATIONS``: a list,
+or a function without arguments returning one. Each entry is one launch configuration
+that the module's launchers can pick, either a ``CompileConfiguration`` or a dict with
+the keys
+  name        label for the resource table
+  fn          the @triton.jit kernel
+  signature   {argument: Triton type}: "*fp16" pointer, "i32" scalar, "constexpr"
+  constexprs  {argument: value} for every constexpr argument
+  num_warps   warps per program
+  and optionally num_stages (default 2), maxnreg (default None: ptxas chooses) and
+  aligned (arguments the launcher guarantees to be multiples of 16 / 16-byte aligned:
+  Triton's JIT specializes on that, and it decides whether loads are vectorized).
+``pointer`` / ``scalar`` build the type strings. The test compiles every entry for every
+target in ``TARGETS`` (in a child process: ``python -m seqkern.kernels._compile``) and
+requires zero spills and shared memory within the target's limit.
 """
 from __future__ import annotations
 
@@ -91,6 +97,16 @@ def compile_for(configuration: CompileConfiguration, capability: int) -> Resourc
     return Resources(usage["registers"], usage["spill"], usage["stack"], compiled.metadata.shared)
 
 
+def _as_configuration(entry) -> CompileConfiguration:
+    if isinstance(entry, CompileConfiguration):
+        return entry
+    return CompileConfiguration(
+        kernel=entry["fn"], label=entry["name"], signature=entry["signature"], constexprs=entry["constexprs"],
+        num_warps=entry["num_warps"], num_stages=entry.get("num_stages", 2), maxnreg=entry.get("maxnreg"),
+        aligned=tuple(entry.get("aligned", ())),
+    )
+
+
 def collect_configurations():
     """(family, configuration) for every ``seqkern.kernels.<family>`` module that defines
     ``COMPILE_CONFIGURATIONS``."""
@@ -107,7 +123,8 @@ def collect_configurations():
         listed = getattr(module, "COMPILE_CONFIGURATIONS", None)
         if listed is None:
             continue
-        found.extend((module_info.name, entry) for entry in (listed() if callable(listed) else listed))
+        entries = listed() if callable(listed) else listed
+        found.extend((module_info.name, _as_configuration(entry)) for entry in entries)
     return found
 
 
@@ -145,4 +162,8 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    # Run as the imported module, not __main__: the kernels modules build their entries
+    # with seqkern.kernels._compile.CompileConfiguration, a class of that module.
+    from seqkern.kernels._compile import main as _imported_main
+
+    _imported_main()

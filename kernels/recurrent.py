@@ -7,15 +7,19 @@ Dimension legend
   G  gate blocks of the cell    W  workspace width per step (seqkern.ops.recurrent)
   GG width of the per-step gate gradients: 4H for ``gru`` ([r, z, n·r, n]: the hidden side
      of the n block differs from the input side), else G*H
+  HS, KS  H and K rounded up to a multiple of 16: the row stride of every matmul operand
+     (state buffers, W_hh as (G*HS, KS) with gate g at row g*HS, W_hr as (KS, HS)), zero
+     padded, so that Triton knows each row is aligned and loads whole vectors
   BB batch rows per program (BLOCK_B)     BN output columns per program (BLOCK_N)
   BK reduction chunk of a tl.dot (BLOCK_K)
 
 Three ways to run a layer, all built from the same per-phase device functions
 (``_forward_phase`` / ``_backward_phase``), so they compute the same thing:
   persistent  ``_sequence_forward_kernel`` / ``_sequence_backward_kernel``: one program per
-              batch tile owns all H units and loops over all T steps inside the kernel; the
-              phases of a step are separated by CTA barriers, never by other programs, so it
-              also runs under the Triton interpreter. Chosen when H fits (``max_persistent_hidden``).
+              batch tile owns all H units (walked in column tiles) and loops over all T
+              steps inside the kernel; the phases of a step are separated by CTA barriers,
+              never by other programs, so it also runs under the Triton interpreter. Chosen
+              up to ``MAX_PERSISTENT_HIDDEN`` units.
   step        ``_step_forward_kernel`` / ``_step_backward_kernel``: one launch per phase of
               a step over a (batch tile, column tile) grid; the recurrent matmul is a tl.dot
               whose epilogue is the cell. Used above the persistent limit.
@@ -26,11 +30,11 @@ A step has one or two phases: the cell (``FORWARD_CELL``); before it, the reset-
 computes r and r ⊙ h (``FORWARD_RESET_GATE``) because the n block's matmul needs them; after
 it, an LSTM projection multiplies by W_hr (``FORWARD_PROJECT``). Backward mirrors this.
 
-The recurrent state lives in float32 buffers (h ping-pong (2, B, K), c (B, H)) so the
+The recurrent state lives in float32 buffers (h ping-pong (2, B, KS), c (B, H)) so the
 state of a finished sequence stays frozen exactly, whatever the dtype; the matmuls read it
 cast to the weights' dtype and accumulate in float32. The input projection for all steps
 and every weight gradient are torch GEMMs outside the time loop; inside it nothing reads a
-tensor value on the host.
+tensor value on the host. Offsets into (T, B, .) tensors are 64-bit.
 """
 from __future__ import annotations
 
@@ -53,6 +57,27 @@ GRU_RESET_BEFORE = tl.constexpr(5)
 CELL_CODES = {
     "rnn_tanh": 0, "rnn_relu": 1, "lstm": 2, "lstm_coupled": 3, "gru": 4, "gru_reset_before": 5,
 }
+
+
+# Per cell code, in CELL_CODES order. Literal tables: Triton tracks what kernels reference
+# and refuses plain Python functions (tests check these against CELL_GATES / workspace_width).
+@triton.constexpr_function
+def _gate_blocks(cell):
+    """G of a cell code."""
+    return (1, 1, 4, 3, 3, 3)[cell]
+
+
+@triton.constexpr_function
+def _workspace_blocks(cell):
+    """W / H of a cell code."""
+    return (1, 1, 5, 4, 4, 4)[cell]
+
+
+@triton.constexpr_function
+def _gate_gradient_blocks(cell):
+    """GG / H of a cell code."""
+    return (1, 1, 4, 3, 4, 3)[cell]
+
 
 # Phases of one step (the kernels' PHASE constexpr).
 FORWARD_RESET_GATE = tl.constexpr(0)   # reset-before GRU: r, z and r ⊙ h
@@ -199,15 +224,15 @@ def _forward_phase(
     s, pid_b, pid_n,
     gates_x,       # (T, B, G*H) x W_ihᵀ + b_ih, input dtype
     hidden_gates,  # cell path: (B, N) torch's product for this phase, else unused
-    w_hh,          # (G*H, K)
+    w_hh,          # (G*HS, KS) W_hh operand
     b_hh,          # (G*H,)
-    w_hr,          # (KS, HS) W_hr zero padded
+    w_hr,          # (KS, HS) W_hr operand
     w_peep,        # (3 or 2, H)
     lengths,       # (B,) int64
-    h_src,         # (B, K) fp32 state before the step
-    h_dst,         # (B, K) fp32 state after the step
+    h_src,         # (B, KS) fp32 state before the step
+    h_dst,         # (B, KS) fp32 state after the step
     c_state,       # (B, H) fp32, updated in place
-    m_buf,         # (B, H) fp32: unprojected h (projection) or r ⊙ h (reset-before GRU)
+    m_buf,         # (B, HS) fp32: unprojected h (projection) or r ⊙ h (reset-before GRU)
     output,        # (T, B, K)
     workspace,     # (T, B, W)
     T, B, H, K,
@@ -217,18 +242,8 @@ def _forward_phase(
     HIDDEN_FROM_MEMORY: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr,
     BLOCK_K: tl.constexpr, DOT_PRECISION: tl.constexpr, UPCAST_DOT: tl.constexpr,
 ):
-    if CELL == LSTM:
-        G: tl.constexpr = 4
-    elif CELL == RNN_TANH or CELL == RNN_RELU:
-        G: tl.constexpr = 1
-    else:
-        G: tl.constexpr = 3
-    if CELL == LSTM or CELL == LSTM_COUPLED:
-        W: tl.constexpr = G + 1
-    elif CELL == GRU or CELL == GRU_RESET_BEFORE:
-        W: tl.constexpr = 4
-    else:
-        W: tl.constexpr = 1
+    G: tl.constexpr = _gate_blocks(CELL)
+    W: tl.constexpr = _workspace_blocks(CELL)
     rows, row_ok, active, _, t, _ = _rows_and_times(s, pid_b, lengths, T, B, REVERSE, HAS_LENGTHS, BLOCK_B)
     cols = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     cols64 = cols.to(tl.int64)
@@ -253,8 +268,9 @@ def _forward_phase(
         h_at = rows[:, None] * KS + cols64[None, :]
         c_at = rows[:, None] * H + cols64[None, :]
         m_at = rows[:, None] * HS + cols64[None, :]
-        # Hidden-gate block g: W_hh rows g*H + cols, or column g*H (or (g - 2)*H for the
-        # reset-before n block, the only one torch computes in that phase) of its product.
+        # Hidden-gate block g: rows g*HS + cols of the W_hh operand, or on the cell path
+        # columns g*H + cols of torch's product (for the reset-before n block, torch's
+        # product in that phase is the n block alone).
         if CELL == GRU_RESET_BEFORE and PHASE == FORWARD_CELL:
             h_n = _product(m_buf, rows * HS, row_ok, HS, w_hh, (2 * HS + cols64) * KS, col_ok, 1,
                            hidden_gates, rows * H, cols64, col_ok,
@@ -386,15 +402,15 @@ def _backward_phase(
     h0,               # (B, K)
     c0,               # (B, H)
     workspace,        # (T, B, W)
-    w_hh,             # (G*H, K)
-    w_hr,             # (P, H)
+    w_hh,             # (G*HS, KS) W_hh operand
+    w_hr,             # (KS, HS) W_hr operand
     w_peep,           # (3 or 2, H)
     lengths,          # (B,) int64
     grad_gates,       # (T, B, GG) pre-activation gradients by time, for the weight GEMMs
-    grad_gates_src,   # (B, G*H) hidden-side gate gradients of the step after (0 where not taken)
-    grad_gates_dst,   # (B, G*H) same for this step
+    grad_gates_src,   # (B, G*HS) hidden-side gate gradients of the step after (0 where not taken)
+    grad_gates_dst,   # (B, G*HS) same for this step
     grad_h_out,       # (T, B, P) gradient of the projected h, by time (projection only)
-    grad_h_out_step,  # (B, P) same for this step, 0 where not taken
+    grad_h_out_step,  # (B, KS) same for this step, 0 where not taken
     grad_h_direct,    # (B, K) fp32, in place: gradient of h_{t-1} not passing through W_hh
     grad_c_state,     # (B, H) fp32, in place: gradient of c_{t-1}
     hidden_product,   # cell path: (B, N) torch's product for this phase
@@ -405,22 +421,9 @@ def _backward_phase(
     BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
     DOT_PRECISION: tl.constexpr, UPCAST_DOT: tl.constexpr,
 ):
-    if CELL == LSTM:
-        G: tl.constexpr = 4
-    elif CELL == RNN_TANH or CELL == RNN_RELU:
-        G: tl.constexpr = 1
-    else:
-        G: tl.constexpr = 3
-    if CELL == LSTM or CELL == LSTM_COUPLED:
-        W: tl.constexpr = G + 1
-    elif CELL == GRU or CELL == GRU_RESET_BEFORE:
-        W: tl.constexpr = 4
-    else:
-        W: tl.constexpr = 1
-    if CELL == GRU:
-        GG: tl.constexpr = 4
-    else:
-        GG: tl.constexpr = G
+    G: tl.constexpr = _gate_blocks(CELL)
+    W: tl.constexpr = _workspace_blocks(CELL)
+    GG: tl.constexpr = _gate_gradient_blocks(CELL)
     rows, row_ok, active, has_before, t, t_before = _rows_and_times(s, pid_b, lengths, T, B, REVERSE, HAS_LENGTHS, BLOCK_B)
     cols = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     cols64 = cols.to(tl.int64)
@@ -566,10 +569,10 @@ def _step_forward_kernel(
     s,             # processing step
     gates_x,       # (T, B, G*H)
     hidden_gates,  # cell path: (B, N) torch's product for this phase
-    w_hh, b_hh, w_hr, w_peep, lengths,   # (G*H, K), (G*H,), (P, H), (3 or 2, H), (B,)
-    h_src, h_dst,  # (B, K) fp32
+    w_hh, b_hh, w_hr, w_peep, lengths,   # (G*HS, KS), (G*H,), (KS, HS), (3 or 2, H), (B,)
+    h_src, h_dst,  # (B, KS) fp32
     c_state,       # (B, H) fp32
-    m_buf,         # (B, H) fp32
+    m_buf,         # (B, HS) fp32
     output,        # (T, B, K)
     workspace,     # (T, B, W)
     T, B, H, K, HS, KS,
@@ -587,10 +590,10 @@ def _step_forward_kernel(
 @triton.jit
 def _sequence_forward_kernel(
     gates_x,       # (T, B, G*H)
-    w_hh, b_hh, w_hr, w_peep, lengths,   # (G*H, K), (G*H,), (P, H), (3 or 2, H), (B,)
-    h_state,       # (2, B, K) fp32: h before step s is h_state[s % 2]
+    w_hh, b_hh, w_hr, w_peep, lengths,   # (G*HS, KS), (G*H,), (KS, HS), (3 or 2, H), (B,)
+    h_state,       # (2, B, KS) fp32: h before step s is h_state[s % 2]
     c_state,       # (B, H) fp32
-    m_buf,         # (B, H) fp32
+    m_buf,         # (B, HS) fp32
     output,        # (T, B, K)
     workspace,     # (T, B, W)
     T, B, H, K, HS, KS,
@@ -633,12 +636,12 @@ def _step_backward_kernel(
     output,            # (T, B, K)
     h0, c0,            # (B, K), (B, H)
     workspace,         # (T, B, W)
-    w_hh, w_hr, w_peep, lengths,   # (G*H, K), (P, H), (3 or 2, H), (B,)
+    w_hh, w_hr, w_peep, lengths,   # (G*HS, KS), (KS, HS), (3 or 2, H), (B,)
     grad_gates,        # (T, B, GG)
-    grad_gates_src,    # (B, G*H) step after
-    grad_gates_dst,    # (B, G*H) this step
+    grad_gates_src,    # (B, G*HS) step after
+    grad_gates_dst,    # (B, G*HS) this step
     grad_h_out,        # (T, B, P)
-    grad_h_out_step,   # (B, P)
+    grad_h_out_step,   # (B, KS)
     grad_h_direct,     # (B, K) fp32
     grad_c_state,      # (B, H) fp32
     hidden_product,    # cell path: (B, N)
@@ -661,11 +664,11 @@ def _sequence_backward_kernel(
     output,            # (T, B, K)
     h0, c0,            # (B, K), (B, H)
     workspace,         # (T, B, W)
-    w_hh, w_hr, w_peep, lengths,   # (G*H, K), (P, H), (3 or 2, H), (B,)
+    w_hh, w_hr, w_peep, lengths,   # (G*HS, KS), (KS, HS), (3 or 2, H), (B,)
     grad_gates,        # (T, B, GG)
-    grad_gates_steps,  # (2, B, G*H): step s writes [s % 2] and reads [(s + 1) % 2]
+    grad_gates_steps,  # (2, B, G*HS): step s writes [s % 2] and reads [(s + 1) % 2]
     grad_h_out,        # (T, B, P)
-    grad_h_out_step,   # (B, P)
+    grad_h_out_step,   # (B, KS)
     grad_h_direct,     # (B, K) fp32
     grad_c_state,      # (B, H) fp32
     T, B, H, K, HS, KS,
@@ -673,12 +676,7 @@ def _sequence_backward_kernel(
     HAS_PROJ: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
     DOT_PRECISION: tl.constexpr, UPCAST_DOT: tl.constexpr,
 ):
-    if CELL == LSTM:
-        G: tl.constexpr = 4
-    elif CELL == RNN_TANH or CELL == RNN_RELU:
-        G: tl.constexpr = 1
-    else:
-        G: tl.constexpr = 3
+    G: tl.constexpr = _gate_blocks(CELL)
     pid_b = tl.program_id(0)
     for backwards in range(T):
         s = T - 1 - backwards
@@ -733,7 +731,6 @@ PATHS = ("persistent", "step", "cell")
 MAX_PERSISTENT_HIDDEN = {torch.float32: 256, torch.float16: 256, torch.bfloat16: 256}
 
 
-
 def persistent_config(hidden: int, dtype: torch.dtype) -> KernelConfig:
     """The persistent kernels' configuration: the same for every H they take (column tiles).
     A persistent program is one of few on its SM, so it may take every register: left to
@@ -770,7 +767,6 @@ class _Layer(NamedTuple):
     cell_code: int
     is_lstm: bool
     dtype: torch.dtype
-    device: torch.device
 
 
 def _describe(input, w_ih, w_hh, cell) -> _Layer:
@@ -787,7 +783,18 @@ def _describe(input, w_ih, w_hh, cell) -> _Layer:
     steps, batch, input_size = input.shape
     gates = CELL_GATES[cell]
     return _Layer(steps, batch, input_size, w_ih.shape[0] // gates, w_hh.shape[1], gates,
-                  CELL_CODES[cell], cell in LSTM_CELLS, input.dtype, input.device)
+                  CELL_CODES[cell], cell in LSTM_CELLS, input.dtype)
+
+
+def _check_path(path, layer: _Layer):
+    if path not in PATHS:
+        raise ValueError(f"seqkern Triton backend: unknown path {path!r}; expected one of {', '.join(PATHS)}")
+    widest = max(layer.hidden, layer.out_size)
+    if path == "persistent" and widest > MAX_PERSISTENT_HIDDEN[layer.dtype]:
+        raise ValueError(
+            f"seqkern Triton backend: the persistent kernels take at most "
+            f"{MAX_PERSISTENT_HIDDEN[layer.dtype]} hidden units for {layer.dtype}, got {widest}"
+        )
 
 
 def _check_lengths(lengths, steps):
@@ -838,16 +845,10 @@ def layer_forward(path, input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, w_peep, len
     """``recurrent_layer_forward`` on a chosen path ("persistent", "step" or "cell")."""
     layer = _describe(input, w_ih, w_hh, cell)
     T, B, H, K = layer.steps, layer.batch, layer.hidden, layer.out_size
-    if path not in PATHS:
-        raise ValueError(f"seqkern Triton backend: unknown path {path!r}; expected one of {', '.join(PATHS)}")
-    if path == "persistent" and max(H, K) > MAX_PERSISTENT_HIDDEN[layer.dtype]:
-        raise ValueError(
-            f"seqkern Triton backend: the persistent kernels take at most "
-            f"{MAX_PERSISTENT_HIDDEN[layer.dtype]} hidden units for {layer.dtype}, got {max(H, K)}"
-        )
+    _check_path(path, layer)
     _check_lengths(lengths, T)
     input, h0, w_ih, w_hh = (t.contiguous() for t in (input, h0, w_ih, w_hh))
-    b_hh, w_hr, w_peep = (None if t is None else t.contiguous() for t in (b_hh, w_hr, w_peep))
+    b_hh, w_hr, w_peep, lengths = (None if t is None else t.contiguous() for t in (b_hh, w_hr, w_peep, lengths))
     x = input.reshape(T * B, layer.input_size)
     # The input projection of every step at once: one GEMM outside the recurrence.
     gates_x = torch.addmm(b_ih, x, w_ih.t()) if b_ih is not None else x @ w_ih.t()
@@ -927,12 +928,11 @@ def layer_backward(path, grad_output, grad_h_n, grad_c_n, input, h0, c0, w_ih, w
     """``recurrent_layer_backward`` on a chosen path ("persistent", "step" or "cell")."""
     layer = _describe(input, w_ih, w_hh, cell)
     T, B, H, K, G, dtype = (layer.steps, layer.batch, layer.hidden, layer.out_size, layer.gates, layer.dtype)
-    if path not in PATHS:
-        raise ValueError(f"seqkern Triton backend: unknown path {path!r}; expected one of {', '.join(PATHS)}")
+    _check_path(path, layer)
     _check_lengths(lengths, T)
     grad_output, grad_h_n, input, h0, w_ih, w_hh, output, workspace = (
         t.contiguous() for t in (grad_output, grad_h_n, input, h0, w_ih, w_hh, output, workspace))
-    c0, w_hr, w_peep = (None if t is None else t.contiguous() for t in (c0, w_hr, w_peep))
+    c0, w_hr, w_peep, lengths = (None if t is None else t.contiguous() for t in (c0, w_hr, w_peep, lengths))
     absent = input.new_empty((0,))
     gate_width = 4 * H if cell == "gru" else G * H
     grad_gates = input.new_zeros((T, B, gate_width))
@@ -994,7 +994,7 @@ def layer_backward(path, grad_output, grad_h_n, grad_c_n, input, h0, c0, w_ih, w
     grad_b_hh = grad_h_gates.sum(0) if b_hh is not None else absent
     grad_w_hr = absent
     grad_w_peep = absent
-    if layer.is_lstm:
+    if w_hr is not None or w_peep is not None:
         c_all = workspace[..., G * H:].float()
         if w_hr is not None:
             o = workspace[..., (G - 1) * H:G * H].float()

@@ -37,6 +37,7 @@ input's layout.
 from __future__ import annotations
 
 import math
+import operator
 from typing import List, Sequence, Tuple
 
 import torch
@@ -164,9 +165,9 @@ def _max_pool_fake(input, kernel_size, stride, dilation, padding, ceil_mode, pad
     check_pool_arguments(input, kernel_size, stride, dilation, padding, pad_value)
     shape = _output_shape(input, kernel_size, stride, dilation, padding, ceil_mode)
     layout = memory_format_of(input)
-    output = input.new_empty(shape, memory_format=layout)
+    output = torch.empty(shape, dtype=input.dtype, device=input.device, memory_format=layout)
     if need_indices:
-        indices = input.new_empty(shape, dtype=torch.int64, memory_format=layout)
+        indices = torch.empty(shape, dtype=torch.int64, device=input.device, memory_format=layout)
     else:
         indices = input.new_empty((0,), dtype=torch.int64)
     return output, indices
@@ -212,7 +213,8 @@ def max_pool_backward(
 @max_pool_backward.register_fake
 def _max_pool_backward_fake(grad_output, indices, input_size, kernel_size, stride, dilation, padding, channels_last):
     _check_backward_arguments(grad_output, indices, input_size)
-    return grad_output.new_empty(input_size, memory_format=_layout(len(input_size), channels_last))
+    return torch.empty(input_size, dtype=grad_output.dtype, device=grad_output.device,
+                       memory_format=_layout(len(input_size), channels_last))
 
 
 def _layout(rank: int, channels_last: bool) -> torch.memory_format:
@@ -234,10 +236,14 @@ def _setup_context(ctx, inputs, output):
     ctx.channels_last = memory_format_of(input) != torch.contiguous_format
     ctx.save_for_backward(indices)
     ctx.mark_non_differentiable(indices)
+    # Otherwise autograd fills a zero gradient for the indices on every backward.
+    ctx.set_materialize_grads(False)
 
 
 def _backward(ctx, grad_output, _grad_indices):
     (indices,) = ctx.saved_tensors
+    if grad_output is None:
+        return (None,) * 8
     grad_input = max_pool_backward(grad_output, indices, ctx.input_size, *ctx.geometry, ctx.channels_last)
     return grad_input, None, None, None, None, None, None, None
 
@@ -276,7 +282,14 @@ _SCALAR_TYPE_NAMES = {
 
 
 def _is_index(value) -> bool:
-    return hasattr(value, "__index__") and not isinstance(value, bool)
+    """Whether torch's int parsing takes value as an int: anything with __index__ but bool."""
+    if isinstance(value, bool):
+        return False
+    try:
+        operator.index(value)
+    except TypeError:
+        return False
+    return True
 
 
 def _int_list(function: str, name: str, value) -> List[int]:
