@@ -55,11 +55,14 @@ def step(layer, x: torch.Tensor, parameters, training: bool):
     return train
 
 
+CLOCK = time.perf_counter
+
+
 def seconds_per_call(function, calls: int) -> float:
-    start = time.perf_counter()
+    start = CLOCK()
     for _ in range(calls):
         function()
-    return (time.perf_counter() - start) / calls
+    return (CLOCK() - start) / calls
 
 
 def compare(functions: dict, repeats: int, min_seconds: float) -> dict:
@@ -81,7 +84,15 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--min-seconds", type=float, default=0.05, help="time of one sample")
+    parser.add_argument("--cpu-clock", action="store_true",
+                        help="time with this thread's CPU clock: blind to time lost to other processes, so "
+                             "steadier on a busy machine, but only meaningful with --threads 1")
     args = parser.parse_args()
+    if args.cpu_clock:
+        if args.threads != 1:
+            parser.error("--cpu-clock needs --threads 1")
+        global CLOCK
+        CLOCK = time.thread_time
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     print(f"T={STEPS}, float32, {torch.get_num_threads()} threads; ms per call; ratio = torch / seqkern")

@@ -10,9 +10,12 @@
 #include <cmath>
 #include <cstdint>
 
+// The pointwise loops only vectorise when every call in them is inlined.
+#define SEQKERN_ALWAYS_INLINE inline __attribute__((always_inline))
+
 namespace seqkern::math {
 
-inline float exp_approx(float x) {
+SEQKERN_ALWAYS_INLINE float exp_approx(float x) {
   // Keeps 2^n a normal float: below the lower bound the result stays ~1e-38 instead of
   // underflowing, which no gate can tell apart from zero.
   x = x < -87.3f ? -87.3f : (x > 88.3f ? 88.3f : x);
@@ -34,9 +37,9 @@ inline float exp_approx(float x) {
   return p * scale;
 }
 
-inline float sigmoid(float x) { return 1.0f / (1.0f + exp_approx(-x)); }
+SEQKERN_ALWAYS_INLINE float sigmoid(float x) { return 1.0f / (1.0f + exp_approx(-x)); }
 
-inline float tanh(float x) {
+SEQKERN_ALWAYS_INLINE float tanh(float x) {
   const float a = std::fabs(x);
   const float e = exp_approx(-2.0f * a);
   // 1 - 2e / (1 + e) rounds only the small correction term, not the result near 1.
@@ -55,12 +58,12 @@ inline float tanh(float x) {
   return std::copysign(a < 1.0f ? near : far, x);
 }
 
-inline double sigmoid(double x) { return 1.0 / (1.0 + std::exp(-x)); }
+SEQKERN_ALWAYS_INLINE double sigmoid(double x) { return 1.0 / (1.0 + std::exp(-x)); }
 
-inline double tanh(double x) { return std::tanh(x); }
+SEQKERN_ALWAYS_INLINE double tanh(double x) { return std::tanh(x); }
 
 template <typename scalar_t>
-inline scalar_t relu(scalar_t x) {
+SEQKERN_ALWAYS_INLINE scalar_t relu(scalar_t x) {
   // NaN < 0 is false, so NaN passes through as torch's relu does.
   return x < scalar_t(0) ? scalar_t(0) : x;
 }
