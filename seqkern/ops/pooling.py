@@ -100,7 +100,7 @@ def _representable_pad_value(dtype: torch.dtype, pad_value: float) -> float:
     return torch.tensor(pad_value, dtype=dtype).item()
 
 
-def check_pool_arguments(input, kernel_size, stride, dilation, padding, pad_value) -> List[int]:
+def check_pool_arguments(input, kernel_size, stride, dilation, padding, pad_value) -> None:
     """Validate the op's arguments (the messages name the argument and what it got)."""
     spatial = input.dim() - 2
     if spatial not in (1, 2, 3):
