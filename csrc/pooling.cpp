@@ -31,6 +31,7 @@
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <optional>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -204,8 +205,8 @@ int64_t grain_for(int64_t work_per_item) { return std::max<int64_t>(1, kGrainEle
 // ---------------------------------------------------------------------------------------
 // Forward, any dtype and layout: the window rule tap by tap.
 // ---------------------------------------------------------------------------------------
-template <typename scalar_t>
-void forward_generic(const scalar_t* input, scalar_t* output, int64_t* indices, const Geometry& g) {
+template <typename scalar_t, typename index_t>
+void forward_generic(const scalar_t* input, scalar_t* output, index_t* indices, const Geometry& g) {
   using acc_t = opmath_t<scalar_t>;
   const Axis &ad = g.d(), &ah = g.h(), &aw = g.w();
   const Strides in = layout_strides(g.channels_last, g.channels, ad.size, ah.size, aw.size);
@@ -244,7 +245,7 @@ void forward_generic(const scalar_t* input, scalar_t* output, int64_t* indices, 
     }
     const int64_t o = n * out.n + c * out.c + od * out.d + oh * out.h + ow * out.w;
     output[o] = static_cast<scalar_t>(best);
-    if (indices != nullptr) indices[o] = best_index;
+    if (indices != nullptr) indices[o] = static_cast<index_t>(best_index);
   };
 
   const int64_t rows = g.batch * ad.out * ah.out;
@@ -272,22 +273,26 @@ constexpr int64_t kVectorPlaneLimit = int64_t{1} << 24;
 template <typename scalar_t>
 constexpr scalar_t kPaddedMark = -static_cast<scalar_t>(kVectorPlaneLimit);
 
-template <typename scalar_t>
-void store_indices(const at::vec::Vectorized<scalar_t>& lanes, int64_t* dst, int64_t count) {
+template <typename scalar_t, typename index_t>
+void store_indices(const at::vec::Vectorized<scalar_t>& lanes, index_t* dst, int64_t count) {
 #if defined(CPU_CAPABILITY_AVX512)
   if constexpr (std::is_same_v<scalar_t, float>) {
     if (count == at::vec::Vectorized<float>::size()) {
       // Every negative offset (a padded mark) clamps to -1.
       const __m512 clamped = _mm512_max_ps(lanes, _mm512_set1_ps(-1.0f));
-      _mm512_storeu_si512(dst, _mm512_cvttps_epi64(_mm512_castps512_ps256(clamped)));
-      _mm512_storeu_si512(dst + 8, _mm512_cvttps_epi64(_mm512_extractf32x8_ps(clamped, 1)));
+      if constexpr (std::is_same_v<index_t, int64_t>) {
+        _mm512_storeu_si512(dst, _mm512_cvttps_epi64(_mm512_castps512_ps256(clamped)));
+        _mm512_storeu_si512(dst + 8, _mm512_cvttps_epi64(_mm512_extractf32x8_ps(clamped, 1)));
+      } else {
+        _mm512_storeu_si512(dst, _mm512_cvttps_epi32(clamped));
+      }
       return;
     }
   }
 #endif
   __at_align__ scalar_t values[at::vec::Vectorized<scalar_t>::size()];
   lanes.store(values);
-  for (int64_t i = 0; i < count; ++i) dst[i] = values[i] < 0 ? -1 : static_cast<int64_t>(values[i]);
+  for (int64_t i = 0; i < count; ++i) dst[i] = values[i] < 0 ? index_t(-1) : static_cast<index_t>(values[i]);
 }
 
 // Contiguous layout. The window is separable: each needed input row is first reduced
@@ -295,7 +300,7 @@ void store_indices(const at::vec::Vectorized<scalar_t>& lanes, int64_t* dst, int
 // reduced in (kd, kh) order ("vertical"). Strict > in row order after strict > within
 // each row keeps the first maximum of the whole window in (kd, kh, kw) order, and NaN
 // replacement keeps the last NaN, exactly like the tap-by-tap rule.
-template <typename scalar_t, bool kIndices>
+template <typename scalar_t, bool kIndices, typename index_t>
 class ContiguousPool {
   using Vec = at::vec::Vectorized<scalar_t>;
   using IVec = at::vec::Vectorized<at::vec::int_same_size_t<scalar_t>>;
@@ -307,7 +312,7 @@ class ContiguousPool {
  public:
   explicit ContiguousPool(const Geometry& g) : g_(g) {}
 
-  void run(const scalar_t* input, scalar_t* output, int64_t* indices) const {
+  void run(const scalar_t* input, scalar_t* output, index_t* indices) const {
     const Axis &ad = g_.d(), &ah = g_.h(), &aw = g_.w();
     const int64_t planes = g_.batch * g_.channels;
     const int64_t columns = std::min(aw.out, kMaxColumns);
@@ -382,9 +387,9 @@ class ContiguousPool {
       return at::vec::deinterleave2(Vec::loadu(p, first), Vec::loadu(p + kLanes, second)).first;
     }
     // Lanes past count repeat the last one, so that no read leaves the row.
-    using index_t = at::vec::int_same_size_t<scalar_t>;
-    const IVec offsets = at::vec::minimum(IVec::arange(0, static_cast<index_t>(stride)),
-                                          IVec(static_cast<index_t>((count - 1) * stride)));
+    using lane_offset_t = at::vec::int_same_size_t<scalar_t>;
+    const IVec offsets = at::vec::minimum(IVec::arange(0, static_cast<lane_offset_t>(stride)),
+                                          IVec(static_cast<lane_offset_t>((count - 1) * stride)));
     return at::vec::gather<sizeof(scalar_t)>(p, offsets);
   }
 
@@ -468,7 +473,7 @@ class ContiguousPool {
     }
   }
 
-  void vertical(const std::vector<RowTap>& taps, int64_t count_all, scalar_t* out, int64_t* out_indices) const {
+  void vertical(const std::vector<RowTap>& taps, int64_t count_all, scalar_t* out, index_t* out_indices) const {
     const Vec pad(static_cast<scalar_t>(g_.pad_value));
     const Vec padded_mark(kPaddedMark<scalar_t>);
     const RowTap* first_inside = nullptr;
@@ -506,8 +511,8 @@ class ContiguousPool {
 
 // channels_last layout: lanes run along C, and each output position visits its taps in
 // window order, which is the window rule itself, lane by lane.
-template <typename scalar_t, bool kIndices>
-void forward_channels_last(const scalar_t* input, scalar_t* output, int64_t* indices, const Geometry& g) {
+template <typename scalar_t, bool kIndices, typename index_t>
+void forward_channels_last(const scalar_t* input, scalar_t* output, index_t* indices, const Geometry& g) {
   using Vec = at::vec::Vectorized<scalar_t>;
   constexpr int64_t kLanes = Vec::size();
   const Axis &ad = g.d(), &ah = g.h(), &aw = g.w();
@@ -571,31 +576,36 @@ void forward_channels_last(const scalar_t* input, scalar_t* output, int64_t* ind
   });
 }
 
-template <typename scalar_t, bool kIndices>
-void forward_vectorized(const scalar_t* input, scalar_t* output, int64_t* indices, const Geometry& g) {
+template <typename scalar_t, bool kIndices, typename index_t>
+void forward_vectorized(const scalar_t* input, scalar_t* output, index_t* indices, const Geometry& g) {
   if (g.channels_last) {
-    forward_channels_last<scalar_t, kIndices>(input, output, indices, g);
+    forward_channels_last<scalar_t, kIndices, index_t>(input, output, indices, g);
   } else {
-    ContiguousPool<scalar_t, kIndices>(g).run(input, output, indices);
+    ContiguousPool<scalar_t, kIndices, index_t>(g).run(input, output, indices);
   }
 }
 
 std::tuple<Tensor, Tensor> max_pool_forward(const Tensor& input_arg, std::vector<int64_t> kernel_size,
                                             std::vector<int64_t> stride, std::vector<int64_t> dilation,
-                                            Padding padding, bool ceil_mode, double pad_value, bool need_indices) {
+                                            Padding padding, bool ceil_mode, double pad_value,
+                                            std::optional<at::ScalarType> index_dtype) {
   TORCH_CHECK(input_arg.device().is_cpu(), "seqkern max_pool_forward (C++): input must be a CPU tensor, got ",
               input_arg.device());
+  TORCH_CHECK(!index_dtype || *index_dtype == at::kLong || *index_dtype == at::kInt,
+              "seqkern max_pool_forward: index_dtype must be torch.int64, torch.int32 or None");
   Geometry g = make_geometry(input_arg, kernel_size, stride, dilation, padding, ceil_mode, pad_value);
+  TORCH_CHECK(index_dtype != at::kInt || g.plane() <= std::numeric_limits<int32_t>::max(),
+              "seqkern max_pool_forward: int32 indices need planes of fewer than 2**31 elements, got ", g.plane());
+  const bool need_indices = index_dtype.has_value();
   const auto format = input_arg.dim() >= 4 ? input_arg.suggest_memory_format() : at::MemoryFormat::Contiguous;
   g.channels_last = format != at::MemoryFormat::Contiguous;
   const Tensor input = input_arg.contiguous(format);
   std::vector<int64_t> sizes = {g.batch, g.channels};
   for (int64_t i = 3 - (input.dim() - 2); i < 3; ++i) sizes.push_back(g.axis[i].out);
   Tensor output = empty_for_kernel(sizes, input.options().memory_format(format));
-  Tensor indices = need_indices ? empty_for_kernel(sizes, input.options().dtype(at::kLong).memory_format(format))
+  Tensor indices = need_indices ? empty_for_kernel(sizes, input.options().dtype(*index_dtype).memory_format(format))
                                 : at::empty({0}, input.options().dtype(at::kLong));
   if (output.numel() == 0) return {output, indices};
-  int64_t* index_data = need_indices ? indices.data_ptr<int64_t>() : nullptr;
   AT_DISPATCH_ALL_TYPES_AND2(at::kBFloat16, at::kHalf, input.scalar_type(), "max_pool_forward", [&] {
     if constexpr (!std::is_floating_point_v<scalar_t> && !std::is_same_v<scalar_t, at::BFloat16> &&
                   !std::is_same_v<scalar_t, at::Half>) {
@@ -609,17 +619,27 @@ std::tuple<Tensor, Tensor> max_pool_forward(const Tensor& input_arg, std::vector
     }
     const scalar_t* in = input.const_data_ptr<scalar_t>();
     scalar_t* out = output.mutable_data_ptr<scalar_t>();
-    if constexpr (std::is_same_v<scalar_t, float> || std::is_same_v<scalar_t, double>) {
-      if (g.plane() <= kVectorPlaneLimit) {
-        if (need_indices) {
-          forward_vectorized<scalar_t, true>(in, out, index_data, g);
-        } else {
-          forward_vectorized<scalar_t, false>(in, out, nullptr, g);
+    auto pool = [&](auto* index_data) {
+      using index_t = std::remove_pointer_t<decltype(index_data)>;
+      if constexpr (std::is_same_v<scalar_t, float> || std::is_same_v<scalar_t, double>) {
+        if (g.plane() <= kVectorPlaneLimit) {
+          if (index_data != nullptr) {
+            forward_vectorized<scalar_t, true, index_t>(in, out, index_data, g);
+          } else {
+            forward_vectorized<scalar_t, false, index_t>(in, out, nullptr, g);
+          }
+          return;
         }
-        return;
       }
+      forward_generic<scalar_t, index_t>(in, out, index_data, g);
+    };
+    if (!need_indices) {
+      pool(static_cast<int64_t*>(nullptr));
+    } else if (*index_dtype == at::kLong) {
+      pool(indices.mutable_data_ptr<int64_t>());
+    } else {
+      pool(indices.mutable_data_ptr<int32_t>());
     }
-    forward_generic<scalar_t>(in, out, index_data, g);
   });
   return {output, indices};
 }
@@ -632,8 +652,8 @@ std::tuple<Tensor, Tensor> max_pool_forward(const Tensor& input_arg, std::vector
 
 // Contiguous: zero a plane, then add each output gradient into its argmax. A task owns
 // whole planes, so the plane stays in cache between the two passes.
-template <typename scalar_t>
-void backward_contiguous(const scalar_t* grad_output, const int64_t* indices, scalar_t* grad_input,
+template <typename scalar_t, typename index_t>
+void backward_contiguous(const scalar_t* grad_output, const index_t* indices, scalar_t* grad_input,
                          const Geometry& g) {
   using acc_t = opmath_t<scalar_t>;
   constexpr bool kDirect = std::is_same_v<acc_t, scalar_t>;
@@ -644,7 +664,7 @@ void backward_contiguous(const scalar_t* grad_output, const int64_t* indices, sc
       acc_t* sums = kDirect ? reinterpret_cast<acc_t*>(grad_input + p * plane) : scratch.data();
       std::fill(sums, sums + plane, acc_t(0));
       const scalar_t* go = grad_output + p * out_plane;
-      const int64_t* idx = indices + p * out_plane;
+      const index_t* idx = indices + p * out_plane;
       for (int64_t o = 0; o < out_plane; ++o) {
         const int64_t index = idx[o];
         if (index < 0) continue;
@@ -662,8 +682,8 @@ void backward_contiguous(const scalar_t* grad_output, const int64_t* indices, sc
 // channels_last: a task owns a slab of grad_input, rows [h0, h1) of one (n, d), small
 // enough to stay in cache. It zeroes the slab, then walks the outputs whose windows reach
 // those rows in increasing order and adds every gradient whose argmax falls in the slab.
-template <typename scalar_t>
-void backward_channels_last(const scalar_t* grad_output, const int64_t* indices, scalar_t* grad_input,
+template <typename scalar_t, typename index_t>
+void backward_channels_last(const scalar_t* grad_output, const index_t* indices, scalar_t* grad_input,
                             const Geometry& g) {
   using acc_t = opmath_t<scalar_t>;
   constexpr bool kDirect = std::is_same_v<acc_t, scalar_t>;
@@ -694,7 +714,7 @@ void backward_channels_last(const scalar_t* grad_output, const int64_t* indices,
         if (reach < 0 || reach > (ad.kernel - 1) * ad.dilation || reach % ad.dilation != 0) continue;
         for (int64_t oh = oh_lo; oh < oh_hi; ++oh) {
           const int64_t o = ((n * ad.out + od) * ah.out + oh) * aw.out * channels;
-          const int64_t* idx = indices + o;
+          const index_t* idx = indices + o;
           const scalar_t* go = grad_output + o;
           for (int64_t ow = 0; ow < aw.out; ++ow, idx += channels, go += channels) {
             for (int64_t c = 0; c < channels; ++c) {
@@ -733,8 +753,8 @@ Tensor max_pool_backward(const Tensor& grad_output_arg, const Tensor& indices_ar
               "axis (", spatial, ")");
   TORCH_CHECK(indices_arg.sizes() == grad_output_arg.sizes(), "seqkern max_pool_backward: indices of shape ",
               indices_arg.sizes(), " do not match grad_output of shape ", grad_output_arg.sizes());
-  TORCH_CHECK(indices_arg.scalar_type() == at::kLong, "seqkern max_pool_backward: indices must be int64, got ",
-              indices_arg.scalar_type());
+  TORCH_CHECK(indices_arg.scalar_type() == at::kLong || indices_arg.scalar_type() == at::kInt,
+              "seqkern max_pool_backward: indices must be int64 or int32, got ", indices_arg.scalar_type());
   TORCH_CHECK(input_size[0] == grad_output_arg.size(0) && input_size[1] == grad_output_arg.size(1),
               "seqkern max_pool_backward: input_size ", input_size, " does not match grad_output of shape ",
               grad_output_arg.sizes(), " in batch and channels");
@@ -763,12 +783,19 @@ Tensor max_pool_backward(const Tensor& grad_output_arg, const Tensor& indices_ar
   if (grad_output.numel() == 0) return grad_input.zero_();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, grad_output.scalar_type(), "max_pool_backward", [&] {
     const scalar_t* go = grad_output.const_data_ptr<scalar_t>();
-    const int64_t* idx = indices.const_data_ptr<int64_t>();
     scalar_t* gi = grad_input.mutable_data_ptr<scalar_t>();
-    if (g.channels_last) {
-      backward_channels_last<scalar_t>(go, idx, gi, g);
+    auto scatter = [&](const auto* idx) {
+      using index_t = std::remove_const_t<std::remove_pointer_t<decltype(idx)>>;
+      if (g.channels_last) {
+        backward_channels_last<scalar_t, index_t>(go, idx, gi, g);
+      } else {
+        backward_contiguous<scalar_t, index_t>(go, idx, gi, g);
+      }
+    };
+    if (indices.scalar_type() == at::kLong) {
+      scatter(indices.const_data_ptr<int64_t>());
     } else {
-      backward_contiguous<scalar_t>(go, idx, gi, g);
+      scatter(indices.const_data_ptr<int32_t>());
     }
   });
   return grad_input;
@@ -779,9 +806,9 @@ Tensor max_pool_backward(const Tensor& grad_output_arg, const Tensor& indices_ar
 void register_pooling(pybind11::module_& module) {
   namespace py = pybind11;
   module.def("max_pool_forward", &max_pool_forward, py::call_guard<py::gil_scoped_release>(),
-             "Max pool 1d/2d/3d forward -> (output, indices); indices are (0,) unless need_indices.",
+             "Max pool 1d/2d/3d forward -> (output, indices); indices are (0,) when index_dtype is None.",
              py::arg("input"), py::arg("kernel_size"), py::arg("stride"), py::arg("dilation"), py::arg("padding"),
-             py::arg("ceil_mode"), py::arg("pad_value"), py::arg("need_indices"));
+             py::arg("ceil_mode"), py::arg("pad_value"), py::arg("index_dtype"));
   module.def("max_pool_backward", &max_pool_backward, py::call_guard<py::gil_scoped_release>(),
              "Max pool backward: grad_output added into the argmax positions -> grad_input.",
              py::arg("grad_output"), py::arg("indices"), py::arg("input_size"), py::arg("kernel_size"),

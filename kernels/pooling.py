@@ -50,7 +50,7 @@ NUM_WARPS = 4
 def max_pool_forward_kernel(
     input_ptr,  # (N, C, D, H, W), element strides in_stride_*
     output_ptr,  # (N, C, OD, OH, OW), element strides out_stride_*
-    indices_ptr,  # int64, laid out like output; untouched unless NEED_INDICES
+    indices_ptr,  # int64 or int32, laid out like output; untouched unless NEED_INDICES
     pad_ptr,  # (2,) in the compute dtype: [pad value, lowest value of the input dtype]
     total,  # N * C * OD * OH * OW
     C, D, H, W, OD, OH, OW,
@@ -127,13 +127,13 @@ def max_pool_forward_kernel(
     out_offsets = n * out_stride_n + c * out_stride_c + od * out_stride_d + oh * out_stride_h + ow * out_stride_w
     tl.store(output_ptr + out_offsets, best.to(output_ptr.dtype.element_ty), mask=live)
     if NEED_INDICES:
-        tl.store(indices_ptr + out_offsets, best_index, mask=live)
+        tl.store(indices_ptr + out_offsets, best_index.to(indices_ptr.dtype.element_ty), mask=live)
 
 
 @triton.jit
 def max_pool_backward_kernel(
     grad_output_ptr,  # (N, C, OD, OH, OW), element strides out_stride_*
-    indices_ptr,  # int64, laid out like grad_output
+    indices_ptr,  # int64 or int32, laid out like grad_output
     grad_input_ptr,  # (N, C, D, H, W), element strides in_stride_*
     total,  # N * C * D * H * W
     C, D, H, W, OD, OH, OW,
@@ -236,7 +236,7 @@ def _lowest(dtype):
     return -math.inf if dtype.is_floating_point else torch.iinfo(dtype).min
 
 
-def max_pool_forward(input, kernel_size, stride, dilation, padding, ceil_mode, pad_value, need_indices):
+def max_pool_forward(input, kernel_size, stride, dilation, padding, ceil_mode, pad_value, index_dtype):
     out_sizes = [
         output_size(length, k, s, d, before, after, ceil_mode)
         for length, k, s, d, (before, after) in zip(input.shape[2:], kernel_size, stride, dilation, padding)
@@ -245,8 +245,9 @@ def max_pool_forward(input, kernel_size, stride, dilation, padding, ceil_mode, p
     channels_last = layout != torch.contiguous_format
     shape = (*input.shape[:2], *out_sizes)
     output = torch.empty(shape, dtype=input.dtype, device=input.device, memory_format=layout)
+    need_indices = index_dtype is not None
     if need_indices:
-        indices = torch.empty(shape, dtype=torch.int64, device=input.device, memory_format=layout)
+        indices = torch.empty(shape, dtype=index_dtype, device=input.device, memory_format=layout)
     else:
         indices = torch.empty((0,), dtype=torch.int64, device=input.device)
     if output.numel() == 0:
@@ -317,35 +318,37 @@ _WINDOW_ARGUMENTS = [f"{name}_{axis}" for name in ("kernel", "stride", "dilation
 COMPILE_CONFIGURATIONS = [
     {
         "name": f"max_pool_forward_{data}_{'channels_last' if channels_last else 'contiguous'}"
-                f"{'_indices' if need_indices else ''}{'_pad' if pad_competes else ''}",
+                f"{f'_indices_{index}' if need_indices else ''}{'_pad' if pad_competes else ''}",
         "fn": max_pool_forward_kernel,
         "signature": _signature(
-            {"input_ptr": f"*{data}", "output_ptr": f"*{data}", "indices_ptr": "*i64", "pad_ptr": f"*{compute}"},
+            {"input_ptr": f"*{data}", "output_ptr": f"*{data}", "indices_ptr": f"*{index}", "pad_ptr": f"*{compute}"},
             _SHAPE_ARGUMENTS + _WINDOW_ARGUMENTS + [f"extent_{axis}" for axis in "dhw"],
             ("PAD_COMPETES", "CHANNELS_LAST", "NEED_INDICES", "BLOCK")),
         "constexprs": {"PAD_COMPETES": pad_competes, "CHANNELS_LAST": channels_last, "NEED_INDICES": need_indices,
                        "BLOCK": BLOCK},
         "num_warps": NUM_WARPS,
     }
-    for data, compute, channels_last, need_indices, pad_competes in (
-        ("fp32", "fp32", False, True, False),
-        ("fp32", "fp32", False, False, False),
-        ("fp32", "fp32", True, True, False),
-        ("fp32", "fp32", True, False, True),
-        ("bf16", "fp32", False, True, True),
-        ("fp16", "fp32", True, True, False),
-        ("fp64", "fp64", False, True, False),
-        ("i8", "i64", True, False, False),
+    for data, compute, channels_last, need_indices, index, pad_competes in (
+        ("fp32", "fp32", False, True, "i64", False),
+        ("fp32", "fp32", False, True, "i32", False),
+        ("fp32", "fp32", False, False, "i64", False),
+        ("fp32", "fp32", True, True, "i32", False),
+        ("fp32", "fp32", True, False, "i64", True),
+        ("bf16", "fp32", False, True, "i32", True),
+        ("fp16", "fp32", True, True, "i64", False),
+        ("fp64", "fp64", False, True, "i64", False),
+        ("i8", "i64", True, False, "i64", False),
     )
 ] + [
     {
-        "name": f"max_pool_backward_{data}_{'channels_last' if channels_last else 'contiguous'}",
+        "name": f"max_pool_backward_{data}_{'channels_last' if channels_last else 'contiguous'}_{index}",
         "fn": max_pool_backward_kernel,
         "signature": _signature(
-            {"grad_output_ptr": f"*{data}", "indices_ptr": "*i64", "grad_input_ptr": f"*{data}"},
+            {"grad_output_ptr": f"*{data}", "indices_ptr": f"*{index}", "grad_input_ptr": f"*{data}"},
             _SHAPE_ARGUMENTS + _WINDOW_ARGUMENTS, ("CHANNELS_LAST", "BLOCK")),
         "constexprs": {"CHANNELS_LAST": channels_last, "BLOCK": BLOCK},
         "num_warps": NUM_WARPS,
     }
-    for data, channels_last in (("fp32", False), ("fp32", True), ("bf16", False), ("fp16", True), ("fp64", False))
+    for data, channels_last, index in (("fp32", False, "i32"), ("fp32", True, "i32"), ("fp32", False, "i64"),
+                                       ("bf16", False, "i32"), ("fp16", True, "i64"), ("fp64", False, "i64"))
 ]

@@ -98,7 +98,7 @@ def _params():
 @pytest.mark.parametrize("backend, case, layout", _params())
 def test_forward_matches_reference(backend, case, layout):
     x = _input(case, layout)
-    output, indices = BACKENDS[backend].max_pool_forward(x, *_arguments(case), case.ceil_mode, case.pad_value, True)
+    output, indices = BACKENDS[backend].max_pool_forward(x, *_arguments(case), case.ceil_mode, case.pad_value, torch.int64)
     expected_output, expected_indices = _reference(case, x)
     _assert_same_values(output, expected_output)
     assert torch.equal(indices, expected_indices)
@@ -111,7 +111,7 @@ def test_forward_matches_reference(backend, case, layout):
 @pytest.mark.parametrize("backend, case, layout", _params())
 def test_forward_without_indices(backend, case, layout):
     x = _input(case, layout)
-    output, indices = BACKENDS[backend].max_pool_forward(x, *_arguments(case), case.ceil_mode, case.pad_value, False)
+    output, indices = BACKENDS[backend].max_pool_forward(x, *_arguments(case), case.ceil_mode, case.pad_value, None)
     _assert_same_values(output, _reference(case, x)[0])
     assert indices.shape == (0,)
 
@@ -123,7 +123,7 @@ def test_forward_matches_torch(backend, case, layout):
     pool = {3: F.max_pool1d, 4: F.max_pool2d, 5: F.max_pool3d}[x.dim()]
     expected_output, expected_indices = pool(x, case.kernel, case.stride, case.torch_padding, case.dilation,
                                              case.ceil_mode, return_indices=True)
-    output, indices = BACKENDS[backend].max_pool_forward(x, *_arguments(case), case.ceil_mode, case.pad_value, True)
+    output, indices = BACKENDS[backend].max_pool_forward(x, *_arguments(case), case.ceil_mode, case.pad_value, torch.int64)
     _assert_same_values(output, expected_output)
     assert torch.equal(indices, expected_indices)
 
@@ -163,7 +163,7 @@ def test_backward_matches_torch(backend, dtype, case):
 def test_bfloat16_against_reference(backend, case):
     """Maxima are exact in any dtype; bf16 gradients are summed in fp32 and rounded once."""
     x = _input(case, "contiguous", dtype=torch.bfloat16)
-    output, indices = BACKENDS[backend].max_pool_forward(x, *_arguments(case), case.ceil_mode, case.pad_value, True)
+    output, indices = BACKENDS[backend].max_pool_forward(x, *_arguments(case), case.ceil_mode, case.pad_value, torch.int64)
     expected_output, expected_indices = _reference(case, x)
     _assert_same_values(output, expected_output)
     assert torch.equal(indices, expected_indices)
@@ -182,7 +182,7 @@ def test_integer_forward(backend, dtype):
     x = torch.randint(max(info.min, -100), min(info.max, 100), case.shape, generator=torch.Generator().manual_seed(7),
                       dtype=dtype)
     x.view(-1)[::5] = info.min
-    output, indices = BACKENDS[backend].max_pool_forward(x, *_arguments(case), case.ceil_mode, case.pad_value, True)
+    output, indices = BACKENDS[backend].max_pool_forward(x, *_arguments(case), case.ceil_mode, case.pad_value, torch.int64)
     expected_output, expected_indices = F.max_pool2d(x.double(), case.kernel, case.stride, case.torch_padding,
                                                      case.dilation, case.ceil_mode, return_indices=True)
     assert output.dtype == dtype
@@ -194,7 +194,7 @@ def test_integer_forward(backend, dtype):
 @pytest.mark.parametrize("case", [CASES[0], CASES[3], CASES[9]], ids=lambda c: c.name)
 def test_empty_batch(backend, case):
     x = torch.empty((0, *case.shape[1:]), dtype=torch.float64)
-    output, indices = BACKENDS[backend].max_pool_forward(x, *_arguments(case), case.ceil_mode, case.pad_value, True)
+    output, indices = BACKENDS[backend].max_pool_forward(x, *_arguments(case), case.ceil_mode, case.pad_value, torch.int64)
     assert output.shape[0] == 0 and indices.shape == output.shape
     assert output.shape[2:] == _reference(case, _input(case, "contiguous"))[0].shape[2:]
     grad_input = BACKENDS[backend].max_pool_backward(torch.empty_like(output), indices, list(x.shape),
@@ -212,7 +212,7 @@ def test_window_without_an_inbounds_position(backend):
     seqkern backend returns -inf with index -1, and that gradient goes nowhere."""
     x = torch.tensor([[[3.0, 4.0]]], dtype=torch.float64)
     args = ([2], [1], [3], [(1, 1)])
-    output, indices = BACKENDS[backend].max_pool_forward(x, *args, False, -math.inf, True)
+    output, indices = BACKENDS[backend].max_pool_forward(x, *args, False, -math.inf, torch.int64)
     assert output.tolist() == [[[-math.inf]]] and indices.tolist() == [[[-1]]]
     expected = reference.max_pool_forward(x.numpy(), (2,), (1,), (3,), ((1, 1),), False, -math.inf)
     assert np.array_equal(expected[1], indices.numpy())
@@ -223,19 +223,39 @@ def test_window_without_an_inbounds_position(backend):
 def test_cpp_rejects_bad_arguments_with_clear_errors():
     x = torch.randn(1, 2, 5, 5)
     with pytest.raises(RuntimeError, match="kernel_size, stride and dilation must be positive"):
-        seqkern._C.max_pool_forward(x, [0, 2], [1, 1], [1, 1], [(0, 0), (0, 0)], False, -math.inf, False)
+        seqkern._C.max_pool_forward(x, [0, 2], [1, 1], [1, 1], [(0, 0), (0, 0)], False, -math.inf, None)
     with pytest.raises(RuntimeError, match="one entry per spatial axis"):
-        seqkern._C.max_pool_forward(x, [2], [1, 1], [1, 1], [(0, 0), (0, 0)], False, -math.inf, False)
+        seqkern._C.max_pool_forward(x, [2], [1, 1], [1, 1], [(0, 0), (0, 0)], False, -math.inf, None)
     with pytest.raises(RuntimeError, match="output size below 1"):
-        seqkern._C.max_pool_forward(x, [7, 2], [1, 1], [1, 1], [(0, 0), (0, 0)], False, -math.inf, False)
+        seqkern._C.max_pool_forward(x, [7, 2], [1, 1], [1, 1], [(0, 0), (0, 0)], False, -math.inf, None)
     with pytest.raises(RuntimeError, match="pad_value must not be NaN"):
-        seqkern._C.max_pool_forward(x, [2, 2], [1, 1], [1, 1], [(0, 0), (0, 0)], False, math.nan, False)
+        seqkern._C.max_pool_forward(x, [2, 2], [1, 1], [1, 1], [(0, 0), (0, 0)], False, math.nan, None)
     with pytest.raises(RuntimeError, match="not a value of the input dtype"):
-        seqkern._C.max_pool_forward(x.to(torch.int8), [2, 2], [1, 1], [1, 1], [(1, 1), (0, 0)], False, 0.5, False)
-    output, indices = seqkern._C.max_pool_forward(x, [2, 2], [2, 2], [1, 1], [(0, 0), (0, 0)], False, -math.inf, True)
+        seqkern._C.max_pool_forward(x.to(torch.int8), [2, 2], [1, 1], [1, 1], [(1, 1), (0, 0)], False, 0.5, None)
+    output, indices = seqkern._C.max_pool_forward(x, [2, 2], [2, 2], [1, 1], [(0, 0), (0, 0)], False, -math.inf,
+                                                      torch.int64)
     with pytest.raises(RuntimeError, match="outside a plane of 25"):
         seqkern._C.max_pool_backward(torch.ones_like(output), indices + 25, list(x.shape), [2, 2], [2, 2], [1, 1],
                                      [(0, 0), (0, 0)])
-    with pytest.raises(RuntimeError, match="indices must be int64"):
-        seqkern._C.max_pool_backward(torch.ones_like(output), indices.int(), list(x.shape), [2, 2], [2, 2], [1, 1],
+    with pytest.raises(RuntimeError, match="indices must be int64 or int32"):
+        seqkern._C.max_pool_backward(torch.ones_like(output), indices.short(), list(x.shape), [2, 2], [2, 2], [1, 1],
                                      [(0, 0), (0, 0)])
+    with pytest.raises(RuntimeError, match="index_dtype must be torch.int64, torch.int32 or None"):
+        seqkern._C.max_pool_forward(x, [2, 2], [1, 1], [1, 1], [(0, 0), (0, 0)], False, -math.inf, torch.int16)
+
+
+@pytest.mark.parametrize("backend, case, layout", [p for p in _params() if p.values[1].name in
+                                                   ("1d_k4_s1_d2_overlap", "2d_explicit_pad_value", "3d_mixed")])
+def test_int32_indices_forward_and_backward(backend, case, layout):
+    """int32 indices (kept only for backward) carry the same offsets as int64 ones."""
+    x = _input(case, layout)
+    output, indices = BACKENDS[backend].max_pool_forward(x, *_arguments(case), case.ceil_mode, case.pad_value,
+                                                         torch.int32)
+    expected_output, expected_indices = _reference(case, x)
+    _assert_same_values(output, expected_output)
+    assert indices.dtype == torch.int32 and torch.equal(indices.long(), expected_indices)
+    grad_output = Inputs(3).randn(*indices.shape).contiguous(memory_format=torch.contiguous_format if layout ==
+                                                             "contiguous" else LAYOUTS[x.dim()])
+    grad_input = BACKENDS[backend].max_pool_backward(grad_output, indices, list(x.shape), *_arguments(case))
+    expected = reference.max_pool_backward(grad_output.numpy(), expected_indices.numpy(), x.shape)
+    assert torch.equal(grad_input, torch.from_numpy(expected))

@@ -155,7 +155,8 @@ def test_ties_nan_and_all_minus_inf_windows_match_torch():
         assert idx_ours.tolist() == idx_torch.tolist() == [[[[6, 3, 4]]]]
 
 
-def test_forward_without_grad_skips_indices(monkeypatch):
+def test_index_dtype_follows_what_the_caller_needs(monkeypatch):
+    """No indices for inference, int32 ones when only backward reads them, int64 when returned."""
     calls = []
     original = pooling_ops.max_pool
 
@@ -170,13 +171,13 @@ def test_forward_without_grad_skips_indices(monkeypatch):
         SF.max_pool2d(x.requires_grad_(), 3, 2, 1)
     SF.max_pool2d(x, 3, 2, 1)
     SF.max_pool2d(x.detach(), 3, 2, 1, return_indices=True)
-    assert calls == [False, False, True, True]
+    assert calls == [None, None, torch.int32, torch.int64]
 
 
 def test_op_refuses_to_track_gradients_without_indices():
     x = torch.randn(1, 2, 6, 6, requires_grad=True)
-    with pytest.raises(RuntimeError, match="need_indices=True"):
-        torch.ops.seqkern.max_pool(x, [2, 2], [2, 2], [1, 1], [0, 0, 0, 0], False, -math.inf, False)
+    with pytest.raises(RuntimeError, match="index_dtype=torch.int32 or torch.int64"):
+        torch.ops.seqkern.max_pool(x, [2, 2], [2, 2], [1, 1], [0, 0, 0, 0], False, -math.inf, None)
 
 
 # ---------------------------------------------------------------------------------------
@@ -481,13 +482,14 @@ def test_non_tensor_input_and_layer_errors_match_torch(dims):
 def test_opcheck_forward_and_backward_ops():
     x = torch.randn(2, 3, 7, 6, dtype=torch.float64, requires_grad=True)
     torch.library.opcheck(torch.ops.seqkern.max_pool.default,
-                          (x, [3, 2], [2, 1], [1, 1], [1, 1, 0, 1], True, -math.inf, True))
+                          (x, [3, 2], [2, 1], [1, 1], [1, 1, 0, 1], True, -math.inf, torch.int64))
     torch.library.opcheck(torch.ops.seqkern.max_pool.default,
-                          (x.detach(), [2, 2], [2, 2], [1, 1], [0, 1, 1, 0], False, 0.0, False))
+                          (x.detach(), [2, 2], [2, 2], [1, 1], [0, 1, 1, 0], False, 0.0, None))
     x_cl = x.detach().contiguous(memory_format=torch.channels_last).requires_grad_()
     torch.library.opcheck(torch.ops.seqkern.max_pool.default,
-                          (x_cl, [2, 2], [1, 1], [1, 1], [0, 0, 0, 0], False, -math.inf, True))
-    _, indices = torch.ops.seqkern.max_pool(x.detach(), [3, 2], [2, 1], [1, 1], [1, 1, 0, 1], True, -math.inf, True)
+                          (x_cl, [2, 2], [1, 1], [1, 1], [0, 0, 0, 0], False, -math.inf, torch.int32))
+    _, indices = torch.ops.seqkern.max_pool(x.detach(), [3, 2], [2, 1], [1, 1], [1, 1, 0, 1], True, -math.inf,
+                                            torch.int32)
     grad = torch.randn(indices.shape, dtype=torch.float64, requires_grad=True)
     torch.library.opcheck(torch.ops.seqkern.max_pool_backward.default,
                           (grad, indices, list(x.shape), [3, 2], [2, 1], [1, 1], [1, 1, 0, 1], False))

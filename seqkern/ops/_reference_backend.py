@@ -42,13 +42,13 @@ recurrent_layer_forward = _adapt(reference.recurrent_layer_forward)
 recurrent_layer_backward = _adapt(reference.recurrent_layer_backward)
 
 
-def max_pool_forward(input, kernel_size, stride, dilation, padding, ceil_mode, pad_value, need_indices):
+def max_pool_forward(input, kernel_size, stride, dilation, padding, ceil_mode, pad_value, index_dtype):
     """reference.max_pool_forward; integer inputs go through float64 (exact below 2**53)."""
     values = input if input.dtype.is_floating_point else input.double()
     output, indices = _adapt(reference.max_pool_forward)(
         values, tuple(kernel_size), tuple(stride), tuple(dilation), tuple(map(tuple, padding)), ceil_mode, pad_value
     )
-    return output.to(input.dtype), indices if need_indices else indices.new_empty((0,))
+    return output.to(input.dtype), indices.to(index_dtype) if index_dtype is not None else indices.new_empty((0,))
 
 
 def max_pool_backward(grad_output, indices, input_size, kernel_size, stride, dilation, padding):

@@ -15,18 +15,21 @@ channels_last_3d, as ``Tensor.suggest_memory_format`` reads it).
 Ops
   seqkern::max_pool(input (N, C, *S), kernel_size int[], stride int[], dilation int[],
                     padding int[] (before_0, after_0, before_1, after_1, ...),
-                    ceil_mode bool, pad_value float, need_indices bool)
-      -> (output (N, C, *S_out), indices (N, C, *S_out) int64, or (0,) without need_indices)
+                    ceil_mode bool, pad_value float, index_dtype ScalarType?)
+      -> (output (N, C, *S_out), indices (N, C, *S_out) of index_dtype, or (0,) for None)
+  index_dtype: torch.int64 (indices a user sees, as torch's), torch.int32 (indices kept
+  only for backward: half the memory traffic; planes below 2**31 elements) or None
+  (inference: no indices are computed at all).
   seqkern::max_pool_backward(grad_output (N, C, *S_out), indices (N, C, *S_out),
                              input_size int[] (N, C, *S), kernel_size int[], stride int[],
                              dilation int[], padding int[], channels_last bool)
       -> grad_input (N, C, *S)
-  indices must come from seqkern::max_pool with the same window geometry.
+  indices (int64 or int32) must come from seqkern::max_pool with the same window geometry.
 
 Every backend (``seqkern._backend``, family "pooling") implements, with exactly these
 arguments (padding here is a sequence of (before, after) pairs, one per spatial axis):
   max_pool_forward(input, kernel_size, stride, dilation, padding, ceil_mode, pad_value,
-                   need_indices) -> (output, indices)
+                   index_dtype) -> (output, indices)
   max_pool_backward(grad_output, indices, input_size, kernel_size, stride, dilation,
                     padding) -> grad_input
 (the window geometry lets a backend gather per input element instead of scattering).
@@ -38,7 +41,7 @@ from __future__ import annotations
 
 import math
 import operator
-from typing import List, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
@@ -46,6 +49,7 @@ from torch._prims_common import suggest_memory_format
 
 from .. import _backend
 
+INDEX_DTYPES = (torch.int64, torch.int32)
 SUPPORTED_DTYPES = (
     torch.float16, torch.bfloat16, torch.float32, torch.float64,
     torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64,
@@ -100,7 +104,7 @@ def _representable_pad_value(dtype: torch.dtype, pad_value: float) -> float:
     return torch.tensor(pad_value, dtype=dtype).item()
 
 
-def check_pool_arguments(input, kernel_size, stride, dilation, padding, pad_value) -> List[int]:
+def check_pool_arguments(input, kernel_size, stride, dilation, padding, pad_value, index_dtype) -> None:
     """Validate the op's arguments (the messages name the argument and what it got)."""
     spatial = input.dim() - 2
     if spatial not in (1, 2, 3):
@@ -121,6 +125,11 @@ def check_pool_arguments(input, kernel_size, stride, dilation, padding, pad_valu
     if any(size < 1 for size in input.shape[2:]):
         raise ValueError(f"seqkern max_pool: spatial sizes must be positive, got shape {tuple(input.shape)}")
     check_pad_value(input.dtype, pad_value)
+    if index_dtype is not None and index_dtype not in INDEX_DTYPES:
+        raise ValueError(f"seqkern max_pool: index_dtype must be torch.int64, torch.int32 or None, got {index_dtype}")
+    if index_dtype == torch.int32 and math.prod(input.shape[2:]) > 2**31 - 1:
+        raise ValueError("seqkern max_pool: int32 indices need planes of fewer than 2**31 elements, "
+                         f"got shape {tuple(input.shape)}")
 
 
 def _output_shape(input, kernel_size, stride, dilation, padding, ceil_mode):
@@ -144,30 +153,30 @@ def max_pool(
     padding: List[int],
     ceil_mode: bool,
     pad_value: float,
-    need_indices: bool,
+    index_dtype: Optional[torch.dtype],
 ) -> Tuple[Tensor, Tensor]:
     """Max pool over the trailing 1-3 axes of (N, C, *S): returns (output, indices)."""
-    check_pool_arguments(input, kernel_size, stride, dilation, padding, pad_value)
+    check_pool_arguments(input, kernel_size, stride, dilation, padding, pad_value, index_dtype)
     _output_shape(input, kernel_size, stride, dilation, padding, ceil_mode)
     layout = memory_format_of(input)
     forward = _backend.implementation("pooling", "max_pool_forward", input.device)
     output, indices = forward(
         input.contiguous(memory_format=layout), list(kernel_size), list(stride), list(dilation), pairs(padding),
-        ceil_mode, _representable_pad_value(input.dtype, pad_value), need_indices,
+        ceil_mode, _representable_pad_value(input.dtype, pad_value), index_dtype,
     )
     output = output.contiguous(memory_format=layout)
-    indices = indices.contiguous(memory_format=layout) if need_indices else indices
+    indices = indices.contiguous(memory_format=layout) if index_dtype is not None else indices
     return output, indices
 
 
 @max_pool.register_fake
-def _max_pool_fake(input, kernel_size, stride, dilation, padding, ceil_mode, pad_value, need_indices):
-    check_pool_arguments(input, kernel_size, stride, dilation, padding, pad_value)
+def _max_pool_fake(input, kernel_size, stride, dilation, padding, ceil_mode, pad_value, index_dtype):
+    check_pool_arguments(input, kernel_size, stride, dilation, padding, pad_value, index_dtype)
     shape = _output_shape(input, kernel_size, stride, dilation, padding, ceil_mode)
     layout = memory_format_of(input)
     output = torch.empty(shape, dtype=input.dtype, device=input.device, memory_format=layout)
-    if need_indices:
-        indices = torch.empty(shape, dtype=torch.int64, device=input.device, memory_format=layout)
+    if index_dtype is not None:
+        indices = torch.empty(shape, dtype=index_dtype, device=input.device, memory_format=layout)
     else:
         indices = input.new_empty((0,), dtype=torch.int64)
     return output, indices
@@ -179,8 +188,8 @@ def _check_backward_arguments(grad_output, indices, input_size):
             f"seqkern max_pool_backward: indices of shape {tuple(indices.shape)} do not match grad_output of "
             f"shape {tuple(grad_output.shape)}"
         )
-    if indices.dtype != torch.int64:
-        raise ValueError(f"seqkern max_pool_backward: indices must be int64, got {indices.dtype}")
+    if indices.dtype not in INDEX_DTYPES:
+        raise ValueError(f"seqkern max_pool_backward: indices must be int64 or int32, got {indices.dtype}")
     if len(input_size) != grad_output.dim() or tuple(input_size[:2]) != tuple(grad_output.shape[:2]):
         raise ValueError(
             f"seqkern max_pool_backward: input_size {list(input_size)} does not match grad_output of shape "
@@ -224,11 +233,11 @@ def _layout(rank: int, channels_last: bool) -> torch.memory_format:
 
 
 def _setup_context(ctx, inputs, output):
-    input, kernel_size, stride, dilation, padding, _, _, need_indices = inputs
-    if not need_indices:
+    input, kernel_size, stride, dilation, padding, _, _, index_dtype = inputs
+    if index_dtype is None:
         raise RuntimeError(
-            "seqkern::max_pool was called with need_indices=False on an input that requires grad; "
-            "its output would have no gradient. Pass need_indices=True."
+            "seqkern::max_pool was called with index_dtype=None on an input that requires grad; "
+            "its output would have no gradient. Pass index_dtype=torch.int32 or torch.int64."
         )
     _, indices = output
     ctx.input_size = list(input.shape)
@@ -260,7 +269,7 @@ def _double_backward(ctx, grad_grad_input):
     """max_pool_backward is linear in grad_output: its gradient gathers at the argmax."""
     (indices,) = ctx.saved_tensors
     planes = grad_grad_input.flatten(2)
-    flat_indices = indices.flatten(2)
+    flat_indices = indices.flatten(2).long()
     gathered = planes.gather(2, flat_indices.clamp(min=0))
     grad_grad_output = torch.where(flat_indices >= 0, gathered, torch.zeros_like(gathered))
     return grad_grad_output.reshape(indices.shape), None, None, None, None, None, None, None
@@ -524,6 +533,15 @@ def _is_extension_padding(padding) -> bool:
         isinstance(padding, (list, tuple)) and any(isinstance(sides, (list, tuple)) for sides in padding))
 
 
+def _index_dtype(input: Tensor, dims: int, return_indices: bool) -> Optional[torch.dtype]:
+    """int64 for indices the caller gets, int32 for indices only backward reads, else none."""
+    if return_indices:
+        return torch.int64
+    if not (input.requires_grad and torch.is_grad_enabled()):
+        return None
+    return torch.int32 if math.prod(input.shape[-dims:]) <= 2**31 - 1 else torch.int64
+
+
 def max_pool_nd(dims, input, kernel_size, stride, padding, dilation, ceil_mode, return_indices, pad_value):
     """seqkern.functional.max_pool{dims}d: torch's semantics, checks and messages, plus
     padding="same" / "valid" / per-axis (before, after) pairs and a pad_value."""
@@ -560,10 +578,10 @@ def max_pool_nd(dims, input, kernel_size, stride, padding, dilation, ceil_mode, 
         raise NotImplementedError(f'"{kernel_name}" not implemented for \'{type_name}\'')
     check_pad_value(input.dtype, pad_value)
     batched = input.dim() == dims + 2
-    need_indices = return_indices or (input.requires_grad and torch.is_grad_enabled())
     flat_padding = [side for sides in window.padding for side in sides]
     output, indices = max_pool(input if batched else input.unsqueeze(0), window.kernel, window.stride,
-                               window.dilation, flat_padding, ceil_mode, pad_value, need_indices)
+                               window.dilation, flat_padding, ceil_mode, pad_value,
+                               _index_dtype(input, dims, return_indices))
     if not batched:
         output, indices = output.squeeze(0), indices.squeeze(0) if return_indices else indices
     return (output, indices) if return_indices else output
