@@ -587,21 +587,49 @@ void rnn_forward_pointwise(const ForwardState<scalar_t>& s, const StepStates<sca
   }
 }
 
-// (b_ih + b_hh), with the reset-after GRU's b_hn kept apart: it sits inside r * (h W_hn^T + b_hn).
-Tensor combined_bias(const Layer& layer, const OptionalTensor& b_ih, const OptionalTensor& b_hh,
-                     const at::TensorOptions& options) {
-  Tensor bias = at::zeros({layer.gate_rows()}, options);
+// (b_ih + b_hh), and the reset-after GRU's b_hn kept apart (it sits inside
+// r * (h W_hn^T + b_hn)), so the n block gets b_in only.
+template <typename scalar_t>
+std::pair<std::vector<scalar_t>, std::vector<scalar_t>> combined_bias(const Layer& layer, const OptionalTensor& b_ih,
+                                                                      const OptionalTensor& b_hh) {
+  const int64_t GH = layer.gate_rows(), H = layer.hidden;
+  std::vector<scalar_t> bias(GH, scalar_t(0)), bias_hn(H, scalar_t(0));
   if (b_ih) {
-    bias.add_(*b_ih);
-  }
-  if (b_hh) {
-    if (layer.cell == Cell::Gru) {
-      bias.narrow(0, 0, 2 * layer.hidden).add_(b_hh->narrow(0, 0, 2 * layer.hidden));
-    } else {
-      bias.add_(*b_hh);
+    const Tensor values = b_ih->contiguous();
+    const scalar_t* data = values.data_ptr<scalar_t>();
+    for (int64_t i = 0; i < GH; ++i) {
+      bias[i] += data[i];
     }
   }
-  return bias;
+  if (b_hh) {
+    const Tensor values = b_hh->contiguous();
+    const scalar_t* data = values.data_ptr<scalar_t>();
+    const int64_t shared = layer.cell == Cell::Gru ? 2 * H : GH;
+    for (int64_t i = 0; i < shared; ++i) {
+      bias[i] += data[i];
+    }
+    if (layer.cell == Cell::Gru) {
+      std::copy(data + 2 * H, data + 3 * H, bias_hn.begin());
+    }
+  }
+  return {std::move(bias), std::move(bias_hn)};
+}
+
+// A zeroed (rows, columns) scratch matrix, filled without a trip through the dispatcher.
+template <typename scalar_t>
+Tensor scratch(int64_t rows, int64_t columns, const at::TensorOptions& options) {
+  Tensor matrix = at::empty({rows, columns}, options);
+  zero(matrix.data_ptr<scalar_t>(), rows * columns);
+  return matrix;
+}
+
+// A (rows, columns) copy of a tensor of that shape, made without the dispatcher.
+template <typename scalar_t>
+Tensor copy_of(const Tensor& source, const at::TensorOptions& options) {
+  const Tensor values = source.contiguous();
+  Tensor copy = at::empty(values.sizes(), options);
+  std::copy_n(values.data_ptr<scalar_t>(), values.numel(), copy.data_ptr<scalar_t>());
+  return copy;
 }
 
 // The per-step views of a (T, ...) buffer that a BLAS-scheduled loop hands to BLAS; none
@@ -625,12 +653,15 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> forward_kernel(const Layer& layer, co
   const Tensor w_peep_c = w_peep ? w_peep->contiguous() : Tensor();
   Tensor output = at::empty({T, B, Hout}, options);
   Tensor workspace = at::empty({T, B, W}, options);
-  Tensor h_states = at::empty({2, B, Hout}, options);
-  h_states[0].copy_(h0);
-  Tensor c_n = layer.lstm() ? c0->contiguous().clone() : at::empty({0}, options);
-  const Tensor bias = combined_bias(layer, b_ih, b_hh, options);
-  const Tensor bias_hn =
-      (layer.cell == Cell::Gru && b_hh) ? b_hh->narrow(0, 2 * H, H).contiguous() : at::zeros({H}, options);
+  // The state is double-buffered; step `index` reads buffer index % 2, and the buffers are
+  // arranged so that the last step writes h_n.
+  Tensor h_n = at::empty({B, Hout}, options), h_other = copy_of<scalar_t>(h0, options);
+  if (T % 2 == 0) {
+    std::swap(h_n, h_other);
+  }
+  const Tensor h_buffer_tensors[2] = {T % 2 == 0 ? h_n : h_other, T % 2 == 0 ? h_other : h_n};
+  Tensor c_n = layer.lstm() ? copy_of<scalar_t>(*c0, options) : at::empty({0}, options);
+  const auto [bias, bias_hn] = combined_bias<scalar_t>(layer, b_ih, b_hh);
 
   // The reset-before GRU's step product covers r and z only; n's comes after the reset.
   const int64_t step_gates = layer.cell == Cell::GruResetBefore ? 2 : layer.gates;
@@ -644,19 +675,18 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> forward_kernel(const Layer& layer, co
   if (layer.cell == Cell::GruResetBefore) {
     reset_product = gemm::StepProduct<scalar_t>(w_hh_c.narrow(0, 2 * H, H).t(), 1, schedule.small);
   }
-  Tensor hidden_gates = at::zeros({B, recurrent.width()}, options);
-  Tensor cell_output = at::zeros({layer.projection ? B : 0, H}, options);
-  Tensor projected = at::zeros({B, projection.width()}, options);
-  Tensor reset_hidden = at::zeros({B, reset_product.width()}, options);
-  const std::vector<Tensor> h_views = step_views(schedule, h_states);
+  Tensor hidden_gates = scratch<scalar_t>(B, recurrent.width(), options);
+  Tensor cell_output = scratch<scalar_t>(layer.projection ? B : 0, H, options);
+  Tensor projected = scratch<scalar_t>(B, projection.width(), options);
+  Tensor reset_hidden = scratch<scalar_t>(B, reset_product.width(), options);
   const std::vector<Tensor> reset_h_views =
       layer.cell == Cell::GruResetBefore ? step_views(schedule, workspace.narrow(2, 3 * H, H)) : std::vector<Tensor>{};
 
   const ForwardState<scalar_t> s{layer,
                                  {x.data_ptr<scalar_t>(), nullptr, nullptr, pointer_or_null<scalar_t>(w_peep_c),
                                   lengths.data()},
-                                 bias.data_ptr<scalar_t>(),
-                                 bias_hn.data_ptr<scalar_t>(),
+                                 bias.data(),
+                                 bias_hn.data(),
                                  output.data_ptr<scalar_t>(),
                                  workspace.data_ptr<scalar_t>(),
                                  layer.lstm() ? c_n.data_ptr<scalar_t>() : nullptr,
@@ -673,7 +703,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> forward_kernel(const Layer& layer, co
   Tensor gate_columns = workspace.view({T * B, W}).narrow(1, 0, GH);
   gemm::blas(x.view({T * B, I}), w_ih.t(), gate_columns, false);
 
-  scalar_t* h_buffers[2] = {h_states[0].data_ptr<scalar_t>(), h_states[1].data_ptr<scalar_t>()};
+  scalar_t* h_buffers[2] = {h_buffer_tensors[0].data_ptr<scalar_t>(), h_buffer_tensors[1].data_ptr<scalar_t>()};
   const TimeOrder order{T, layer.reverse};
   run_team(schedule.threads, [&](const Team& team) {
     const auto units = team.share(H, lanes), outs = team.share(Hout, lanes);
@@ -686,7 +716,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> forward_kernel(const Layer& layer, co
       if (schedule.small) {
         recurrent.columns(step.h_prev, Hout, s.hidden_gates, s.ld_gates, B, units.first, units.second, false);
       } else {
-        recurrent.all(h_views[index % 2], hidden_gates, false);
+        recurrent.all(h_buffer_tensors[index % 2], hidden_gates, false);
       }
       switch (layer.cell) {
         case Cell::Lstm:
@@ -726,7 +756,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> forward_kernel(const Layer& layer, co
       team.sync();
     }
   });
-  return {output, h_states[T % 2].clone(), c_n, workspace};
+  return {output, h_n, c_n, workspace};
 }
 
 // ---------------------------------------------------------------- backward
@@ -1036,15 +1066,20 @@ BackwardResult backward_kernel(const Layer& layer, const Tensor& grad_output, co
   if (layer.cell == Cell::GruResetBefore) {
     reset_product = gemm::StepProduct<scalar_t>(w_hh_c.narrow(0, 2 * H, H), 1, schedule.small);
   }
-  Tensor grad_h = at::zeros({B, recurrent.width()}, options);
-  grad_h.narrow(1, 0, Hout).copy_(grad_h_n);
+  Tensor grad_h = scratch<scalar_t>(B, recurrent.width(), options);
+  {
+    const Tensor seed = grad_h_n.contiguous();
+    for (int64_t b = 0; b < B; ++b) {
+      std::copy_n(seed.data_ptr<scalar_t>() + b * Hout, Hout, grad_h.data_ptr<scalar_t>() + b * grad_h.stride(0));
+    }
+  }
   Tensor grad_h_view = grad_h.narrow(1, 0, Hout);
-  Tensor grad_c0 = layer.lstm() ? grad_c_n->contiguous().clone() : at::empty({0}, options);
+  Tensor grad_c0 = layer.lstm() ? copy_of<scalar_t>(*grad_c_n, options) : at::empty({0}, options);
   Tensor grad_gates = at::empty({T, B, GH}, options);
   Tensor grad_x_n = at::empty({layer.cell == Cell::Gru ? T : 0, B, H}, options);
   Tensor grad_h_out = at::empty({layer.projection ? T : 0, B, Hout}, options);
   Tensor cell_out = at::empty({layer.projection ? T : 0, B, H}, options);
-  Tensor grad_cell = at::zeros({B, std::max(projection.width(), reset_product.width())}, options);
+  Tensor grad_cell = scratch<scalar_t>(B, std::max(projection.width(), reset_product.width()), options);
   Tensor grad_cell_view = grad_cell.narrow(1, 0, grad_cell.size(1) > 0 ? H : 0);
   const std::vector<Tensor> grad_views = step_views(schedule, grad_gates.narrow(2, 0, step_rows));
   const std::vector<Tensor> grad_h_out_views = step_views(schedule, grad_h_out);

@@ -166,15 +166,12 @@ template <typename scalar_t>
 class StepProduct {
  public:
   StepProduct() = default;
-  StepProduct(const Tensor& b, int64_t blocks, bool use_small)
-      : b_(b), blocks_(blocks), small_(use_small) {
+  // b: (K, N) view of a weight (any strides; typically a transposed weight).
+  StepProduct(const Tensor& b, int64_t blocks, bool use_small) : b_(b), blocks_(blocks), small_(use_small) {
     block_cols_ = blocks > 0 ? b.size(1) / blocks : 0;
     block_ld_ = small_ ? padded<scalar_t>(block_cols_) : block_cols_;
     if (small_) {
-      packed_ = at::zeros({b.size(0), blocks * block_ld_}, b.options());
-      for (int64_t block = 0; block < blocks; ++block) {
-        packed_.narrow(1, block * block_ld_, block_cols_).copy_(b.narrow(1, block * block_cols_, block_cols_));
-      }
+      pack(b);
     }
   }
 
@@ -201,6 +198,36 @@ class StepProduct {
   void all(const Tensor& a, Tensor& c, bool accumulate) const { blas(a, b_, c, accumulate); }
 
  private:
+  // Copies b into packed_ (K, blocks * block_ld), zero in each block's padding, with raw
+  // loops that read b along its unit stride.
+  void pack(const Tensor& b) {
+    const int64_t K = b.size(0), ld = blocks_ * block_ld_;
+    packed_ = at::empty({K, ld}, b.options());
+    scalar_t* packed = packed_.data_ptr<scalar_t>();
+    const scalar_t* source = b.data_ptr<scalar_t>();
+    const int64_t stride_k = b.stride(0), stride_n = b.stride(1);
+    for (int64_t block = 0; block < blocks_; ++block) {
+      scalar_t* target = packed + block * block_ld_;
+      const scalar_t* from = source + block * block_cols_ * stride_n;
+      if (stride_n <= stride_k) {
+        for (int64_t k = 0; k < K; ++k) {
+          for (int64_t n = 0; n < block_cols_; ++n) {
+            target[k * ld + n] = from[k * stride_k + n * stride_n];
+          }
+        }
+      } else {
+        for (int64_t n = 0; n < block_cols_; ++n) {
+          for (int64_t k = 0; k < K; ++k) {
+            target[k * ld + n] = from[k * stride_k + n * stride_n];
+          }
+        }
+      }
+      for (int64_t k = 0; k < K; ++k) {
+        std::fill(target + k * ld + block_cols_, target + k * ld + block_ld_, scalar_t(0));
+      }
+    }
+  }
+
   Tensor b_, packed_;
   int64_t blocks_ = 0, block_cols_ = 0, block_ld_ = 0;
   bool small_ = false;
