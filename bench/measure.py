@@ -125,18 +125,37 @@ def gemm_rate_samples(device: str, dtype: torch.dtype, repeats: int, small: bool
     return [2.0 * n ** 3 / sample(step, 1, device) for _ in range(repeats)]
 
 
-def copy_bandwidth_samples(device: str, dtype: torch.dtype, repeats: int, small: bool = False) -> List[float]:
-    """Bytes/s (read + written) of clone() of a tensor far larger than the caches."""
+def _streaming_tensor(device: str, dtype: torch.dtype, small: bool) -> torch.Tensor:
+    """A tensor far larger than the caches (``small``: 1 MiB for smoke runs)."""
     total_bytes = (1 << 20) if small else (1 << 30) if device.startswith("cuda") else (1 << 27)
     element = torch.empty((), dtype=dtype).element_size()
-    source = torch.ones(total_bytes // element, device=device, dtype=dtype)
-    step = source.clone
+    return torch.ones(total_bytes // element, device=device, dtype=dtype)
+
+
+def copy_bandwidth_samples(device: str, dtype: torch.dtype, repeats: int, small: bool = False) -> List[float]:
+    """Bytes/s (read + written) of copy_() into a preallocated tensor: the memory floor."""
+    source = _streaming_tensor(device, dtype, small)
+    destination = torch.empty_like(source)
+    step = functools.partial(destination.copy_, source)
     step()
     synchronize(device)
-    return [2.0 * total_bytes / sample(step, 1, device) for _ in range(repeats)]
+    moved = 2.0 * source.numel() * source.element_size()
+    return [moved / sample(step, 1, device) for _ in range(repeats)]
 
 
-CALIBRATIONS = {"flops": gemm_rate_samples, "bytes": copy_bandwidth_samples}
+def clone_bandwidth_samples(device: str, dtype: torch.dtype, repeats: int, small: bool = False) -> List[float]:
+    """Bytes/s of clone(), for reference: on CPU it also pays for faulting in fresh pages, so it
+    sits well below copy_() and is no floor."""
+    source = _streaming_tensor(device, dtype, small)
+    source.clone()
+    synchronize(device)
+    moved = 2.0 * source.numel() * source.element_size()
+    return [moved / sample(source.clone, 1, device) for _ in range(repeats)]
+
+
+CALIBRATIONS = {"flops": gemm_rate_samples, "bytes": copy_bandwidth_samples, "clone": clone_bandwidth_samples}
+# What is measured alongside each floor rate, for reference only.
+COMPANIONS = {"flops": (), "bytes": ("clone",)}
 
 
 # ---------------------------------------------------------------------------------------------

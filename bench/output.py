@@ -102,6 +102,17 @@ def load_json(path: str) -> dict:
 # Formatting
 
 
+RATE_NAMES = {"flops": "GFLOP/s of one large torch.mm (the GEMM floor's rate)",
+              "bytes": "GB/s read+written by copy_() into a preallocated tensor (the memory floor's rate)",
+              "clone": "GB/s of clone() (for reference: also faults in fresh pages; no floor)"}
+NOISY_SPREAD = 0.25
+
+
+def noisy(case: dict) -> bool:
+    """Whether either contender's IQR exceeds NOISY_SPREAD of its median."""
+    return any(summary["iqr"] > NOISY_SPREAD * summary["median"] for summary in case["summary"].values())
+
+
 def _ms(summary: Optional[dict]) -> str:
     if not summary:
         return "-"
@@ -142,7 +153,7 @@ def table(document: dict) -> str:
             if case["status"] == STATUS_OK and case["check"]:
                 check = f"ok {case['check']['max_relative_error']:.0e}"
             rows.append([case["label"], _ms(summary.get("torch")), _ms(summary.get("seqkern")),
-                         _ratio(case["speedup"]), _ms_plain(case["floor"]["seconds"]),
+                         _ratio(case["speedup"]) + (" ?" if noisy(case) else ""), _ms_plain(case["floor"]["seconds"]),
                          _ratio(case["torch_over_floor"]), _ratio(case["seqkern_over_floor"]), check])
         lines += _render(headers, rows) + [""]
     reasons: dict = {}
@@ -153,10 +164,10 @@ def table(document: dict) -> str:
         lines.append(f"{status}: {reason} ({len(labels)} case{'s' if len(labels) != 1 else ''})")
     calibration = document["calibration"]
     for entry in calibration:
-        unit = "GFLOP/s (torch.mm)" if entry["kind"] == "flops" else "GB/s (clone)"
-        lines.append(f"floor rate {entry['device']} {entry['dtype']}: {entry['median'] / 1e9:.1f} {unit}, "
+        lines.append(f"{entry['device']} {entry['dtype']}: {entry['median'] / 1e9:.1f} {RATE_NAMES[entry['kind']]}, "
                      f"median of {len(entry['samples'])} samples taken before and after the cases")
-    lines.append("times: median per call over the repeats, ±IQR/median; speedup = torch median / seqkern median")
+    lines.append("times: median per call over the repeats, ±IQR/median; speedup = torch median / seqkern median; "
+                 f"? = a spread above {NOISY_SPREAD:.0%} of the median: that ratio is unreliable")
     busiest = max(document["load_average"]["before"][0], document["load_average"]["after"][0])
     cpus = document["machine"]["logical_cpus"] or 1
     if busiest > 0.5 * cpus:

@@ -6,7 +6,7 @@
 For every case, in this process: check that seqkern agrees with torch (outputs and, for a
 training step, gradients), then time torch and seqkern in turns, and set both against the
 floor: for recurrent layers the matmul FLOPs at the FLOP rate of one large torch.mm, for
-pooling the bytes moved at the bandwidth of clone(), both measured in this run. Prints a
+pooling the bytes moved at the bandwidth of copy_(), both measured in this run. Prints a
 table, writes <out>/<timestamp>.json (machine, versions, every sample) and a speedup chart
 (<timestamp>.png and .svg). Exit status 1 when any case FAILED its check.
 """
@@ -183,8 +183,11 @@ def add_floors(records: List[dict], cases: list, calibration: List[dict]) -> Non
 
 def calibrate(cases: list, samples: dict, small: bool) -> None:
     """Add one round of floor-rate samples for every (kind, device, dtype) the cases need."""
-    for kind, device, dtype in sorted({(case.floor_work()[0], case.device, case.dtype) for case in cases},
-                                      key=str):
+    needed = set()
+    for case in cases:
+        kind = case.floor_work()[0]
+        needed |= {(each, case.device, case.dtype) for each in (kind, *measure.COMPANIONS[kind])}
+    for kind, device, dtype in sorted(needed, key=str):
         measured = measure.CALIBRATIONS[kind](device, dtype, CALIBRATION_REPEATS, small)
         samples.setdefault((kind, device, dtype), []).extend(measured)
 

@@ -16,11 +16,13 @@
 // gradient per step; the gradients of the weights and of the input are a few large GEMMs
 // over all steps after the loop.
 #include <ATen/Parallel.h>
+#include <omp.h>
 
 #include <algorithm>
 #include <sstream>
 #include <string>
 #include <tuple>
+#include <type_traits>
 #include <vector>
 
 #include "recurrent_gemm.h"
@@ -184,23 +186,83 @@ std::vector<int64_t> sequence_lengths(const Layer& layer, const OptionalTensor& 
   return result;
 }
 
-// Below this many elements per step, one thread finishes a pointwise pass sooner than
-// waking a second one.
-constexpr int64_t kParallelElements = 16384;
-// Hidden units per pointwise work item: a multiple of the vector width, small enough to
-// split a step of a small batch across threads.
-constexpr int64_t kColumnBlock = 64;
+// ---------------------------------------------------------------- threads
 
-// Runs body(b, j_begin, j_end) over every row b < rows and block of columns < cols.
-template <typename Body>
-void for_each_row_block(int64_t rows, int64_t cols, const Body& body) {
-  const int64_t blocks = (cols + kColumnBlock - 1) / kColumnBlock;
-  at::parallel_for(0, rows * blocks, kParallelElements / kColumnBlock, [&](int64_t begin, int64_t end) {
-    for (int64_t item = begin; item < end; ++item) {
-      const int64_t b = item / blocks;
-      const int64_t j_begin = (item % blocks) * kColumnBlock;
-      body(b, j_begin, std::min(cols, j_begin + kColumnBlock));
+// A pointwise pass over fewer elements than this runs on one thread: waking another
+// costs more than it saves.
+constexpr int64_t kParallelElements = 16384;
+// Hidden units per pointwise work item when a pass is split with at::parallel_for.
+constexpr int64_t kColumnBlock = 64;
+// Per-step products up to this many multiply-adds run on the small kernel, else on BLAS.
+constexpr int64_t kSmallProduct = int64_t{1} << 21;
+// From this many multiply-adds per step on, the threads share each step of a small
+// product's loop (one barrier per step); below, one thread runs the whole loop.
+constexpr int64_t kTeamProduct = int64_t{1} << 17;
+
+// How a layer call's time loop runs. BLAS: each step's products go to BLAS (threaded by
+// it), and the pointwise passes are split with at::parallel_for. Small: the products run
+// on the small kernel, and `threads` threads share every step, each owning a slice of the
+// hidden units (of every gate) through products and pointwise passes alike.
+struct Schedule {
+  bool small;
+  int threads;
+};
+
+Schedule schedule_for(int64_t batch, int64_t step_product, int64_t hidden, int64_t lanes) {
+  Schedule schedule{step_product <= kSmallProduct, 1};
+  if (schedule.small && step_product >= kTeamProduct) {
+    const int64_t vectors = (hidden + lanes - 1) / lanes;
+    schedule.threads = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), vectors)));
+  }
+  return schedule;
+}
+
+// One thread of the team that runs a time loop.
+struct Team {
+  int id, size;
+
+  // Waits for the whole team: what any thread wrote before is visible to all after.
+  void sync() const {
+    if (size > 1) {
+#pragma omp barrier
     }
+  }
+
+  // This thread's share [begin, end) of `columns` columns, in whole vectors of `lanes`;
+  // the last share ends at the padded width.
+  std::pair<int64_t, int64_t> share(int64_t columns, int64_t lanes) const {
+    const int64_t vectors = (columns + lanes - 1) / lanes;
+    return {vectors * id / size * lanes, vectors * (id + 1) / size * lanes};
+  }
+};
+
+template <typename Body>
+void run_team(int threads, const Body& body) {
+  if (threads <= 1) {
+    body(Team{0, 1});
+    return;
+  }
+#pragma omp parallel num_threads(threads)
+  body(Team{omp_get_thread_num(), omp_get_num_threads()});
+}
+
+// Runs pass(j_begin, j_end) over the columns [begin, end) (clipped to `columns`); with the
+// BLAS schedule, split across the intra-op threads when the pass is big enough.
+template <typename Pass>
+void run_pass(const Schedule& schedule, int64_t batch, int64_t columns, std::pair<int64_t, int64_t> range,
+              const Pass& pass) {
+  const int64_t begin = range.first, end = std::min(range.second, columns);
+  if (begin >= end) {
+    return;
+  }
+  if (schedule.small) {
+    pass(begin, end);
+    return;
+  }
+  const int64_t blocks = (end - begin + kColumnBlock - 1) / kColumnBlock;
+  const int64_t grain = std::max<int64_t>(1, kParallelElements / std::max<int64_t>(1, batch * kColumnBlock));
+  at::parallel_for(0, blocks, grain, [&](int64_t first, int64_t last) {
+    pass(begin + first * kColumnBlock, std::min(end, begin + last * kColumnBlock));
   });
 }
 
@@ -224,9 +286,6 @@ void column_sums(const scalar_t* matrix, int64_t rows, int64_t cols, int64_t ld,
     }
   });
 }
-
-// Whether a per-step product of this size runs the small kernel rather than BLAS.
-bool small_product(int64_t M, int64_t K, int64_t N) { return M * K * N <= (int64_t{1} << 21); }
 
 // Raw pointers of one call's input tensors (all contiguous), shared by forward and backward.
 template <typename scalar_t>
@@ -254,6 +313,20 @@ struct TimeOrder {
   int64_t previous(int64_t t) const { return reverse ? (t + 1 < steps ? t + 1 : -1) : t - 1; }
 };
 
+// Calls body(peephole, coupled, projection) with each flag of the LSTM variant as a
+// std::bool_constant, so that the pointwise loops are compiled without branches.
+template <typename Body>
+void with_lstm_variant(const Layer& layer, const Body& body) {
+  auto with_flag = [](bool flag, const auto& next) {
+    flag ? next(std::true_type{}) : next(std::false_type{});
+  };
+  with_flag(layer.peephole, [&](auto peephole) {
+    with_flag(layer.cell == Cell::LstmCoupled, [&](auto coupled) {
+      with_flag(layer.projection, [&](auto projection) { body(peephole, coupled, projection); });
+    });
+  });
+}
+
 // ---------------------------------------------------------------- forward
 
 template <typename scalar_t>
@@ -264,12 +337,12 @@ struct ForwardState {
   const scalar_t* bias_hn;  // (H,) b_hn of the reset-after GRU
   scalar_t* output;         // (T, B, Hout)
   scalar_t* workspace;      // (T, B, W)
-  scalar_t* h;              // (B, Hout) state, ends as h_n
   scalar_t* c;              // (B, H) state, ends as c_n
-  scalar_t* hidden_gates;   // (B, ld_gates) h W_hh^T of the current step
+  scalar_t* hidden_gates;   // (B, ld_gates) h W_hh^T of the current step, gate g at g * gate_ld
   scalar_t* cell_output;    // (B, H) o * tanh(c) before the projection
-  scalar_t* reset_hidden;   // (B, ld_hidden) (r * h) W_hn^T of the reset-before GRU
-  int64_t ld_gates, ld_hidden;
+  scalar_t* projected;      // (B, ld_projected) (o * tanh(c)) W_hr^T
+  scalar_t* reset_hidden;   // (B, ld_reset) (r * h) W_hn^T of the reset-before GRU
+  int64_t ld_gates, gate_ld, ld_projected, ld_reset;
 
   bool active(int64_t t, int64_t b) const { return t < in.lengths[b]; }
   scalar_t* row(scalar_t* base, int64_t t, int64_t b, int64_t width) const {
@@ -283,37 +356,61 @@ struct ForwardState {
   }
 };
 
-template <typename scalar_t, bool kPeephole, bool kCoupled>
-void lstm_forward_pointwise(const ForwardState<scalar_t>& s, int64_t t) {
+// One step of the time loop: its time and the state buffers it reads and writes (the
+// state is double-buffered, so that one thread's new h never meets another's product).
+template <typename scalar_t>
+struct StepStates {
+  int64_t t;
+  const scalar_t* h_prev;  // (B, Hout)
+  scalar_t* h_next;        // (B, Hout)
+};
+
+// A sequence past its end keeps its state and writes zeros.
+template <typename scalar_t>
+void freeze(const StepStates<scalar_t>& step, int64_t b, int64_t width, scalar_t* out, int64_t j_begin,
+            int64_t j_end) {
+  zero(out + j_begin, j_end - j_begin);
+  std::copy(step.h_prev + b * width + j_begin, step.h_prev + b * width + j_end, step.h_next + b * width + j_begin);
+}
+
+template <typename scalar_t, bool kPeephole, bool kCoupled, bool kProjection>
+void lstm_forward_pointwise(const ForwardState<scalar_t>& s, const StepStates<scalar_t>& step, int64_t j_begin,
+                            int64_t j_end) {
   const Layer& layer = s.layer;
-  const int64_t H = layer.hidden, GH = layer.gate_rows(), Hout = layer.out_size;
+  const int64_t H = layer.hidden, GH = layer.gate_rows(), Hout = layer.out_size, t = step.t;
   // Gate block offsets in torch's row order: (i, f, g, o), or (f, g, o) when coupled.
   const int64_t f_at = kCoupled ? 0 : H, g_at = kCoupled ? H : 2 * H, o_at = kCoupled ? 2 * H : 3 * H;
+  const int64_t gate_ld = s.gate_ld;
+  const int64_t f_hidden = kCoupled ? 0 : gate_ld, g_hidden = kCoupled ? gate_ld : 2 * gate_ld;
+  const int64_t o_hidden = kCoupled ? 2 * gate_ld : 3 * gate_ld;
   // Peephole rows (i, f, o), or (f, o) when coupled.
   const scalar_t* peep_i = kPeephole ? s.in.w_peep : nullptr;
   const scalar_t* peep_f = kPeephole ? s.in.w_peep + (kCoupled ? 0 : H) : nullptr;
   const scalar_t* peep_o = kPeephole ? s.in.w_peep + (kCoupled ? H : 2 * H) : nullptr;
   const scalar_t* bias = s.bias;
-  const bool projection = layer.projection;
-  for_each_row_block(layer.batch, H, [&](int64_t b, int64_t j_begin, int64_t j_end) {
+  for (int64_t b = 0; b < layer.batch; ++b) {
     scalar_t* gates = s.row(s.workspace, t, b, layer.width);
     // o * tanh(c) is h itself, or the input of the projection.
-    scalar_t* h_out = projection ? s.cell_output + b * H : s.row(s.output, t, b, Hout);
+    scalar_t* h_out = kProjection ? s.cell_output + b * H : s.row(s.output, t, b, Hout);
     if (!s.active(t, b)) {
       s.zero_workspace(gates, j_begin, j_end);
-      zero(h_out + j_begin, j_end - j_begin);
-      return;
+      if (kProjection) {
+        zero(h_out + j_begin, j_end - j_begin);
+      } else {
+        freeze(step, b, Hout, h_out, j_begin, j_end);
+      }
+      continue;
     }
     const scalar_t* hidden = s.hidden_gates + b * s.ld_gates;
     scalar_t* c = s.c + b * H;
-    scalar_t* h = s.h + b * Hout;
+    scalar_t* h = step.h_next + b * Hout;
     scalar_t* c_saved = gates + GH;
 #pragma omp simd
     for (int64_t j = j_begin; j < j_end; ++j) {
       const scalar_t c_prev = c[j];
-      scalar_t pre_f = gates[f_at + j] + hidden[f_at + j] + bias[f_at + j];
-      const scalar_t pre_g = gates[g_at + j] + hidden[g_at + j] + bias[g_at + j];
-      scalar_t pre_o = gates[o_at + j] + hidden[o_at + j] + bias[o_at + j];
+      scalar_t pre_f = gates[f_at + j] + hidden[f_hidden + j] + bias[f_at + j];
+      const scalar_t pre_g = gates[g_at + j] + hidden[g_hidden + j] + bias[g_at + j];
+      scalar_t pre_o = gates[o_at + j] + hidden[o_hidden + j] + bias[o_at + j];
       if (kPeephole) {
         pre_f += peep_f[j] * c_prev;
       }
@@ -342,63 +439,64 @@ void lstm_forward_pointwise(const ForwardState<scalar_t>& s, int64_t t) {
       c_saved[j] = c_new;
       c[j] = c_new;
       h_out[j] = h_new;
-      if (!projection) {
+      if (!kProjection) {
         h[j] = h_new;
       }
     }
-  });
+  }
 }
 
 template <typename scalar_t>
-void lstm_forward_pointwise(const ForwardState<scalar_t>& s, int64_t t) {
-  const bool coupled = s.layer.cell == Cell::LstmCoupled;
-  if (s.layer.peephole) {
-    coupled ? lstm_forward_pointwise<scalar_t, true, true>(s, t) : lstm_forward_pointwise<scalar_t, true, false>(s, t);
-  } else {
-    coupled ? lstm_forward_pointwise<scalar_t, false, true>(s, t)
-            : lstm_forward_pointwise<scalar_t, false, false>(s, t);
-  }
+void lstm_forward_pointwise(const ForwardState<scalar_t>& s, const StepStates<scalar_t>& step, int64_t j_begin,
+                            int64_t j_end) {
+  with_lstm_variant(s.layer, [&](auto peephole, auto coupled, auto projection) {
+    lstm_forward_pointwise<scalar_t, decltype(peephole)::value, decltype(coupled)::value,
+                           decltype(projection)::value>(s, step, j_begin, j_end);
+  });
 }
 
 // The projected h of every running sequence becomes its output and its state.
 template <typename scalar_t>
-void projection_forward_pointwise(const ForwardState<scalar_t>& s, int64_t t, const scalar_t* projected,
-                                  int64_t ld_projected) {
+void projection_forward_pointwise(const ForwardState<scalar_t>& s, const StepStates<scalar_t>& step,
+                                  int64_t j_begin, int64_t j_end) {
   const int64_t P = s.layer.out_size;
   for (int64_t b = 0; b < s.layer.batch; ++b) {
-    scalar_t* out = s.row(s.output, t, b, P);
-    if (s.active(t, b)) {
-      std::copy_n(projected + b * ld_projected, P, out);
-      std::copy_n(projected + b * ld_projected, P, s.h + b * P);
-    } else {
-      zero(out, P);
+    scalar_t* out = s.row(s.output, step.t, b, P);
+    if (!s.active(step.t, b)) {
+      freeze(step, b, P, out, j_begin, j_end);
+      continue;
     }
+    const scalar_t* projected = s.projected + b * s.ld_projected;
+    std::copy(projected + j_begin, projected + j_end, out + j_begin);
+    std::copy(projected + j_begin, projected + j_end, step.h_next + b * P + j_begin);
   }
 }
 
 template <typename scalar_t>
-void gru_forward_pointwise(const ForwardState<scalar_t>& s, int64_t t) {
+void gru_forward_pointwise(const ForwardState<scalar_t>& s, const StepStates<scalar_t>& step, int64_t j_begin,
+                           int64_t j_end) {
   const Layer& layer = s.layer;
-  const int64_t H = layer.hidden;
+  const int64_t H = layer.hidden, gate_ld = s.gate_ld, t = step.t;
   const scalar_t* bias = s.bias;
   const scalar_t* bias_hn = s.bias_hn;
-  for_each_row_block(layer.batch, H, [&](int64_t b, int64_t j_begin, int64_t j_end) {
+  for (int64_t b = 0; b < layer.batch; ++b) {
     scalar_t* gates = s.row(s.workspace, t, b, layer.width);
     scalar_t* out = s.row(s.output, t, b, H);
     if (!s.active(t, b)) {
       s.zero_workspace(gates, j_begin, j_end);
-      zero(out + j_begin, j_end - j_begin);
-      return;
+      freeze(step, b, H, out, j_begin, j_end);
+      continue;
     }
     const scalar_t* hidden = s.hidden_gates + b * s.ld_gates;
-    scalar_t* h = s.h + b * H;
+    const scalar_t* h_prev = step.h_prev + b * H;
+    scalar_t* h = step.h_next + b * H;
 #pragma omp simd
     for (int64_t j = j_begin; j < j_end; ++j) {
       const scalar_t r = math::sigmoid(gates[j] + hidden[j] + bias[j]);
-      const scalar_t z = math::sigmoid(gates[H + j] + hidden[H + j] + bias[H + j]);
-      const scalar_t hn = hidden[2 * H + j] + bias_hn[j];
+      const scalar_t z = math::sigmoid(gates[H + j] + hidden[gate_ld + j] + bias[H + j]);
+      const scalar_t hn = hidden[2 * gate_ld + j] + bias_hn[j];
       const scalar_t n = math::tanh(gates[2 * H + j] + bias[2 * H + j] + r * hn);
-      const scalar_t h_new = n + z * (h[j] - n);
+      const scalar_t h_new = n + z * (h_prev[j] - n);
       gates[j] = r;
       gates[H + j] = z;
       gates[2 * H + j] = n;
@@ -406,74 +504,78 @@ void gru_forward_pointwise(const ForwardState<scalar_t>& s, int64_t t) {
       h[j] = h_new;
       out[j] = h_new;
     }
-  });
+  }
 }
 
 // The reset-before GRU's first pass: r, z and r * h, the input of the n block's product.
 template <typename scalar_t>
-void gru_reset_gates_pointwise(const ForwardState<scalar_t>& s, int64_t t) {
+void gru_reset_gates_pointwise(const ForwardState<scalar_t>& s, const StepStates<scalar_t>& step, int64_t j_begin,
+                               int64_t j_end) {
   const Layer& layer = s.layer;
-  const int64_t H = layer.hidden;
+  const int64_t H = layer.hidden, gate_ld = s.gate_ld, t = step.t;
   const scalar_t* bias = s.bias;
-  for_each_row_block(layer.batch, H, [&](int64_t b, int64_t j_begin, int64_t j_end) {
+  for (int64_t b = 0; b < layer.batch; ++b) {
     scalar_t* gates = s.row(s.workspace, t, b, layer.width);
     if (!s.active(t, b)) {
       s.zero_workspace(gates, j_begin, j_end);
-      zero(s.row(s.output, t, b, H) + j_begin, j_end - j_begin);
-      return;
+      freeze(step, b, H, s.row(s.output, t, b, H), j_begin, j_end);
+      continue;
     }
     const scalar_t* hidden = s.hidden_gates + b * s.ld_gates;
-    const scalar_t* h = s.h + b * H;
+    const scalar_t* h_prev = step.h_prev + b * H;
 #pragma omp simd
     for (int64_t j = j_begin; j < j_end; ++j) {
       const scalar_t r = math::sigmoid(gates[j] + hidden[j] + bias[j]);
       gates[j] = r;
-      gates[H + j] = math::sigmoid(gates[H + j] + hidden[H + j] + bias[H + j]);
-      gates[3 * H + j] = r * h[j];
+      gates[H + j] = math::sigmoid(gates[H + j] + hidden[gate_ld + j] + bias[H + j]);
+      gates[3 * H + j] = r * h_prev[j];
     }
-  });
+  }
 }
 
 // The reset-before GRU's second pass, after (r * h) W_hn^T: n and the new h.
 template <typename scalar_t>
-void gru_reset_before_pointwise(const ForwardState<scalar_t>& s, int64_t t) {
+void gru_reset_before_pointwise(const ForwardState<scalar_t>& s, const StepStates<scalar_t>& step, int64_t j_begin,
+                                int64_t j_end) {
   const Layer& layer = s.layer;
-  const int64_t H = layer.hidden;
+  const int64_t H = layer.hidden, t = step.t;
   const scalar_t* bias = s.bias;
-  for_each_row_block(layer.batch, H, [&](int64_t b, int64_t j_begin, int64_t j_end) {
+  for (int64_t b = 0; b < layer.batch; ++b) {
     if (!s.active(t, b)) {
-      return;
+      continue;
     }
     scalar_t* gates = s.row(s.workspace, t, b, layer.width);
     scalar_t* out = s.row(s.output, t, b, H);
-    const scalar_t* reset_hidden = s.reset_hidden + b * s.ld_hidden;
-    scalar_t* h = s.h + b * H;
+    const scalar_t* reset_hidden = s.reset_hidden + b * s.ld_reset;
+    const scalar_t* h_prev = step.h_prev + b * H;
+    scalar_t* h = step.h_next + b * H;
 #pragma omp simd
     for (int64_t j = j_begin; j < j_end; ++j) {
       const scalar_t n = math::tanh(gates[2 * H + j] + reset_hidden[j] + bias[2 * H + j]);
-      const scalar_t h_new = n + gates[H + j] * (h[j] - n);
+      const scalar_t h_new = n + gates[H + j] * (h_prev[j] - n);
       gates[2 * H + j] = n;
       h[j] = h_new;
       out[j] = h_new;
     }
-  });
+  }
 }
 
 template <typename scalar_t, bool kRelu>
-void rnn_forward_pointwise(const ForwardState<scalar_t>& s, int64_t t) {
+void rnn_forward_pointwise(const ForwardState<scalar_t>& s, const StepStates<scalar_t>& step, int64_t j_begin,
+                           int64_t j_end) {
   const Layer& layer = s.layer;
-  const int64_t H = layer.hidden;
+  const int64_t H = layer.hidden, t = step.t;
   const scalar_t* bias = s.bias;
-  for_each_row_block(layer.batch, H, [&](int64_t b, int64_t j_begin, int64_t j_end) {
+  for (int64_t b = 0; b < layer.batch; ++b) {
     scalar_t* saved = s.row(s.workspace, t, b, H);
     scalar_t* out = s.row(s.output, t, b, H);
     if (!s.active(t, b)) {
       zero(saved + j_begin, j_end - j_begin);
-      zero(out + j_begin, j_end - j_begin);
-      return;
+      freeze(step, b, H, out, j_begin, j_end);
+      continue;
     }
     const scalar_t* hidden = s.hidden_gates + b * s.ld_gates;
-    scalar_t* h = s.h + b * H;
+    scalar_t* h = step.h_next + b * H;
 #pragma omp simd
     for (int64_t j = j_begin; j < j_end; ++j) {
       const scalar_t pre = saved[j] + hidden[j] + bias[j];
@@ -482,7 +584,7 @@ void rnn_forward_pointwise(const ForwardState<scalar_t>& s, int64_t t) {
       h[j] = h_new;
       out[j] = h_new;
     }
-  });
+  }
 }
 
 // (b_ih + b_hh), with the reset-after GRU's b_hn kept apart: it sits inside r * (h W_hn^T + b_hn).
@@ -502,10 +604,10 @@ Tensor combined_bias(const Layer& layer, const OptionalTensor& b_ih, const Optio
   return bias;
 }
 
-// A (rows, columns) scratch matrix whose rows are padded for the small product kernel.
-template <typename scalar_t>
-Tensor padded_scratch(int64_t rows, int64_t columns, const at::TensorOptions& options) {
-  return at::zeros({rows, gemm::padded<scalar_t>(columns)}, options).narrow(1, 0, columns);
+// The per-step views of a (T, ...) buffer that a BLAS-scheduled loop hands to BLAS; none
+// for the small kernel, which works on raw pointers.
+std::vector<Tensor> step_views(const Schedule& schedule, const Tensor& buffer) {
+  return schedule.small ? std::vector<Tensor>{} : buffer.unbind(0);
 }
 
 template <typename scalar_t>
@@ -517,84 +619,114 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> forward_kernel(const Layer& layer, co
                                                           const std::vector<int64_t>& lengths) {
   const int64_t T = layer.steps, B = layer.batch, I = layer.input_size, H = layer.hidden;
   const int64_t GH = layer.gate_rows(), Hout = layer.out_size, W = layer.width;
+  const int64_t lanes = gemm::Vector<scalar_t>::lanes;
   const auto options = input.options();
   const Tensor x = input.contiguous(), w_hh_c = w_hh.contiguous();
   const Tensor w_peep_c = w_peep ? w_peep->contiguous() : Tensor();
   Tensor output = at::empty({T, B, Hout}, options);
   Tensor workspace = at::empty({T, B, W}, options);
-  Tensor h_n = h0.contiguous().clone();
+  Tensor h_states = at::empty({2, B, Hout}, options);
+  h_states[0].copy_(h0);
   Tensor c_n = layer.lstm() ? c0->contiguous().clone() : at::empty({0}, options);
   const Tensor bias = combined_bias(layer, b_ih, b_hh, options);
   const Tensor bias_hn =
       (layer.cell == Cell::Gru && b_hh) ? b_hh->narrow(0, 2 * H, H).contiguous() : at::zeros({H}, options);
-  // The reset-before GRU's step product covers r and z only; n's comes after the reset.
-  const int64_t step_rows = layer.cell == Cell::GruResetBefore ? 2 * H : GH;
-  Tensor hidden_gates = padded_scratch<scalar_t>(B, step_rows, options);
-  Tensor cell_output = at::zeros({layer.projection ? B : 0, H}, options);
-  Tensor projected = padded_scratch<scalar_t>(layer.projection ? B : 0, Hout, options);
-  Tensor reset_hidden = padded_scratch<scalar_t>(layer.cell == Cell::GruResetBefore ? B : 0, H, options);
 
-  ForwardState<scalar_t> s{layer,
-                           {x.data_ptr<scalar_t>(), nullptr, nullptr, pointer_or_null<scalar_t>(w_peep_c),
-                            lengths.data()},
-                           bias.data_ptr<scalar_t>(),
-                           bias_hn.data_ptr<scalar_t>(),
-                           output.data_ptr<scalar_t>(),
-                           workspace.data_ptr<scalar_t>(),
-                           h_n.data_ptr<scalar_t>(),
-                           layer.lstm() ? c_n.data_ptr<scalar_t>() : nullptr,
-                           hidden_gates.data_ptr<scalar_t>(),
-                           cell_output.data_ptr<scalar_t>(),
-                           reset_hidden.data_ptr<scalar_t>(),
-                           hidden_gates.stride(0),
-                           reset_hidden.stride(0)};
+  // The reset-before GRU's step product covers r and z only; n's comes after the reset.
+  const int64_t step_gates = layer.cell == Cell::GruResetBefore ? 2 : layer.gates;
+  const int64_t step_work = B * Hout * GH + (layer.projection ? B * H * Hout : 0);
+  const Schedule schedule = schedule_for(B, step_work, H, lanes);
+  const gemm::StepProduct<scalar_t> recurrent(w_hh_c.narrow(0, 0, step_gates * H).t(), step_gates, schedule.small);
+  gemm::StepProduct<scalar_t> projection, reset_product;
+  if (layer.projection) {
+    projection = gemm::StepProduct<scalar_t>(w_hr->t(), 1, schedule.small);
+  }
+  if (layer.cell == Cell::GruResetBefore) {
+    reset_product = gemm::StepProduct<scalar_t>(w_hh_c.narrow(0, 2 * H, H).t(), 1, schedule.small);
+  }
+  Tensor hidden_gates = at::zeros({B, recurrent.width()}, options);
+  Tensor cell_output = at::zeros({layer.projection ? B : 0, H}, options);
+  Tensor projected = at::zeros({B, projection.width()}, options);
+  Tensor reset_hidden = at::zeros({B, reset_product.width()}, options);
+  const std::vector<Tensor> h_views = step_views(schedule, h_states);
+  const std::vector<Tensor> reset_h_views =
+      layer.cell == Cell::GruResetBefore ? step_views(schedule, workspace.narrow(2, 3 * H, H)) : std::vector<Tensor>{};
+
+  const ForwardState<scalar_t> s{layer,
+                                 {x.data_ptr<scalar_t>(), nullptr, nullptr, pointer_or_null<scalar_t>(w_peep_c),
+                                  lengths.data()},
+                                 bias.data_ptr<scalar_t>(),
+                                 bias_hn.data_ptr<scalar_t>(),
+                                 output.data_ptr<scalar_t>(),
+                                 workspace.data_ptr<scalar_t>(),
+                                 layer.lstm() ? c_n.data_ptr<scalar_t>() : nullptr,
+                                 hidden_gates.data_ptr<scalar_t>(),
+                                 cell_output.data_ptr<scalar_t>(),
+                                 projected.data_ptr<scalar_t>(),
+                                 reset_hidden.data_ptr<scalar_t>(),
+                                 hidden_gates.stride(0),
+                                 recurrent.block_ld(),
+                                 projected.stride(0),
+                                 reset_hidden.stride(0)};
 
   // Input projection of every step, into the gate columns of the workspace.
   Tensor gate_columns = workspace.view({T * B, W}).narrow(1, 0, GH);
   gemm::blas(x.view({T * B, I}), w_ih.t(), gate_columns, false);
 
-  gemm::StepProduct<scalar_t> recurrent(w_hh_c.narrow(0, 0, step_rows).t(), hidden_gates,
-                                        small_product(B, Hout, step_rows));
-  gemm::StepProduct<scalar_t> projection, reset_product;
-  std::vector<Tensor> reset_h;  // per step, (B, H) view of r * h in the workspace
-  if (layer.projection) {
-    projection = gemm::StepProduct<scalar_t>(w_hr->t(), projected, small_product(B, H, Hout));
-  }
-  if (layer.cell == Cell::GruResetBefore) {
-    reset_product = gemm::StepProduct<scalar_t>(w_hh_c.narrow(0, 2 * H, H).t(), reset_hidden, small_product(B, H, H));
-    reset_h = workspace.narrow(2, 3 * H, H).unbind(0);
-  }
-
+  scalar_t* h_buffers[2] = {h_states[0].data_ptr<scalar_t>(), h_states[1].data_ptr<scalar_t>()};
   const TimeOrder order{T, layer.reverse};
-  for (int64_t step = 0; step < T; ++step) {
-    const int64_t t = order.time(step);
-    recurrent(h_n, false);
-    switch (layer.cell) {
-      case Cell::Lstm:
-      case Cell::LstmCoupled:
-        lstm_forward_pointwise(s, t);
-        if (layer.projection) {
-          projection(cell_output, false);
-          projection_forward_pointwise(s, t, projected.data_ptr<scalar_t>(), projected.stride(0));
-        }
-        break;
-      case Cell::Gru:
-        gru_forward_pointwise(s, t);
-        break;
-      case Cell::GruResetBefore:
-        gru_reset_gates_pointwise(s, t);
-        reset_product(reset_h[t], false);
-        gru_reset_before_pointwise(s, t);
-        break;
-      case Cell::RnnTanh:
-        rnn_forward_pointwise<scalar_t, false>(s, t);
-        break;
-      case Cell::RnnRelu:
-        rnn_forward_pointwise<scalar_t, true>(s, t);
-        break;
+  run_team(schedule.threads, [&](const Team& team) {
+    const auto units = team.share(H, lanes), outs = team.share(Hout, lanes);
+    auto pass = [&](int64_t columns, std::pair<int64_t, int64_t> range, const auto& body) {
+      run_pass(schedule, B, columns, range, body);
+    };
+    for (int64_t index = 0; index < T; ++index) {
+      const StepStates<scalar_t> step{order.time(index), h_buffers[index % 2], h_buffers[(index + 1) % 2]};
+      const int64_t t = step.t;
+      if (schedule.small) {
+        recurrent.columns(step.h_prev, Hout, s.hidden_gates, s.ld_gates, B, units.first, units.second, false);
+      } else {
+        recurrent.all(h_views[index % 2], hidden_gates, false);
+      }
+      switch (layer.cell) {
+        case Cell::Lstm:
+        case Cell::LstmCoupled:
+          pass(H, units, [&](int64_t j0, int64_t j1) { lstm_forward_pointwise(s, step, j0, j1); });
+          if (layer.projection) {
+            team.sync();
+            if (schedule.small) {
+              projection.columns(s.cell_output, H, s.projected, s.ld_projected, B, outs.first, outs.second, false);
+            } else {
+              projection.all(cell_output, projected, false);
+            }
+            pass(Hout, outs, [&](int64_t j0, int64_t j1) { projection_forward_pointwise(s, step, j0, j1); });
+          }
+          break;
+        case Cell::Gru:
+          pass(H, units, [&](int64_t j0, int64_t j1) { gru_forward_pointwise(s, step, j0, j1); });
+          break;
+        case Cell::GruResetBefore:
+          pass(H, units, [&](int64_t j0, int64_t j1) { gru_reset_gates_pointwise(s, step, j0, j1); });
+          team.sync();
+          if (schedule.small) {
+            reset_product.columns(s.row(s.workspace, t, 0, W) + 3 * H, W, s.reset_hidden, s.ld_reset, B,
+                                  units.first, units.second, false);
+          } else {
+            reset_product.all(reset_h_views[t], reset_hidden, false);
+          }
+          pass(H, units, [&](int64_t j0, int64_t j1) { gru_reset_before_pointwise(s, step, j0, j1); });
+          break;
+        case Cell::RnnTanh:
+          pass(H, units, [&](int64_t j0, int64_t j1) { rnn_forward_pointwise<scalar_t, false>(s, step, j0, j1); });
+          break;
+        case Cell::RnnRelu:
+          pass(H, units, [&](int64_t j0, int64_t j1) { rnn_forward_pointwise<scalar_t, true>(s, step, j0, j1); });
+          break;
+      }
+      team.sync();
     }
-  }
-  return {output, h_n, c_n, workspace};
+  });
+  return {output, h_states[T % 2].clone(), c_n, workspace};
 }
 
 // ---------------------------------------------------------------- backward
@@ -628,40 +760,45 @@ struct BackwardState {
     return (p >= 0 && active(p, b)) ? workspace + offset(p, b, layer.width) + layer.gate_rows()
                                     : in.c0 + b * layer.hidden;
   }
+  // A step past a sequence's end passes its state gradient on untouched and has no gate
+  // gradients.
+  void no_gate_gradients(int64_t t, int64_t b, int64_t j_begin, int64_t j_end) const {
+    scalar_t* grad_pre = grad_gates + offset(t, b, layer.gate_rows());
+    for (int64_t at = 0; at < layer.gate_rows(); at += layer.hidden) {
+      zero(grad_pre + at + j_begin, j_end - j_begin);
+    }
+  }
 };
 
-template <typename scalar_t, bool kPeephole, bool kCoupled>
-void lstm_backward_pointwise(const BackwardState<scalar_t>& s, int64_t t) {
+template <typename scalar_t, bool kPeephole, bool kCoupled, bool kProjection>
+void lstm_backward_pointwise(const BackwardState<scalar_t>& s, int64_t t, int64_t j_begin, int64_t j_end) {
   const Layer& layer = s.layer;
   const int64_t H = layer.hidden, GH = layer.gate_rows(), Hout = layer.out_size;
   const int64_t f_at = kCoupled ? 0 : H, g_at = kCoupled ? H : 2 * H, o_at = kCoupled ? 2 * H : 3 * H;
   const scalar_t* peep_i = kPeephole ? s.in.w_peep : nullptr;
   const scalar_t* peep_f = kPeephole ? s.in.w_peep + (kCoupled ? 0 : H) : nullptr;
   const scalar_t* peep_o = kPeephole ? s.in.w_peep + (kCoupled ? H : 2 * H) : nullptr;
-  const bool projection = layer.projection;
-  for_each_row_block(layer.batch, H, [&](int64_t b, int64_t j_begin, int64_t j_end) {
-    scalar_t* grad_pre = s.grad_gates + s.offset(t, b, GH);
-    scalar_t* cell_out = projection ? s.cell_out + s.offset(t, b, H) : nullptr;
+  for (int64_t b = 0; b < layer.batch; ++b) {
+    scalar_t* cell_out = kProjection ? s.cell_out + s.offset(t, b, H) : nullptr;
     if (!s.active(t, b)) {
-      for (int64_t at = 0; at < GH; at += H) {
-        zero(grad_pre + at + j_begin, j_end - j_begin);
-      }
-      if (projection) {
+      s.no_gate_gradients(t, b, j_begin, j_end);
+      if (kProjection) {
         zero(cell_out + j_begin, j_end - j_begin);
       }
-      return;
+      continue;
     }
+    scalar_t* grad_pre = s.grad_gates + s.offset(t, b, GH);
     const scalar_t* gates = s.workspace + s.offset(t, b, layer.width);
     const scalar_t* c_new = gates + GH;
     const scalar_t* c_prev = s.previous_c(t, b);
     const scalar_t* grad_out = s.grad_output + s.offset(t, b, Hout);
     scalar_t* grad_h = s.grad_h + b * s.ld_h;
     // Under a projection the gradient of o * tanh(c) has come through W_hr already.
-    const scalar_t* grad_cell = projection ? s.grad_cell + b * s.ld_cell : nullptr;
+    const scalar_t* grad_cell = kProjection ? s.grad_cell + b * s.ld_cell : nullptr;
     scalar_t* grad_c = s.grad_c + b * H;
 #pragma omp simd
     for (int64_t j = j_begin; j < j_end; ++j) {
-      const scalar_t dh = projection ? grad_cell[j] : grad_h[j] + grad_out[j];
+      const scalar_t dh = kProjection ? grad_cell[j] : grad_h[j] + grad_out[j];
       const scalar_t f = gates[f_at + j], g = gates[g_at + j], o = gates[o_at + j];
       const scalar_t i = kCoupled ? scalar_t(1) - f : gates[j];
       const scalar_t tanh_c = math::tanh(c_new[j]);
@@ -687,42 +824,38 @@ void lstm_backward_pointwise(const BackwardState<scalar_t>& s, int64_t t) {
       grad_pre[g_at + j] = grad_g;
       grad_pre[o_at + j] = grad_o;
       grad_c[j] = dc_prev;
-      if (projection) {
+      if (kProjection) {
         cell_out[j] = o * tanh_c;
       } else {
         grad_h[j] = scalar_t(0);
       }
     }
-  });
+  }
 }
 
 template <typename scalar_t>
-void lstm_backward_pointwise(const BackwardState<scalar_t>& s, int64_t t) {
-  const bool coupled = s.layer.cell == Cell::LstmCoupled;
-  if (s.layer.peephole) {
-    coupled ? lstm_backward_pointwise<scalar_t, true, true>(s, t)
-            : lstm_backward_pointwise<scalar_t, true, false>(s, t);
-  } else {
-    coupled ? lstm_backward_pointwise<scalar_t, false, true>(s, t)
-            : lstm_backward_pointwise<scalar_t, false, false>(s, t);
-  }
+void lstm_backward_pointwise(const BackwardState<scalar_t>& s, int64_t t, int64_t j_begin, int64_t j_end) {
+  with_lstm_variant(s.layer, [&](auto peephole, auto coupled, auto projection) {
+    lstm_backward_pointwise<scalar_t, decltype(peephole)::value, decltype(coupled)::value,
+                            decltype(projection)::value>(s, t, j_begin, j_end);
+  });
 }
 
 // Gradient of this step's projected h (kept for grad_w_hr); the state gradient restarts
 // from zero, to be filled by the recurrent product.
 template <typename scalar_t>
-void projection_backward_pointwise(const BackwardState<scalar_t>& s, int64_t t) {
+void projection_backward_pointwise(const BackwardState<scalar_t>& s, int64_t t, int64_t j_begin, int64_t j_end) {
   const int64_t P = s.layer.out_size;
   for (int64_t b = 0; b < s.layer.batch; ++b) {
     scalar_t* grad_h_out = s.grad_h_out + s.offset(t, b, P);
     if (!s.active(t, b)) {
-      zero(grad_h_out, P);
+      zero(grad_h_out + j_begin, j_end - j_begin);
       continue;
     }
     scalar_t* grad_h = s.grad_h + b * s.ld_h;
     const scalar_t* grad_out = s.grad_output + s.offset(t, b, P);
 #pragma omp simd
-    for (int64_t j = 0; j < P; ++j) {
+    for (int64_t j = j_begin; j < j_end; ++j) {
       grad_h_out[j] = grad_h[j] + grad_out[j];
       grad_h[j] = scalar_t(0);
     }
@@ -730,19 +863,17 @@ void projection_backward_pointwise(const BackwardState<scalar_t>& s, int64_t t) 
 }
 
 template <typename scalar_t>
-void gru_backward_pointwise(const BackwardState<scalar_t>& s, int64_t t) {
+void gru_backward_pointwise(const BackwardState<scalar_t>& s, int64_t t, int64_t j_begin, int64_t j_end) {
   const Layer& layer = s.layer;
   const int64_t H = layer.hidden, GH = layer.gate_rows();
-  for_each_row_block(layer.batch, H, [&](int64_t b, int64_t j_begin, int64_t j_end) {
-    scalar_t* grad_pre = s.grad_gates + s.offset(t, b, GH);
+  for (int64_t b = 0; b < layer.batch; ++b) {
     scalar_t* grad_x_n = s.grad_x_n + s.offset(t, b, H);
     if (!s.active(t, b)) {
-      for (int64_t at = 0; at < GH; at += H) {
-        zero(grad_pre + at + j_begin, j_end - j_begin);
-      }
+      s.no_gate_gradients(t, b, j_begin, j_end);
       zero(grad_x_n + j_begin, j_end - j_begin);
-      return;
+      continue;
     }
+    scalar_t* grad_pre = s.grad_gates + s.offset(t, b, GH);
     const scalar_t* gates = s.workspace + s.offset(t, b, layer.width);
     const scalar_t* h_prev = s.previous_h(t, b);
     const scalar_t* grad_out = s.grad_output + s.offset(t, b, H);
@@ -758,22 +889,20 @@ void gru_backward_pointwise(const BackwardState<scalar_t>& s, int64_t t) {
       grad_x_n[j] = grad_n;
       grad_h[j] = dh * z;
     }
-  });
+  }
 }
 
 // The reset-before GRU's first pass: z and n, and h's direct share (z * dh).
 template <typename scalar_t>
-void gru_update_backward_pointwise(const BackwardState<scalar_t>& s, int64_t t) {
+void gru_update_backward_pointwise(const BackwardState<scalar_t>& s, int64_t t, int64_t j_begin, int64_t j_end) {
   const Layer& layer = s.layer;
   const int64_t H = layer.hidden, GH = layer.gate_rows();
-  for_each_row_block(layer.batch, H, [&](int64_t b, int64_t j_begin, int64_t j_end) {
-    scalar_t* grad_pre = s.grad_gates + s.offset(t, b, GH);
+  for (int64_t b = 0; b < layer.batch; ++b) {
     if (!s.active(t, b)) {
-      for (int64_t at = 0; at < GH; at += H) {
-        zero(grad_pre + at + j_begin, j_end - j_begin);
-      }
-      return;
+      s.no_gate_gradients(t, b, j_begin, j_end);
+      continue;
     }
+    scalar_t* grad_pre = s.grad_gates + s.offset(t, b, GH);
     const scalar_t* gates = s.workspace + s.offset(t, b, layer.width);
     const scalar_t* h_prev = s.previous_h(t, b);
     const scalar_t* grad_out = s.grad_output + s.offset(t, b, H);
@@ -786,17 +915,17 @@ void gru_update_backward_pointwise(const BackwardState<scalar_t>& s, int64_t t) 
       grad_pre[2 * H + j] = dh * (scalar_t(1) - z) * (scalar_t(1) - n * n);
       grad_h[j] = dh * z;
     }
-  });
+  }
 }
 
 // The reset-before GRU's second pass, after the gradient of r * h came through W_hn.
 template <typename scalar_t>
-void gru_reset_backward_pointwise(const BackwardState<scalar_t>& s, int64_t t) {
+void gru_reset_backward_pointwise(const BackwardState<scalar_t>& s, int64_t t, int64_t j_begin, int64_t j_end) {
   const Layer& layer = s.layer;
-  const int64_t H = layer.hidden, GH = layer.gate_rows();
-  for_each_row_block(layer.batch, H, [&](int64_t b, int64_t j_begin, int64_t j_end) {
+  const int64_t GH = layer.gate_rows();
+  for (int64_t b = 0; b < layer.batch; ++b) {
     if (!s.active(t, b)) {
-      return;
+      continue;
     }
     scalar_t* grad_pre = s.grad_gates + s.offset(t, b, GH);
     const scalar_t* gates = s.workspace + s.offset(t, b, layer.width);
@@ -809,19 +938,19 @@ void gru_reset_backward_pointwise(const BackwardState<scalar_t>& s, int64_t t) {
       grad_pre[j] = grad_reset_h[j] * h_prev[j] * r * (scalar_t(1) - r);
       grad_h[j] += grad_reset_h[j] * r;
     }
-  });
+  }
 }
 
 template <typename scalar_t, bool kRelu>
-void rnn_backward_pointwise(const BackwardState<scalar_t>& s, int64_t t) {
+void rnn_backward_pointwise(const BackwardState<scalar_t>& s, int64_t t, int64_t j_begin, int64_t j_end) {
   const Layer& layer = s.layer;
   const int64_t H = layer.hidden;
-  for_each_row_block(layer.batch, H, [&](int64_t b, int64_t j_begin, int64_t j_end) {
-    scalar_t* grad_pre = s.grad_gates + s.offset(t, b, H);
+  for (int64_t b = 0; b < layer.batch; ++b) {
     if (!s.active(t, b)) {
-      zero(grad_pre + j_begin, j_end - j_begin);
-      return;
+      s.no_gate_gradients(t, b, j_begin, j_end);
+      continue;
     }
+    scalar_t* grad_pre = s.grad_gates + s.offset(t, b, H);
     const scalar_t* h_new = s.workspace + s.offset(t, b, H);
     const scalar_t* grad_out = s.grad_output + s.offset(t, b, H);
     scalar_t* grad_h = s.grad_h + b * s.ld_h;
@@ -831,7 +960,7 @@ void rnn_backward_pointwise(const BackwardState<scalar_t>& s, int64_t t) {
       grad_pre[j] = kRelu ? (h_new[j] > scalar_t(0) ? dh : scalar_t(0)) : dh * (scalar_t(1) - h_new[j] * h_new[j]);
       grad_h[j] = scalar_t(0);
     }
-  });
+  }
 }
 
 // grad_w_peep rows (i, f, o) or (f, o): sums over steps and batch of the gate's
@@ -859,10 +988,14 @@ void peephole_gradient(const BackwardState<scalar_t>& s, scalar_t* grad_peep) {
         const scalar_t* grad_pre = s.grad_gates + s.offset(t, b, GH);
         const scalar_t* c_new = s.workspace + s.offset(t, b, layer.width) + GH;
         const scalar_t* c_prev = s.previous_c(t, b);
-        for (int64_t j = begin; j < end; ++j) {
-          if (!coupled) {
+        if (!coupled) {
+#pragma omp simd
+          for (int64_t j = begin; j < end; ++j) {
             grad_i[j] += grad_pre[j] * c_prev[j];
           }
+        }
+#pragma omp simd
+        for (int64_t j = begin; j < end; ++j) {
           grad_f[j] += grad_pre[f_at + j] * c_prev[j];
           grad_o[j] += grad_pre[o_at + j] * c_new[j];
         }
@@ -882,83 +1015,111 @@ BackwardResult backward_kernel(const Layer& layer, const Tensor& grad_output, co
                                const Tensor& workspace, bool need_input_grad, bool need_weight_grad) {
   const int64_t T = layer.steps, B = layer.batch, I = layer.input_size, H = layer.hidden;
   const int64_t GH = layer.gate_rows(), Hout = layer.out_size, W = layer.width;
+  const int64_t lanes = gemm::Vector<scalar_t>::lanes;
   const auto options = input.options();
   const Tensor x = input.contiguous(), h0_c = h0.contiguous(), w_hh_c = w_hh.contiguous();
   const Tensor c0_c = c0 ? c0->contiguous() : Tensor();
   const Tensor w_peep_c = w_peep ? w_peep->contiguous() : Tensor();
   const Tensor grad_out_c = grad_output.contiguous(), output_c = output.contiguous();
   const Tensor workspace_c = workspace.contiguous();
-  Tensor grad_h = padded_scratch<scalar_t>(B, Hout, options);
-  grad_h.copy_(grad_h_n);
+
+  // Rows of w_hh the state gradient flows back through in the step's main product; the
+  // reset-before GRU's n block goes through r first.
+  const int64_t step_rows = layer.cell == Cell::GruResetBefore ? 2 * H : GH;
+  const int64_t step_work = B * Hout * GH + (layer.projection ? B * H * Hout : 0);
+  const Schedule schedule = schedule_for(B, step_work, H, lanes);
+  const gemm::StepProduct<scalar_t> recurrent(w_hh_c.narrow(0, 0, step_rows), 1, schedule.small);
+  gemm::StepProduct<scalar_t> projection, reset_product;
+  if (layer.projection) {
+    projection = gemm::StepProduct<scalar_t>(w_hr->contiguous(), 1, schedule.small);
+  }
+  if (layer.cell == Cell::GruResetBefore) {
+    reset_product = gemm::StepProduct<scalar_t>(w_hh_c.narrow(0, 2 * H, H), 1, schedule.small);
+  }
+  Tensor grad_h = at::zeros({B, recurrent.width()}, options);
+  grad_h.narrow(1, 0, Hout).copy_(grad_h_n);
+  Tensor grad_h_view = grad_h.narrow(1, 0, Hout);
   Tensor grad_c0 = layer.lstm() ? grad_c_n->contiguous().clone() : at::empty({0}, options);
   Tensor grad_gates = at::empty({T, B, GH}, options);
   Tensor grad_x_n = at::empty({layer.cell == Cell::Gru ? T : 0, B, H}, options);
   Tensor grad_h_out = at::empty({layer.projection ? T : 0, B, Hout}, options);
   Tensor cell_out = at::empty({layer.projection ? T : 0, B, H}, options);
-  const bool has_cell_grad = layer.projection || layer.cell == Cell::GruResetBefore;
-  Tensor grad_cell = padded_scratch<scalar_t>(has_cell_grad ? B : 0, H, options);
+  Tensor grad_cell = at::zeros({B, std::max(projection.width(), reset_product.width())}, options);
+  Tensor grad_cell_view = grad_cell.narrow(1, 0, grad_cell.size(1) > 0 ? H : 0);
+  const std::vector<Tensor> grad_views = step_views(schedule, grad_gates.narrow(2, 0, step_rows));
+  const std::vector<Tensor> grad_h_out_views = step_views(schedule, grad_h_out);
+  const std::vector<Tensor> grad_n_views = layer.cell == Cell::GruResetBefore
+                                               ? step_views(schedule, grad_gates.narrow(2, 2 * H, H))
+                                               : std::vector<Tensor>{};
 
-  BackwardState<scalar_t> s{layer,
-                            {x.data_ptr<scalar_t>(), h0_c.data_ptr<scalar_t>(), pointer_or_null<scalar_t>(c0_c),
-                             pointer_or_null<scalar_t>(w_peep_c), lengths.data()},
-                            grad_out_c.data_ptr<scalar_t>(),
-                            output_c.data_ptr<scalar_t>(),
-                            workspace_c.data_ptr<scalar_t>(),
-                            grad_h.data_ptr<scalar_t>(),
-                            layer.lstm() ? grad_c0.data_ptr<scalar_t>() : nullptr,
-                            grad_gates.data_ptr<scalar_t>(),
-                            grad_x_n.data_ptr<scalar_t>(),
-                            grad_h_out.data_ptr<scalar_t>(),
-                            cell_out.data_ptr<scalar_t>(),
-                            grad_cell.data_ptr<scalar_t>(),
-                            grad_h.stride(0),
-                            grad_cell.stride(0),
-                            TimeOrder{T, layer.reverse}};
+  const BackwardState<scalar_t> s{layer,
+                                  {x.data_ptr<scalar_t>(), h0_c.data_ptr<scalar_t>(), pointer_or_null<scalar_t>(c0_c),
+                                   pointer_or_null<scalar_t>(w_peep_c), lengths.data()},
+                                  grad_out_c.data_ptr<scalar_t>(),
+                                  output_c.data_ptr<scalar_t>(),
+                                  workspace_c.data_ptr<scalar_t>(),
+                                  grad_h.data_ptr<scalar_t>(),
+                                  layer.lstm() ? grad_c0.data_ptr<scalar_t>() : nullptr,
+                                  grad_gates.data_ptr<scalar_t>(),
+                                  grad_x_n.data_ptr<scalar_t>(),
+                                  grad_h_out.data_ptr<scalar_t>(),
+                                  cell_out.data_ptr<scalar_t>(),
+                                  grad_cell.data_ptr<scalar_t>(),
+                                  grad_h.stride(0),
+                                  grad_cell.stride(0),
+                                  TimeOrder{T, layer.reverse}};
 
-  // Rows of w_hh the state gradient flows back through in the step's main product; the
-  // reset-before GRU's n block goes through r first.
-  const int64_t step_rows = layer.cell == Cell::GruResetBefore ? 2 * H : GH;
-  gemm::StepProduct<scalar_t> recurrent(w_hh_c.narrow(0, 0, step_rows), grad_h, small_product(B, step_rows, Hout));
-  const std::vector<Tensor> step_grads = grad_gates.narrow(2, 0, step_rows).unbind(0);
-  gemm::StepProduct<scalar_t> projection, reset_product;
-  std::vector<Tensor> step_grad_h_out, step_grad_n;
-  if (layer.projection) {
-    projection = gemm::StepProduct<scalar_t>(w_hr->contiguous(), grad_cell, small_product(B, Hout, H));
-    step_grad_h_out = grad_h_out.unbind(0);
-  }
-  if (layer.cell == Cell::GruResetBefore) {
-    reset_product = gemm::StepProduct<scalar_t>(w_hh_c.narrow(0, 2 * H, H), grad_cell, small_product(B, H, H));
-    step_grad_n = grad_gates.narrow(2, 2 * H, H).unbind(0);
-  }
-
-  for (int64_t step = T - 1; step >= 0; --step) {
-    const int64_t t = s.order.time(step);
-    switch (layer.cell) {
-      case Cell::Lstm:
-      case Cell::LstmCoupled:
-        if (layer.projection) {
-          projection_backward_pointwise(s, t);
-          projection(step_grad_h_out[t], false);
-        }
-        lstm_backward_pointwise(s, t);
-        break;
-      case Cell::Gru:
-        gru_backward_pointwise(s, t);
-        break;
-      case Cell::GruResetBefore:
-        gru_update_backward_pointwise(s, t);
-        reset_product(step_grad_n[t], false);
-        gru_reset_backward_pointwise(s, t);
-        break;
-      case Cell::RnnTanh:
-        rnn_backward_pointwise<scalar_t, false>(s, t);
-        break;
-      case Cell::RnnRelu:
-        rnn_backward_pointwise<scalar_t, true>(s, t);
-        break;
+  run_team(schedule.threads, [&](const Team& team) {
+    const auto units = team.share(H, lanes), outs = team.share(Hout, lanes);
+    auto pass = [&](int64_t columns, std::pair<int64_t, int64_t> range, const auto& body) {
+      run_pass(schedule, B, columns, range, body);
+    };
+    for (int64_t index = T - 1; index >= 0; --index) {
+      const int64_t t = s.order.time(index);
+      switch (layer.cell) {
+        case Cell::Lstm:
+        case Cell::LstmCoupled:
+          if (layer.projection) {
+            pass(Hout, outs, [&](int64_t j0, int64_t j1) { projection_backward_pointwise(s, t, j0, j1); });
+            team.sync();
+            if (schedule.small) {
+              projection.columns(s.grad_h_out + s.offset(t, 0, Hout), Hout, s.grad_cell, s.ld_cell, B, units.first,
+                                 units.second, false);
+            } else {
+              projection.all(grad_h_out_views[t], grad_cell_view, false);
+            }
+          }
+          pass(H, units, [&](int64_t j0, int64_t j1) { lstm_backward_pointwise(s, t, j0, j1); });
+          break;
+        case Cell::Gru:
+          pass(H, units, [&](int64_t j0, int64_t j1) { gru_backward_pointwise(s, t, j0, j1); });
+          break;
+        case Cell::GruResetBefore:
+          pass(H, units, [&](int64_t j0, int64_t j1) { gru_update_backward_pointwise(s, t, j0, j1); });
+          team.sync();
+          if (schedule.small) {
+            reset_product.columns(s.grad_gates + s.offset(t, 0, GH) + 2 * H, GH, s.grad_cell, s.ld_cell, B,
+                                  units.first, units.second, false);
+          } else {
+            reset_product.all(grad_n_views[t], grad_cell_view, false);
+          }
+          pass(H, units, [&](int64_t j0, int64_t j1) { gru_reset_backward_pointwise(s, t, j0, j1); });
+          break;
+        case Cell::RnnTanh:
+          pass(H, units, [&](int64_t j0, int64_t j1) { rnn_backward_pointwise<scalar_t, false>(s, t, j0, j1); });
+          break;
+        case Cell::RnnRelu:
+          pass(H, units, [&](int64_t j0, int64_t j1) { rnn_backward_pointwise<scalar_t, true>(s, t, j0, j1); });
+          break;
+      }
+      team.sync();
+      if (schedule.small) {
+        recurrent.columns(s.grad_gates + s.offset(t, 0, GH), GH, s.grad_h, s.ld_h, B, outs.first, outs.second, true);
+      } else {
+        recurrent.all(grad_views[t], grad_h_view, true);
+      }
     }
-    recurrent(step_grads[t], true);
-  }
+  });
 
   // Each absent result is a tensor of its own: results must not alias one another.
   auto none = [&] { return at::empty({0}, options); };
@@ -1031,7 +1192,7 @@ BackwardResult backward_kernel(const Layer& layer, const Tensor& grad_output, co
       peephole_gradient(s, grad_w_peep.data_ptr<scalar_t>());
     }
   }
-  return {grad_input, grad_h.contiguous(), grad_c0, grad_w_ih, grad_w_hh, grad_b_ih, grad_b_hh, grad_w_hr,
+  return {grad_input, grad_h_view.contiguous(), grad_c0, grad_w_ih, grad_w_hh, grad_b_ih, grad_b_hh, grad_w_hr,
           grad_w_peep};
 }
 

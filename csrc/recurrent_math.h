@@ -9,15 +9,19 @@
 #pragma once
 #include <cmath>
 #include <cstdint>
-#include <cstring>
+
+// The pointwise loops only vectorise when every call in them is inlined.
+#define SEQKERN_ALWAYS_INLINE inline __attribute__((always_inline))
 
 namespace seqkern::math {
 
-inline float exp_approx(float x) {
+SEQKERN_ALWAYS_INLINE float exp_approx(float x) {
   // Keeps 2^n a normal float: below the lower bound the result stays ~1e-38 instead of
   // underflowing, which no gate can tell apart from zero.
   x = x < -87.3f ? -87.3f : (x > 88.3f ? 88.3f : x);
-  const float n = std::floor(x * 1.44269504088896341f + 0.5f);
+  // n = round(x / ln 2): adding 1.5 * 2^23 leaves no fraction bits in the sum. (std::floor
+  // would do, but the compiler does not vectorise it unless trapping math is off.)
+  const float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
   // ln 2 split so that n * ln2_hi is exact for |n| < 2^9.
   float r = x - n * 0.693359375f;
   r = r + n * 2.12194440e-4f;
@@ -29,15 +33,13 @@ inline float exp_approx(float x) {
   p = p * r + 0.5f;
   p = p * r + 1.0f;
   p = p * r + 1.0f;
-  const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
-  float scale;
-  std::memcpy(&scale, &bits, sizeof(scale));
+  const float scale = __builtin_bit_cast(float, (static_cast<int32_t>(n) + 127) << 23);
   return p * scale;
 }
 
-inline float sigmoid(float x) { return 1.0f / (1.0f + exp_approx(-x)); }
+SEQKERN_ALWAYS_INLINE float sigmoid(float x) { return 1.0f / (1.0f + exp_approx(-x)); }
 
-inline float tanh(float x) {
+SEQKERN_ALWAYS_INLINE float tanh(float x) {
   const float a = std::fabs(x);
   const float e = exp_approx(-2.0f * a);
   // 1 - 2e / (1 + e) rounds only the small correction term, not the result near 1.
@@ -56,12 +58,12 @@ inline float tanh(float x) {
   return std::copysign(a < 1.0f ? near : far, x);
 }
 
-inline double sigmoid(double x) { return 1.0 / (1.0 + std::exp(-x)); }
+SEQKERN_ALWAYS_INLINE double sigmoid(double x) { return 1.0 / (1.0 + std::exp(-x)); }
 
-inline double tanh(double x) { return std::tanh(x); }
+SEQKERN_ALWAYS_INLINE double tanh(double x) { return std::tanh(x); }
 
 template <typename scalar_t>
-inline scalar_t relu(scalar_t x) {
+SEQKERN_ALWAYS_INLINE scalar_t relu(scalar_t x) {
   // NaN < 0 is false, so NaN passes through as torch's relu does.
   return x < scalar_t(0) ? scalar_t(0) : x;
 }
