@@ -322,7 +322,8 @@ Same arguments, results, layouts and errors as torch.nn.functional.max_pool{dims
 the seqkern extension (SPEC.md): ``padding`` may also be "same" (TensorFlow's rule),
 "valid", or one (before, after) pair per spatial axis, and ``pad_value`` (default -inf)
 is the value of padded positions; an output whose maximum is a padded position gets
-index -1. Without return_indices and without a gradient to track, no indices are computed.
+index -1. Indices cost memory traffic, so they are made only as needed: none for inference,
+int32 ones kept for backward when a gradient is tracked, int64 ones when returned.
 """
 
 
