@@ -242,6 +242,7 @@ void run_team(int threads, const Body& body) {
     body(Team{0, 1});
     return;
   }
+  // The team is as large as OpenMP makes it (one thread when nested in another region).
 #pragma omp parallel num_threads(threads)
   body(Team{omp_get_thread_num(), omp_get_num_threads()});
 }

@@ -112,49 +112,72 @@ inline void tile(int64_t K, const scalar_t* a, int64_t lda, const scalar_t* b, i
   }
 }
 
-template <typename scalar_t, int kRows>
-inline void row_block(int64_t K, int64_t N, const scalar_t* a, int64_t lda, const scalar_t* b, int64_t ldb,
-                      scalar_t* c, int64_t ldc, bool accumulate) {
-  constexpr int64_t lanes = Vector<scalar_t>::lanes;
-  int64_t n = 0;
-  // Fewer rows reuse each loaded row of b less, so they take wider tiles (or split sums)
-  // to keep enough multiply-adds in flight; at most 16 sums live in registers.
-  if (kRows <= 2) {
-    for (; n + 8 * lanes <= N; n += 8 * lanes) {
-      tile<scalar_t, kRows, 8, 1>(K, a, lda, b + n, ldb, c + n, ldc, accumulate);
+// Rows [0, M) of one column panel of kVectors vectors: 4 rows per tile (2 for the widest
+// panels, 16 sums in registers either way).
+template <typename scalar_t, int kVectors>
+inline void panel(int64_t M, int64_t K, const scalar_t* a, int64_t lda, const scalar_t* b, int64_t ldb,
+                  scalar_t* c, int64_t ldc, bool accumulate) {
+  constexpr int kRows = kVectors > 4 ? 2 : 4;
+  // A lone row reuses each loaded vector of b once, so it splits its sums to keep enough
+  // multiply-adds in flight.
+  constexpr int kSplit = kVectors <= 4 ? 2 : 1;
+  int64_t m = 0;
+  for (; m + kRows <= M; m += kRows) {
+    tile<scalar_t, kRows, kVectors, 1>(K, a + m * lda, lda, b, ldb, c + m * ldc, ldc, accumulate);
+  }
+  const int64_t rest = M - m;
+  a += m * lda;
+  c += m * ldc;
+  if constexpr (kRows == 4) {
+    if (rest == 3) {
+      tile<scalar_t, 3, kVectors, 1>(K, a, lda, b, ldb, c, ldc, accumulate);
+    } else if (rest == 2) {
+      tile<scalar_t, 2, kVectors, 1>(K, a, lda, b, ldb, c, ldc, accumulate);
     }
   }
-  for (; n + 4 * lanes <= N; n += 4 * lanes) {
-    tile<scalar_t, kRows, 4, kRows == 1 ? 2 : 1>(K, a, lda, b + n, ldb, c + n, ldc, accumulate);
-  }
-  for (; n + 2 * lanes <= N; n += 2 * lanes) {
-    tile<scalar_t, kRows, 2, 2>(K, a, lda, b + n, ldb, c + n, ldc, accumulate);
-  }
-  for (; n < N; n += lanes) {
-    tile<scalar_t, kRows, 1, 2>(K, a, lda, b + n, ldb, c + n, ldc, accumulate);
+  if (rest == 1) {
+    tile<scalar_t, 1, kVectors, kSplit>(K, a, lda, b, ldb, c, ldc, accumulate);
   }
 }
 
-// c (M, N) (+)= a (M, K) . b (K, N); N a multiple of L.
+// c (M, N) (+)= a (M, K) . b (K, N); N a multiple of L. Column panels outside, and each
+// panel in blocks of K that fit the L1 cache, so that a block of b serves every row of a
+// while it is there.
 template <typename scalar_t>
 void small(int64_t M, int64_t K, int64_t N, const scalar_t* a, int64_t lda, const scalar_t* b, int64_t ldb,
            scalar_t* c, int64_t ldc, bool accumulate) {
-  int64_t m = 0;
-  for (; m + 4 <= M; m += 4) {
-    row_block<scalar_t, 4>(K, N, a + m * lda, lda, b, ldb, c + m * ldc, ldc, accumulate);
-  }
-  switch (M - m) {
-    case 3:
-      row_block<scalar_t, 3>(K, N, a + m * lda, lda, b, ldb, c + m * ldc, ldc, accumulate);
-      break;
-    case 2:
-      row_block<scalar_t, 2>(K, N, a + m * lda, lda, b, ldb, c + m * ldc, ldc, accumulate);
-      break;
-    case 1:
-      row_block<scalar_t, 1>(K, N, a + m * lda, lda, b, ldb, c + m * ldc, ldc, accumulate);
-      break;
-    default:
-      break;
+  constexpr int64_t lanes = Vector<scalar_t>::lanes;
+  constexpr int64_t k_block = 32 * 1024 / (4 * lanes * static_cast<int64_t>(sizeof(scalar_t)));
+  const int64_t widest = M <= 2 ? 8 : 4;
+  for (int64_t n = 0; n < N;) {
+    const int64_t left = (N - n) / lanes;
+    const int64_t vectors = left >= widest ? widest : std::min<int64_t>(left, 4);
+    int64_t k = 0;
+    do {
+      const int64_t depth = std::min(k_block, K - k);
+      const bool add = accumulate || k > 0;
+      const scalar_t* a_k = a + k;
+      const scalar_t* b_k = b + k * ldb + n;
+      switch (vectors) {
+        case 8:
+          panel<scalar_t, 8>(M, depth, a_k, lda, b_k, ldb, c + n, ldc, add);
+          break;
+        case 4:
+          panel<scalar_t, 4>(M, depth, a_k, lda, b_k, ldb, c + n, ldc, add);
+          break;
+        case 3:
+          panel<scalar_t, 3>(M, depth, a_k, lda, b_k, ldb, c + n, ldc, add);
+          break;
+        case 2:
+          panel<scalar_t, 2>(M, depth, a_k, lda, b_k, ldb, c + n, ldc, add);
+          break;
+        default:
+          panel<scalar_t, 1>(M, depth, a_k, lda, b_k, ldb, c + n, ldc, add);
+          break;
+      }
+      k += k_block;
+    } while (k < K);
+    n += vectors * lanes;
   }
 }
 
