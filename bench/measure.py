@@ -20,6 +20,15 @@ import torch
 # Loose on purpose: a long sequence accumulates rounding differently in two correct kernels,
 # while a wrong kernel is off by O(1).
 CHECK_BOUNDS = {torch.float64: 1e-9, torch.float32: 1e-3, torch.bfloat16: 5e-2, torch.float16: 2e-2}
+# cuDNN computes float32 layers with TF32 tensor cores unless told not to (10-bit mantissa).
+TF32_BOUND = 1e-2
+
+
+def check_bound(dtype: torch.dtype, device: str) -> float:
+    if (dtype == torch.float32 and device.startswith("cuda")
+            and (torch.backends.cudnn.allow_tf32 or torch.backends.cuda.matmul.allow_tf32)):
+        return TF32_BOUND
+    return CHECK_BOUNDS[dtype]
 
 
 def synchronize(device: str) -> None:
@@ -57,13 +66,18 @@ def calls_per_sample(seconds_per_call: float, min_sample_seconds: float) -> int:
     return max(1, min(1000, math.ceil(min_sample_seconds / seconds_per_call)))
 
 
-def interleaved_samples(steps: Dict[str, Callable], number: int, repeats: int, device: str) -> Dict[str, List[float]]:
-    """``repeats`` samples of each step, the order of the contenders reversed on every round."""
+def interleaved_samples(steps: Dict[str, Callable], number: int, repeats: int, device: str,
+                        budget_seconds: float = math.inf) -> Dict[str, List[float]]:
+    """Up to ``repeats`` samples of each step, the order of the contenders reversed on every
+    round; after ``budget_seconds`` it stops at the end of a round, but not before 3 rounds."""
     names = list(steps)
     samples = {name: [] for name in names}
+    begin = time.perf_counter()
     for round_index in range(repeats):
         for name in (names if round_index % 2 == 0 else names[::-1]):
             samples[name].append(sample(steps[name], number, device))
+        if round_index + 1 >= 3 and time.perf_counter() - begin > budget_seconds:
+            break
     return samples
 
 
@@ -111,18 +125,37 @@ def gemm_rate_samples(device: str, dtype: torch.dtype, repeats: int, small: bool
     return [2.0 * n ** 3 / sample(step, 1, device) for _ in range(repeats)]
 
 
-def copy_bandwidth_samples(device: str, dtype: torch.dtype, repeats: int, small: bool = False) -> List[float]:
-    """Bytes/s (read + written) of clone() of a tensor far larger than the caches."""
+def _streaming_tensor(device: str, dtype: torch.dtype, small: bool) -> torch.Tensor:
+    """A tensor far larger than the caches (``small``: 1 MiB for smoke runs)."""
     total_bytes = (1 << 20) if small else (1 << 30) if device.startswith("cuda") else (1 << 27)
     element = torch.empty((), dtype=dtype).element_size()
-    source = torch.ones(total_bytes // element, device=device, dtype=dtype)
-    step = source.clone
+    return torch.ones(total_bytes // element, device=device, dtype=dtype)
+
+
+def copy_bandwidth_samples(device: str, dtype: torch.dtype, repeats: int, small: bool = False) -> List[float]:
+    """Bytes/s (read + written) of copy_() into a preallocated tensor: the memory floor."""
+    source = _streaming_tensor(device, dtype, small)
+    destination = torch.empty_like(source)
+    step = functools.partial(destination.copy_, source)
     step()
     synchronize(device)
-    return [2.0 * total_bytes / sample(step, 1, device) for _ in range(repeats)]
+    moved = 2.0 * source.numel() * source.element_size()
+    return [moved / sample(step, 1, device) for _ in range(repeats)]
 
 
-CALIBRATIONS = {"flops": gemm_rate_samples, "bytes": copy_bandwidth_samples}
+def clone_bandwidth_samples(device: str, dtype: torch.dtype, repeats: int, small: bool = False) -> List[float]:
+    """Bytes/s of clone(), for reference: on CPU it also pays for faulting in fresh pages, so it
+    sits well below copy_() and is no floor."""
+    source = _streaming_tensor(device, dtype, small)
+    source.clone()
+    synchronize(device)
+    moved = 2.0 * source.numel() * source.element_size()
+    return [moved / sample(source.clone, 1, device) for _ in range(repeats)]
+
+
+CALIBRATIONS = {"flops": gemm_rate_samples, "bytes": copy_bandwidth_samples, "clone": clone_bandwidth_samples}
+# What is measured alongside each floor rate, for reference only.
+COMPANIONS = {"flops": (), "bytes": ("clone",)}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -147,9 +180,10 @@ def relative_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
     return difference / scale if scale > 0 else difference
 
 
-def compare(actual: Dict[str, torch.Tensor], expected: Dict[str, torch.Tensor], dtype: torch.dtype):
+def compare(actual: Dict[str, torch.Tensor], expected: Dict[str, torch.Tensor], dtype: torch.dtype,
+            device: str = "cpu"):
     """(worst relative error, name of the worst tensor, bound) over the tensors torch returned."""
-    bound = CHECK_BOUNDS[dtype]
+    bound = check_bound(dtype, device)
     worst, worst_name = 0.0, ""
     for name, tensor in expected.items():
         error = relative_error(actual.get(name), tensor) if name in actual else math.inf

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import math
 import os
 import platform
 import subprocess
@@ -14,7 +15,21 @@ import torch
 SCHEMA = "seqkern-bench/1"
 STATUS_OK, STATUS_FAILED, STATUS_NA = "ok", "FAILED", "n/a"
 BASELINE_NAMES = {"cpu": "torch", "cuda": "torch.nn on CUDA (cuDNN for the recurrent layers)"}
-SEQKERN_NAMES = {"cpu": "seqkern C++ backend", "cuda": "seqkern Triton backend"}
+BACKEND_NAMES = {"cpp": "seqkern C++ backend", "triton": "seqkern Triton backend",
+                 "reference": "seqkern NumPy reference backend (SEQKERN_BACKEND=reference)"}
+
+
+def seqkern_backends(devices) -> dict:
+    """The backend seqkern dispatches to on each device (SEQKERN_BACKEND can override it)."""
+    from seqkern import BackendUnavailableError, backend_for
+
+    chosen = {}
+    for device in devices:
+        try:
+            chosen[device] = backend_for(torch.device(device))
+        except BackendUnavailableError as error:
+            chosen[device] = f"none ({error})"
+    return chosen
 
 
 def cpu_model() -> str:
@@ -62,7 +77,9 @@ def machine() -> dict:
     if torch.cuda.is_available():
         properties = torch.cuda.get_device_properties(0)
         info["cuda"] = {"device": properties.name, "capability": f"{properties.major}.{properties.minor}",
-                        "cuda": torch.version.cuda, "cudnn": torch.backends.cudnn.version()}
+                        "cuda": torch.version.cuda, "cudnn": torch.backends.cudnn.version(),
+                        "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32,
+                        "matmul_allow_tf32": torch.backends.cuda.matmul.allow_tf32}
     return info
 
 
@@ -85,11 +102,22 @@ def load_json(path: str) -> dict:
 # Formatting
 
 
+RATE_NAMES = {"flops": "GFLOP/s of one large torch.mm (the GEMM floor's rate)",
+              "bytes": "GB/s read+written by copy_() into a preallocated tensor (the memory floor's rate)",
+              "clone": "GB/s of clone() (for reference: also faults in fresh pages; no floor)"}
+NOISY_SPREAD = 0.25
+
+
+def noisy(case: dict) -> bool:
+    """Whether either contender's IQR exceeds NOISY_SPREAD of its median."""
+    return any(summary["iqr"] > NOISY_SPREAD * summary["median"] for summary in case["summary"].values())
+
+
 def _ms(summary: Optional[dict]) -> str:
     if not summary:
         return "-"
     spread = 100.0 * summary["iqr"] / summary["median"] if summary["median"] > 0 else 0.0
-    return f"{_ms_plain(summary['median'])} ±{spread:.0f}%"
+    return f"{_ms_plain(summary['median'])} ±{spread:.0f}%" if spread < 1000 else f"{_ms_plain(summary['median'])} ±>999%"
 
 
 def _ratio(value: Optional[float], suffix: str = "x") -> str:
@@ -116,7 +144,8 @@ def table(document: dict) -> str:
         info = document["machine"]
         where = info["cpu_model"] if device == "cpu" else (info["cuda"] or {}).get("device", device)
         lines.append(f"{device} {dtype} — {where}, {info['threads']} threads — "
-                     f"torch = {BASELINE_NAMES.get(device, 'torch')}, seqkern = {SEQKERN_NAMES.get(device, 'seqkern')}")
+                     f"torch = {BASELINE_NAMES.get(device, 'torch')}, "
+                     f"seqkern = {BACKEND_NAMES.get(document['seqkern_backends'][device], document['seqkern_backends'][device])}")
         rows = []
         for case in cases:
             summary = case["summary"]
@@ -124,7 +153,7 @@ def table(document: dict) -> str:
             if case["status"] == STATUS_OK and case["check"]:
                 check = f"ok {case['check']['max_relative_error']:.0e}"
             rows.append([case["label"], _ms(summary.get("torch")), _ms(summary.get("seqkern")),
-                         _ratio(case["speedup"]), _ms_plain(case["floor"]["seconds"]),
+                         _ratio(case["speedup"]) + (" ?" if noisy(case) else ""), _ms_plain(case["floor"]["seconds"]),
                          _ratio(case["torch_over_floor"]), _ratio(case["seqkern_over_floor"]), check])
         lines += _render(headers, rows) + [""]
     reasons: dict = {}
@@ -135,10 +164,10 @@ def table(document: dict) -> str:
         lines.append(f"{status}: {reason} ({len(labels)} case{'s' if len(labels) != 1 else ''})")
     calibration = document["calibration"]
     for entry in calibration:
-        unit = "GFLOP/s (torch.mm)" if entry["kind"] == "flops" else "GB/s (clone)"
-        lines.append(f"floor rate {entry['device']} {entry['dtype']}: {entry['median'] / 1e9:.1f} {unit}, "
+        lines.append(f"{entry['device']} {entry['dtype']}: {entry['median'] / 1e9:.1f} {RATE_NAMES[entry['kind']]}, "
                      f"median of {len(entry['samples'])} samples taken before and after the cases")
-    lines.append("times: median per call over the repeats, ±IQR/median; speedup = torch median / seqkern median")
+    lines.append("times: median per call over the repeats, ±IQR/median; speedup = torch median / seqkern median; "
+                 f"? = a spread above {NOISY_SPREAD:.0%} of the median: that ratio is unreliable")
     busiest = max(document["load_average"]["before"][0], document["load_average"]["after"][0])
     cpus = document["machine"]["logical_cpus"] or 1
     if busiest > 0.5 * cpus:
@@ -149,7 +178,14 @@ def table(document: dict) -> str:
 
 
 def _ms_plain(seconds: Optional[float]) -> str:
-    return "-" if seconds is None else f"{seconds * 1e3:.4g}"
+    """Milliseconds to 4 significant digits, never in exponent form."""
+    if seconds is None:
+        return "-"
+    milliseconds = seconds * 1e3
+    if milliseconds <= 0:
+        return "0"
+    decimals = max(0, 3 - math.floor(math.log10(milliseconds)))
+    return f"{milliseconds:.{decimals}f}"
 
 
 def _change(old: Optional[float], new: Optional[float]) -> str:

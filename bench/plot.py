@@ -114,7 +114,7 @@ def _axis_range(values: Sequence[float]) -> Tuple[float, float]:
 
 
 def _tick_label(value: float) -> str:
-    return f"{value:g}X"
+    return f"{value:g}X" if value >= 1 else f"1/{round(1 / value)}X"
 
 
 def layout(title: str, subtitle: str, bars: List[Bar]) -> Tuple[int, int, list]:
@@ -132,13 +132,15 @@ def layout(title: str, subtitle: str, bars: List[Bar]) -> Tuple[int, int, list]:
 
     shapes: list = [Rect(0, 0, width, height, WHITE), Text(16, 16, title, BLACK),
                     Text(16, 16 + ROW_H, subtitle, GREY)]
-    tick = low
-    while tick <= high:
+    ticks = [2.0 ** power for power in range(round(math.log2(low)), round(math.log2(high)) + 1)]
+    widest = CHAR_W * (max(len(_tick_label(tick)) for tick in ticks) + 1)
+    label_every = max(1, math.ceil(widest / (AXIS_W / (len(ticks) - 1))))
+    for tick in ticks:
         x = x_of(tick)
         shapes.append(Rect(x, top - 4, 1, ROW_H * len(bars) + 4, BLACK if tick == 1 else LIGHT))
-        text = _tick_label(tick)
-        shapes.append(Text(x - CHAR_W * len(text) // 2, top - ROW_H, text, GREY))
-        tick *= 2
+        if round(math.log2(tick)) % label_every == 0:   # labels that fit, always including 1X
+            text = _tick_label(tick)
+            shapes.append(Text(x - CHAR_W * len(text) // 2, top - ROW_H, text, GREY))
     for row, bar in enumerate(bars):
         y = top + row * ROW_H
         shapes.append(Text(16, y + 4, bar.label, FAILED if bar.note == "FAILED" else BLACK))
@@ -148,7 +150,7 @@ def layout(title: str, subtitle: str, bars: List[Bar]) -> Tuple[int, int, list]:
         one, end = x_of(1.0), x_of(bar.speedup)
         left, right = min(one, end), max(one, end)
         shapes.append(Rect(left, y + 3, max(right - left, 2), ROW_H - 6, FASTER if bar.speedup >= 1 else SLOWER))
-        shapes.append(Text(axis_x + AXIS_W + 12, y + 4, f"{bar.speedup:.2f}X", BLACK))
+        shapes.append(Text(axis_x + AXIS_W + 12, y + 4, f"{bar.speedup:.3g}X", BLACK))
     return width, height, shapes
 
 

@@ -6,7 +6,7 @@
 For every case, in this process: check that seqkern agrees with torch (outputs and, for a
 training step, gradients), then time torch and seqkern in turns, and set both against the
 floor: for recurrent layers the matmul FLOPs at the FLOP rate of one large torch.mm, for
-pooling the bytes moved at the bandwidth of clone(), both measured in this run. Prints a
+pooling the bytes moved at the bandwidth of copy_(), both measured in this run. Prints a
 table, writes <out>/<timestamp>.json (machine, versions, every sample) and a speedup chart
 (<timestamp>.png and .svg). Exit status 1 when any case FAILED its check.
 """
@@ -51,11 +51,13 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=1, help="untimed calls before timing (default 1)")
     parser.add_argument("--min-sample-ms", type=float, default=50.0,
                         help="a sample repeats the call until it lasts this long (default 50)")
+    parser.add_argument("--case-budget-s", type=float, default=10.0,
+                        help="stop repeating a case after this long, once it has 3 samples (default 10)")
     parser.add_argument("--compare", metavar="OLD.json", help="print the change against an earlier run")
     parser.add_argument("--out", default=DEFAULT_OUT, help=f"result folder (default {DEFAULT_OUT})")
     args = parser.parse_args(argv)
-    if args.threads < 1 or args.repeats < 1 or args.warmup < 0 or args.min_sample_ms < 0:
-        parser.error("--threads and --repeats must be >= 1, --warmup and --min-sample-ms >= 0")
+    if args.threads < 1 or args.repeats < 1 or min(args.warmup, args.min_sample_ms, args.case_budget_s) < 0:
+        parser.error("--threads and --repeats must be >= 1; --warmup, --min-sample-ms, --case-budget-s >= 0")
     unknown = [name for name in (args.dtype or []) if name not in DTYPES]
     if unknown:
         parser.error(f"--dtype: unknown {', '.join(unknown)}; choose from {', '.join(DTYPES)}")
@@ -132,7 +134,7 @@ def prepare_and_check(case, builders: Builders) -> Checked:
     except Exception as error:
         del steps["seqkern"]
         return Checked(steps, output.STATUS_FAILED, f"seqkern raised {_error_text(error)}")
-    error, tensor, bound = measure.compare(actual, expected, case.dtype)
+    error, tensor, bound = measure.compare(actual, expected, case.dtype, case.device)
     check = {"max_relative_error": error, "tensor": tensor, "bound": bound}
     if not error <= bound:
         del steps["seqkern"]     # a wrong kernel is not timed
@@ -158,7 +160,7 @@ def run_case(case, builders: Builders, args: argparse.Namespace) -> dict:
     measure.synchronize(case.device)
     once = measure.sample(steps["torch"], 1, case.device)
     number = measure.calls_per_sample(once, args.min_sample_ms / 1e3)
-    samples = measure.interleaved_samples(steps, number, args.repeats, case.device)
+    samples = measure.interleaved_samples(steps, number, args.repeats, case.device, args.case_budget_s)
     record["number"] = number
     record["samples"] = samples
     record["summary"] = {name: measure.Summary.of(values).as_dict() for name, values in samples.items()}
@@ -181,8 +183,11 @@ def add_floors(records: List[dict], cases: list, calibration: List[dict]) -> Non
 
 def calibrate(cases: list, samples: dict, small: bool) -> None:
     """Add one round of floor-rate samples for every (kind, device, dtype) the cases need."""
-    for kind, device, dtype in sorted({(case.floor_work()[0], case.device, case.dtype) for case in cases},
-                                      key=str):
+    needed = set()
+    for case in cases:
+        kind = case.floor_work()[0]
+        needed |= {(each, case.device, case.dtype) for each in (kind, *measure.COMPANIONS[kind])}
+    for kind, device, dtype in sorted(needed, key=str):
         measured = measure.CALIBRATIONS[kind](device, dtype, CALIBRATION_REPEATS, small)
         samples.setdefault((kind, device, dtype), []).extend(measured)
 
@@ -238,8 +243,10 @@ def main(argv: Optional[List[str]] = None, builders: Optional[Builders] = None) 
         "created": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
         "argv": list(sys.argv[1:] if argv is None else argv),
         "machine": output.machine(),
+        "seqkern_backends": output.seqkern_backends(sorted({case.device for case in selected})),
         "settings": {"grid": args.grid, "only": args.only, "repeats": args.repeats, "warmup": args.warmup,
-                     "min_sample_ms": args.min_sample_ms, "threads": args.threads},
+                     "min_sample_ms": args.min_sample_ms, "case_budget_s": args.case_budget_s,
+                     "threads": args.threads},
         "load_average": {"before": list(load_before), "after": list(os.getloadavg())},
         "calibration": calibration,
         "cases": records,

@@ -1,6 +1,818 @@
-// Max-pool kernels (CPU).
+// Max-pool kernels (CPU): forward with or without argmax indices, and backward.
+// Argument lists: the backend contract at the top of seqkern/ops/pooling.py.
+//
+// Dimension legend
+//   N batch, C channels. Every pool runs as a 3-D pool (D, H, W) -> (OD, OH, OW): a 1-D
+//   pool has D = H = 1 and a 2-D pool D = 1, each with a kernel of 1 there.
+//   plane   the D*H*W input elements of one (n, c); indices are flat offsets in a plane
+//   row     the W elements at one (d, h) of a plane
+//   layouts contiguous (N, C, D, H, W) and channels_last (N, D, H, W, C) in memory
+//
+// The window rule (SPEC.md, "Max pooling"): taps are visited in (kd, kh, kw) order and a
+// tap replaces the running maximum when it is strictly greater or NaN, starting from -inf
+// with the window's first in-bounds position as index. Taps in the padding take part only
+// with a finite pad_value (then with index -1); ceil_mode taps past the padding never do.
+
+// Vectorized<T> is built for the instruction set this file is compiled for, inside a
+// namespace of its own, so that other translation units built with other CPU_CAPABILITY
+// settings cannot collide with these inline definitions.
+#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512DQ__) && defined(__AVX512VL__)
+#define CPU_CAPABILITY_AVX512
+#elif defined(__AVX2__) && defined(__FMA__)
+#define CPU_CAPABILITY_AVX2
+#endif
+#define CPU_CAPABILITY seqkern_pooling
+#include <ATen/cpu/vec/vec.h>
+
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <optional>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
 #include "seqkern.h"
 
+#ifdef __linux__
+#include <sys/mman.h>
+#endif
+
 namespace seqkern {
-void register_pooling(pybind11::module_& module) {}
+namespace {
+
+using at::Tensor;
+using Padding = std::vector<std::pair<int64_t, int64_t>>;
+
+// One spatial axis of the pool.
+struct Axis {
+  int64_t size = 1, out = 1, kernel = 1, stride = 1, dilation = 1, before = 0, after = 0;
+
+  int64_t start(int64_t o) const { return o * stride - before; }
+  bool inside(int64_t p) const { return p >= 0 && p < size; }
+  // Windows never start before -before; ceil_mode windows may run past size + after.
+  bool in_padding(int64_t p) const { return p < size + after; }
+  // Position of the first in-bounds tap of window o, or -1 when it has none.
+  int64_t first_inside(int64_t o) const {
+    const int64_t first = start(o);
+    int64_t p = first;
+    if (p < 0) p += (-p + dilation - 1) / dilation * dilation;
+    return p < size && p <= first + (kernel - 1) * dilation ? p : -1;
+  }
+  // Outputs [interior_lo, interior_hi) have every tap inside the input.
+  int64_t interior_lo() const { return std::min(out, (before + stride - 1) / stride); }
+  int64_t interior_hi() const {
+    const int64_t last_start = size - 1 - (kernel - 1) * dilation + before;
+    const int64_t hi = last_start < 0 ? 0 : std::min(out, last_start / stride + 1);
+    return std::max(hi, interior_lo());
+  }
+};
+
+int64_t floor_div(int64_t a, int64_t b) {
+  const int64_t q = a / b;
+  return (a % b != 0 && ((a < 0) != (b < 0))) ? q - 1 : q;
+}
+
+// torch's output length, extended to unequal padding sides.
+int64_t output_size(int64_t length, int64_t kernel, int64_t stride, int64_t dilation, int64_t before,
+                    int64_t after, bool ceil_mode) {
+  int64_t out = floor_div(length + before + after - dilation * (kernel - 1) - 1 + (ceil_mode ? stride - 1 : 0),
+                          stride) + 1;
+  if (ceil_mode && (out - 1) * stride >= length + before) --out;
+  return out;
+}
+
+struct Geometry {
+  int64_t batch = 0, channels = 0;
+  Axis axis[3];  // d, h, w
+  bool channels_last = false;
+  bool pad_competes = false;  // finite pad_value: padded taps take part
+  double pad_value = 0;
+
+  const Axis& d() const { return axis[0]; }
+  const Axis& h() const { return axis[1]; }
+  const Axis& w() const { return axis[2]; }
+  int64_t plane() const { return axis[0].size * axis[1].size * axis[2].size; }
+  int64_t out_plane() const { return axis[0].out * axis[1].out * axis[2].out; }
+  // Flat in-plane offset of window (od, oh, ow)'s first in-bounds position, or -1.
+  int64_t first_inside(int64_t od, int64_t oh, int64_t ow) const {
+    const int64_t fd = d().first_inside(od), fh = h().first_inside(oh), fw = w().first_inside(ow);
+    return fd < 0 || fh < 0 || fw < 0 ? -1 : (fd * h().size + fh) * w().size + fw;
+  }
+};
+
+Geometry make_geometry(const Tensor& input, const std::vector<int64_t>& kernel, const std::vector<int64_t>& stride,
+                       const std::vector<int64_t>& dilation, const Padding& padding, bool ceil_mode,
+                       double pad_value) {
+  const int64_t spatial = input.dim() - 2;
+  TORCH_CHECK(spatial >= 1 && spatial <= 3,
+              "seqkern max_pool_forward: input must be (N, C, *S) with 1 to 3 spatial axes, got shape ",
+              input.sizes());
+  TORCH_CHECK(static_cast<int64_t>(kernel.size()) == spatial && static_cast<int64_t>(stride.size()) == spatial &&
+                  static_cast<int64_t>(dilation.size()) == spatial &&
+                  static_cast<int64_t>(padding.size()) == spatial,
+              "seqkern max_pool_forward: kernel_size, stride, dilation and padding need one entry per spatial "
+              "axis (", spatial, ")");
+  TORCH_CHECK(!std::isnan(pad_value), "seqkern max_pool_forward: pad_value must not be NaN");
+  Geometry g;
+  g.batch = input.size(0);
+  g.channels = input.size(1);
+  g.pad_value = pad_value;
+  g.pad_competes = pad_value > -std::numeric_limits<double>::infinity();
+  for (int64_t i = 0; i < spatial; ++i) {
+    Axis& a = g.axis[3 - spatial + i];
+    a.size = input.size(2 + i);
+    a.kernel = kernel[i];
+    a.stride = stride[i];
+    a.dilation = dilation[i];
+    a.before = padding[i].first;
+    a.after = padding[i].second;
+    TORCH_CHECK(a.size >= 1, "seqkern max_pool_forward: spatial sizes must be positive, got shape ", input.sizes());
+    TORCH_CHECK(a.kernel >= 1 && a.stride >= 1 && a.dilation >= 1,
+                "seqkern max_pool_forward: kernel_size, stride and dilation must be positive");
+    TORCH_CHECK(a.before >= 0 && a.after >= 0, "seqkern max_pool_forward: padding must be non-negative");
+    a.out = output_size(a.size, a.kernel, a.stride, a.dilation, a.before, a.after, ceil_mode);
+    TORCH_CHECK(a.out >= 1, "seqkern max_pool_forward: input of shape ", input.sizes(),
+                " gives an output size below 1 along spatial axis ", i);
+  }
+  return g;
+}
+
+// Element strides of a (N, C, D, H, W) view of a dense tensor in either layout.
+struct Strides {
+  int64_t n, c, d, h, w;
+};
+
+Strides layout_strides(bool channels_last, int64_t channels, int64_t depth, int64_t height, int64_t width) {
+  if (channels_last) {
+    return {depth * height * width * channels, 1, height * width * channels, width * channels, channels};
+  }
+  return {channels * depth * height * width, depth * height * width, height * width, width, 1};
+}
+
+template <typename scalar_t>
+using opmath_t = std::conditional_t<std::is_same_v<scalar_t, at::BFloat16> || std::is_same_v<scalar_t, at::Half>,
+                                    float, scalar_t>;
+
+template <typename T>
+T lowest_value() {
+  if constexpr (std::numeric_limits<T>::has_infinity) {
+    return -std::numeric_limits<T>::infinity();
+  } else {
+    return std::numeric_limits<T>::lowest();
+  }
+}
+
+template <typename T>
+bool is_nan(T value) {
+  if constexpr (std::is_floating_point_v<T>) {
+    return std::isnan(value);
+  } else {
+    return false;
+  }
+}
+
+// A fresh large tensor costs a page fault per 4 KiB on first touch, which is most of the
+// time of a pool over a large input. Backing it with transparent huge pages ("madvise"
+// mode, the common kernel default) leaves one fault per 2 MiB. Advisory: errors are ignored.
+void advise_huge_pages(const Tensor& tensor) {
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+  constexpr uintptr_t kHugePage = uintptr_t{1} << 21;
+  const uintptr_t bytes = static_cast<uintptr_t>(tensor.numel()) * tensor.element_size();
+  if (bytes < 4 * kHugePage) return;
+  const uintptr_t begin = reinterpret_cast<uintptr_t>(tensor.data_ptr());
+  const uintptr_t first = (begin + kHugePage - 1) & ~(kHugePage - 1);
+  const uintptr_t last = (begin + bytes) & ~(kHugePage - 1);
+  if (last > first) madvise(reinterpret_cast<void*>(first), last - first, MADV_HUGEPAGE);
+#endif
+}
+
+Tensor empty_for_kernel(at::IntArrayRef sizes, const at::TensorOptions& options) {
+  Tensor tensor = at::empty(sizes, options);
+  advise_huge_pages(tensor);
+  return tensor;
+}
+
+// Chunk sizes for at::parallel_for: about this many elements of work per task.
+constexpr int64_t kGrainElements = 32768;
+
+int64_t grain_for(int64_t work_per_item) { return std::max<int64_t>(1, kGrainElements / std::max<int64_t>(1, work_per_item)); }
+
+// ---------------------------------------------------------------------------------------
+// Forward, any dtype and layout: the window rule tap by tap.
+// ---------------------------------------------------------------------------------------
+template <typename scalar_t, typename index_t>
+void forward_generic(const scalar_t* input, scalar_t* output, index_t* indices, const Geometry& g) {
+  using acc_t = opmath_t<scalar_t>;
+  const Axis &ad = g.d(), &ah = g.h(), &aw = g.w();
+  const Strides in = layout_strides(g.channels_last, g.channels, ad.size, ah.size, aw.size);
+  const Strides out = layout_strides(g.channels_last, g.channels, ad.out, ah.out, aw.out);
+  const acc_t pad = g.pad_competes ? static_cast<acc_t>(g.pad_value) : lowest_value<acc_t>();
+  const int64_t window = ad.kernel * ah.kernel * aw.kernel;
+
+  auto pool_one = [&](int64_t n, int64_t c, int64_t od, int64_t oh, int64_t ow) {
+    const scalar_t* x = input + n * in.n + c * in.c;
+    acc_t best = lowest_value<acc_t>();
+    int64_t best_index = g.first_inside(od, oh, ow);
+    for (int64_t kd = 0; kd < ad.kernel; ++kd) {
+      const int64_t d = ad.start(od) + kd * ad.dilation;
+      const bool d_in = ad.inside(d);
+      if (!d_in && !(g.pad_competes && ad.in_padding(d))) continue;
+      for (int64_t kh = 0; kh < ah.kernel; ++kh) {
+        const int64_t h = ah.start(oh) + kh * ah.dilation;
+        const bool h_in = ah.inside(h);
+        if (!h_in && !(g.pad_competes && ah.in_padding(h))) continue;
+        for (int64_t kw = 0; kw < aw.kernel; ++kw) {
+          const int64_t w = aw.start(ow) + kw * aw.dilation;
+          const bool w_in = aw.inside(w);
+          if (!w_in && !(g.pad_competes && aw.in_padding(w))) continue;
+          acc_t value = pad;
+          int64_t index = -1;
+          if (d_in && h_in && w_in) {
+            value = static_cast<acc_t>(x[d * in.d + h * in.h + w * in.w]);
+            index = (d * ah.size + h) * aw.size + w;
+          }
+          if (value > best || is_nan(value)) {
+            best = value;
+            best_index = index;
+          }
+        }
+      }
+    }
+    const int64_t o = n * out.n + c * out.c + od * out.d + oh * out.h + ow * out.w;
+    output[o] = static_cast<scalar_t>(best);
+    if (indices != nullptr) indices[o] = static_cast<index_t>(best_index);
+  };
+
+  const int64_t rows = g.batch * ad.out * ah.out;
+  at::parallel_for(0, rows, grain_for(g.channels * aw.out * window), [&](int64_t begin, int64_t end) {
+    for (int64_t row = begin; row < end; ++row) {
+      const int64_t oh = row % ah.out, od = row / ah.out % ad.out, n = row / (ah.out * ad.out);
+      if (g.channels_last) {
+        for (int64_t ow = 0; ow < aw.out; ++ow)
+          for (int64_t c = 0; c < g.channels; ++c) pool_one(n, c, od, oh, ow);
+      } else {
+        for (int64_t c = 0; c < g.channels; ++c)
+          for (int64_t ow = 0; ow < aw.out; ++ow) pool_one(n, c, od, oh, ow);
+      }
+    }
+  });
+}
+
+// ---------------------------------------------------------------------------------------
+// Vectorised forward for float and double. Index lanes carry flat offsets as scalar_t,
+// exact while a plane has at most kVectorPlaneLimit elements; a padded winner carries
+// kPaddedMark, which stays negative after any row offset is added and becomes -1.
+// ---------------------------------------------------------------------------------------
+constexpr int64_t kVectorPlaneLimit = int64_t{1} << 24;
+
+template <typename scalar_t>
+constexpr scalar_t kPaddedMark = -static_cast<scalar_t>(kVectorPlaneLimit);
+
+template <typename scalar_t, typename index_t>
+void store_indices(const at::vec::Vectorized<scalar_t>& lanes, index_t* dst, int64_t count) {
+#if defined(CPU_CAPABILITY_AVX512)
+  if constexpr (std::is_same_v<scalar_t, float>) {
+    if (count == at::vec::Vectorized<float>::size()) {
+      // Every negative offset (a padded mark) clamps to -1.
+      const __m512 clamped = _mm512_max_ps(lanes, _mm512_set1_ps(-1.0f));
+      if constexpr (std::is_same_v<index_t, int64_t>) {
+        _mm512_storeu_si512(dst, _mm512_cvttps_epi64(_mm512_castps512_ps256(clamped)));
+        _mm512_storeu_si512(dst + 8, _mm512_cvttps_epi64(_mm512_extractf32x8_ps(clamped, 1)));
+      } else {
+        _mm512_storeu_si512(dst, _mm512_cvttps_epi32(clamped));
+      }
+      return;
+    }
+  }
+#endif
+  __at_align__ scalar_t values[at::vec::Vectorized<scalar_t>::size()];
+  lanes.store(values);
+  for (int64_t i = 0; i < count; ++i) dst[i] = values[i] < 0 ? index_t(-1) : static_cast<index_t>(values[i]);
+}
+
+// Contiguous layout. The window is separable: each needed input row is first reduced
+// along W ("horizontal", kept with the winning column), then the rows of a window are
+// reduced in (kd, kh) order ("vertical"). Strict > in row order after strict > within
+// each row keeps the first maximum of the whole window in (kd, kh, kw) order, and NaN
+// replacement keeps the last NaN, exactly like the tap-by-tap rule.
+template <typename scalar_t, bool kIndices, typename index_t>
+class ContiguousPool {
+  using Vec = at::vec::Vectorized<scalar_t>;
+  using IVec = at::vec::Vectorized<at::vec::int_same_size_t<scalar_t>>;
+  static constexpr int64_t kLanes = Vec::size();
+  // Per-task buffer of horizontally reduced rows, in elements per array.
+  static constexpr int64_t kBufferElements = 32768;
+  static constexpr int64_t kMaxColumns = 4096;
+
+ public:
+  explicit ContiguousPool(const Geometry& g) : g_(g) {}
+
+  void run(const scalar_t* input, scalar_t* output, index_t* indices) const {
+    const Axis &ad = g_.d(), &ah = g_.h(), &aw = g_.w();
+    const int64_t planes = g_.batch * g_.channels;
+    const int64_t columns = std::min(aw.out, kMaxColumns);
+    const int64_t column_blocks = (aw.out + columns - 1) / columns;
+    // Output rows per task: as many as the buffer holds, but enough tasks for every thread.
+    const int64_t rows_fit = kBufferElements / (ad.kernel * columns);
+    int64_t block = std::max<int64_t>(1, (rows_fit - (ah.kernel - 1) * ah.dilation - 1) / ah.stride + 1);
+    const int64_t wanted_tasks = 4 * at::get_num_threads();
+    const int64_t other_tasks = planes * ad.out * column_blocks;
+    if (other_tasks < wanted_tasks) {
+      const int64_t splits = (wanted_tasks + other_tasks - 1) / other_tasks;
+      block = std::min(block, (ah.out + splits - 1) / splits);
+    }
+    block = std::max<int64_t>(1, std::min(block, ah.out));
+    const int64_t row_blocks = (ah.out + block - 1) / block;
+    const int64_t buffer_rows = std::min(ah.size, (block - 1) * ah.stride + (ah.kernel - 1) * ah.dilation + 1);
+    const int64_t tasks = planes * ad.out * row_blocks * column_blocks;
+    const int64_t work = block * columns * ad.kernel * ah.kernel * (aw.kernel + 1);
+
+    at::parallel_for(0, tasks, grain_for(work), [&](int64_t begin, int64_t end) {
+      std::vector<scalar_t> values(ad.kernel * buffer_rows * columns);
+      std::vector<scalar_t> columns_won(kIndices ? values.size() : 0);
+      std::vector<RowTap> taps;
+      taps.reserve(ad.kernel * ah.kernel);
+      for (int64_t task = begin; task < end; ++task) {
+        int64_t rest = task;
+        const int64_t column_block = rest % column_blocks;
+        rest /= column_blocks;
+        const int64_t row_block = rest % row_blocks;
+        rest /= row_blocks;
+        const int64_t od = rest % ad.out;
+        const int64_t plane = rest / ad.out;
+        const int64_t ow0 = column_block * columns, ow1 = std::min(aw.out, ow0 + columns);
+        const int64_t oh0 = row_block * block, oh1 = std::min(ah.out, oh0 + block);
+        const int64_t h_lo = std::max<int64_t>(0, ah.start(oh0));
+        const int64_t h_hi = std::min(ah.size, ah.start(oh1 - 1) + (ah.kernel - 1) * ah.dilation + 1);
+        const scalar_t* x = input + plane * g_.plane();
+        // Horizontal pass over every in-bounds row the block's windows touch.
+        for (int64_t kd = 0; kd < ad.kernel; ++kd) {
+          const int64_t d = ad.start(od) + kd * ad.dilation;
+          if (!ad.inside(d)) continue;
+          for (int64_t h = h_lo; h < h_hi; ++h) {
+            const int64_t slot = (kd * buffer_rows + (h - h_lo)) * columns;
+            horizontal(x + (d * ah.size + h) * aw.size, ow0, ow1, values.data() + slot,
+                       kIndices ? columns_won.data() + slot : nullptr);
+          }
+        }
+        const int64_t out_plane = plane * g_.out_plane();
+        for (int64_t oh = oh0; oh < oh1; ++oh) {
+          collect_row_taps(od, oh, h_lo, buffer_rows, columns, values.data(), columns_won.data(), taps);
+          const int64_t o = out_plane + (od * ah.out + oh) * aw.out + ow0;
+          vertical(taps, ow1 - ow0, output + o, kIndices ? indices + o : nullptr);
+        }
+      }
+    });
+  }
+
+ private:
+  struct RowTap {
+    const scalar_t* values;   // nullptr: a padded row
+    const scalar_t* columns;  // winning columns of the row
+    scalar_t offset;          // flat offset of the row in its plane
+  };
+
+  // Lanes i < count read p[i * stride]; `available` elements from p lie in the row.
+  Vec taps_at(const scalar_t* p, int64_t count, int64_t available) const {
+    const int64_t stride = g_.w().stride;
+    if (stride == 1) return Vec::loadu(p, count);
+    if (stride == 2) {
+      const int64_t first = std::min(kLanes, available);
+      const int64_t second = std::max<int64_t>(0, std::min(kLanes, available - kLanes));
+      return at::vec::deinterleave2(Vec::loadu(p, first), Vec::loadu(p + kLanes, second)).first;
+    }
+    // Lanes past count repeat the last one, so that no read leaves the row.
+    using lane_offset_t = at::vec::int_same_size_t<scalar_t>;
+    const IVec offsets = at::vec::minimum(IVec::arange(0, static_cast<lane_offset_t>(stride)),
+                                          IVec(static_cast<lane_offset_t>((count - 1) * stride)));
+    return at::vec::gather<sizeof(scalar_t)>(p, offsets);
+  }
+
+  // One edge output of a row (its window reaches outside the input), tap by tap.
+  void horizontal_edge(const scalar_t* row, int64_t ow, scalar_t* value, scalar_t* column) const {
+    const Axis& aw = g_.w();
+    const scalar_t pad = static_cast<scalar_t>(g_.pad_value);
+    scalar_t best = lowest_value<scalar_t>();
+    const int64_t first = aw.first_inside(ow);
+    scalar_t best_column = first < 0 ? kPaddedMark<scalar_t> : static_cast<scalar_t>(first);
+    for (int64_t kw = 0; kw < aw.kernel; ++kw) {
+      const int64_t w = aw.start(ow) + kw * aw.dilation;
+      scalar_t v = pad, c = kPaddedMark<scalar_t>;
+      if (aw.inside(w)) {
+        v = row[w];
+        c = static_cast<scalar_t>(w);
+      } else if (!(g_.pad_competes && aw.in_padding(w))) {
+        continue;
+      }
+      if (v > best || std::isnan(v)) {
+        best = v;
+        best_column = c;
+      }
+    }
+    *value = best;
+    if (kIndices) *column = best_column;
+  }
+
+  void horizontal(const scalar_t* row, int64_t ow0, int64_t ow1, scalar_t* values, scalar_t* columns) const {
+    const Axis& aw = g_.w();
+    const int64_t lo = std::clamp(aw.interior_lo(), ow0, ow1);
+    const int64_t hi = std::clamp(aw.interior_hi(), lo, ow1);
+    for (int64_t ow = ow0; ow < lo; ++ow) horizontal_edge(row, ow, values + ow - ow0, columns + ow - ow0);
+    for (int64_t ow = lo; ow < hi; ow += kLanes) {
+      const int64_t count = std::min(kLanes, hi - ow);
+      const int64_t start = aw.start(ow);
+      const int64_t available = aw.size - start;
+      Vec best = taps_at(row + start, count, available);
+      Vec best_column, first_column;
+      if constexpr (kIndices) {
+        first_column = Vec::arange(static_cast<scalar_t>(start), static_cast<scalar_t>(aw.stride));
+        best_column = first_column;
+      }
+      for (int64_t kw = 1; kw < aw.kernel; ++kw) {
+        const int64_t shift = kw * aw.dilation;
+        const Vec v = taps_at(row + start + shift, count, available - shift);
+        if constexpr (kIndices) {
+          const Vec replace = (v > best) | v.isnan();
+          best = Vec::blendv(best, v, replace);
+          best_column = Vec::blendv(best_column, first_column + Vec(static_cast<scalar_t>(shift)), replace);
+        } else {
+          best = at::vec::maximum(best, v);
+        }
+      }
+      best.store(values + ow - ow0, count);
+      if constexpr (kIndices) best_column.store(columns + ow - ow0, count);
+    }
+    for (int64_t ow = hi; ow < ow1; ++ow) horizontal_edge(row, ow, values + ow - ow0, columns + ow - ow0);
+  }
+
+  // The rows of window (od, oh) in (kd, kh) order: buffered rows and padded rows.
+  void collect_row_taps(int64_t od, int64_t oh, int64_t h_lo, int64_t buffer_rows, int64_t columns,
+                        const scalar_t* values, const scalar_t* columns_won, std::vector<RowTap>& taps) const {
+    const Axis &ad = g_.d(), &ah = g_.h();
+    taps.clear();
+    for (int64_t kd = 0; kd < ad.kernel; ++kd) {
+      const int64_t d = ad.start(od) + kd * ad.dilation;
+      const bool d_in = ad.inside(d);
+      if (!d_in && !(g_.pad_competes && ad.in_padding(d))) continue;
+      for (int64_t kh = 0; kh < ah.kernel; ++kh) {
+        const int64_t h = ah.start(oh) + kh * ah.dilation;
+        const bool h_in = ah.inside(h);
+        if (d_in && h_in) {
+          const int64_t slot = (kd * buffer_rows + (h - h_lo)) * columns;
+          taps.push_back({values + slot, kIndices ? columns_won + slot : nullptr,
+                          static_cast<scalar_t>((d * ah.size + h) * g_.w().size)});
+        } else if (g_.pad_competes && ah.in_padding(h)) {
+          taps.push_back({nullptr, nullptr, 0});
+        }
+      }
+    }
+  }
+
+  void vertical(const std::vector<RowTap>& taps, int64_t count_all, scalar_t* out, index_t* out_indices) const {
+    const Vec pad(static_cast<scalar_t>(g_.pad_value));
+    const Vec padded_mark(kPaddedMark<scalar_t>);
+    const RowTap* first_inside = nullptr;
+    for (const RowTap& tap : taps) {
+      if (tap.values != nullptr) {
+        first_inside = &tap;
+        break;
+      }
+    }
+    for (int64_t j = 0; j < count_all; j += kLanes) {
+      const int64_t count = std::min(kLanes, count_all - j);
+      Vec best(lowest_value<scalar_t>());
+      Vec best_index = padded_mark;
+      if constexpr (kIndices) {
+        if (first_inside != nullptr) best_index = Vec(first_inside->offset) + Vec::loadu(first_inside->columns + j, count);
+      }
+      for (const RowTap& tap : taps) {
+        const Vec v = tap.values != nullptr ? Vec::loadu(tap.values + j, count) : pad;
+        if constexpr (kIndices) {
+          const Vec index = tap.values != nullptr ? Vec(tap.offset) + Vec::loadu(tap.columns + j, count) : padded_mark;
+          const Vec replace = (v > best) | v.isnan();
+          best = Vec::blendv(best, v, replace);
+          best_index = Vec::blendv(best_index, index, replace);
+        } else {
+          best = at::vec::maximum(best, v);
+        }
+      }
+      best.store(out + j, count);
+      if constexpr (kIndices) store_indices(best_index, out_indices + j, count);
+    }
+  }
+
+  const Geometry& g_;
+};
+
+// channels_last layout: lanes run along C, and each output position visits its taps in
+// window order, which is the window rule itself, lane by lane.
+template <typename scalar_t, bool kIndices, typename index_t>
+void forward_channels_last(const scalar_t* input, scalar_t* output, index_t* indices, const Geometry& g) {
+  using Vec = at::vec::Vectorized<scalar_t>;
+  constexpr int64_t kLanes = Vec::size();
+  const Axis &ad = g.d(), &ah = g.h(), &aw = g.w();
+  const int64_t channels = g.channels;
+  const Vec pad(static_cast<scalar_t>(g.pad_value));
+  struct Tap {
+    int64_t offset;  // element offset of the tap's channel vector; -1: padded
+    scalar_t index;
+  };
+  const int64_t rows = g.batch * ad.out * ah.out;
+  const int64_t window = ad.kernel * ah.kernel * aw.kernel;
+  at::parallel_for(0, rows, grain_for(aw.out * channels * window), [&](int64_t begin, int64_t end) {
+    std::vector<Tap> taps;
+    taps.reserve(window);
+    for (int64_t row = begin; row < end; ++row) {
+      const int64_t oh = row % ah.out, od = row / ah.out % ad.out, n = row / (ah.out * ad.out);
+      const scalar_t* x = input + n * g.plane() * channels;
+      for (int64_t ow = 0; ow < aw.out; ++ow) {
+        taps.clear();
+        for (int64_t kd = 0; kd < ad.kernel; ++kd) {
+          const int64_t d = ad.start(od) + kd * ad.dilation;
+          const bool d_in = ad.inside(d);
+          if (!d_in && !(g.pad_competes && ad.in_padding(d))) continue;
+          for (int64_t kh = 0; kh < ah.kernel; ++kh) {
+            const int64_t h = ah.start(oh) + kh * ah.dilation;
+            const bool h_in = ah.inside(h);
+            if (!h_in && !(g.pad_competes && ah.in_padding(h))) continue;
+            for (int64_t kw = 0; kw < aw.kernel; ++kw) {
+              const int64_t w = aw.start(ow) + kw * aw.dilation;
+              const bool w_in = aw.inside(w);
+              if (d_in && h_in && w_in) {
+                const int64_t flat = (d * ah.size + h) * aw.size + w;
+                taps.push_back({flat * channels, static_cast<scalar_t>(flat)});
+              } else if (g.pad_competes && aw.in_padding(w)) {
+                taps.push_back({-1, -1});
+              }
+            }
+          }
+        }
+        const Vec first_index(static_cast<scalar_t>(g.first_inside(od, oh, ow)));
+        const int64_t o = (((n * ad.out + od) * ah.out + oh) * aw.out + ow) * channels;
+        for (int64_t c = 0; c < channels; c += kLanes) {
+          const int64_t count = std::min(kLanes, channels - c);
+          Vec best(lowest_value<scalar_t>());
+          Vec best_index = first_index;
+          for (const Tap& tap : taps) {
+            const Vec v = tap.offset >= 0 ? Vec::loadu(x + tap.offset + c, count) : pad;
+            if constexpr (kIndices) {
+              const Vec replace = (v > best) | v.isnan();
+              best = Vec::blendv(best, v, replace);
+              best_index = Vec::blendv(best_index, Vec(tap.index), replace);
+            } else {
+              best = at::vec::maximum(best, v);
+            }
+          }
+          best.store(output + o + c, count);
+          if constexpr (kIndices) store_indices(best_index, indices + o + c, count);
+        }
+      }
+    }
+  });
+}
+
+template <typename scalar_t, bool kIndices, typename index_t>
+void forward_vectorized(const scalar_t* input, scalar_t* output, index_t* indices, const Geometry& g) {
+  if (g.channels_last) {
+    forward_channels_last<scalar_t, kIndices, index_t>(input, output, indices, g);
+  } else {
+    ContiguousPool<scalar_t, kIndices, index_t>(g).run(input, output, indices);
+  }
+}
+
+std::tuple<Tensor, Tensor> max_pool_forward(const Tensor& input_arg, std::vector<int64_t> kernel_size,
+                                            std::vector<int64_t> stride, std::vector<int64_t> dilation,
+                                            Padding padding, bool ceil_mode, double pad_value,
+                                            std::optional<at::ScalarType> index_dtype) {
+  TORCH_CHECK(input_arg.device().is_cpu(), "seqkern max_pool_forward (C++): input must be a CPU tensor, got ",
+              input_arg.device());
+  TORCH_CHECK(!index_dtype || *index_dtype == at::kLong || *index_dtype == at::kInt,
+              "seqkern max_pool_forward: index_dtype must be torch.int64, torch.int32 or None");
+  Geometry g = make_geometry(input_arg, kernel_size, stride, dilation, padding, ceil_mode, pad_value);
+  TORCH_CHECK(index_dtype != at::kInt || g.plane() <= std::numeric_limits<int32_t>::max(),
+              "seqkern max_pool_forward: int32 indices need planes of fewer than 2**31 elements, got ", g.plane());
+  const bool need_indices = index_dtype.has_value();
+  const auto format = input_arg.dim() >= 4 ? input_arg.suggest_memory_format() : at::MemoryFormat::Contiguous;
+  g.channels_last = format != at::MemoryFormat::Contiguous;
+  const Tensor input = input_arg.contiguous(format);
+  std::vector<int64_t> sizes = {g.batch, g.channels};
+  for (int64_t i = 3 - (input.dim() - 2); i < 3; ++i) sizes.push_back(g.axis[i].out);
+  Tensor output = empty_for_kernel(sizes, input.options().memory_format(format));
+  Tensor indices = need_indices ? empty_for_kernel(sizes, input.options().dtype(*index_dtype).memory_format(format))
+                                : at::empty({0}, input.options().dtype(at::kLong));
+  if (output.numel() == 0) return {output, indices};
+  AT_DISPATCH_ALL_TYPES_AND2(at::kBFloat16, at::kHalf, input.scalar_type(), "max_pool_forward", [&] {
+    if constexpr (!std::is_floating_point_v<scalar_t> && !std::is_same_v<scalar_t, at::BFloat16> &&
+                  !std::is_same_v<scalar_t, at::Half>) {
+      if (g.pad_competes) {
+        TORCH_CHECK(pad_value == std::trunc(pad_value) &&
+                        pad_value >= static_cast<double>(std::numeric_limits<scalar_t>::lowest()) &&
+                        pad_value <= static_cast<double>(std::numeric_limits<scalar_t>::max()),
+                    "seqkern max_pool_forward: pad_value ", pad_value, " is not a value of the input dtype ",
+                    input.scalar_type());
+      }
+    }
+    const scalar_t* in = input.const_data_ptr<scalar_t>();
+    scalar_t* out = output.mutable_data_ptr<scalar_t>();
+    auto pool = [&](auto* index_data) {
+      using index_t = std::remove_pointer_t<decltype(index_data)>;
+      if constexpr (std::is_same_v<scalar_t, float> || std::is_same_v<scalar_t, double>) {
+        if (g.plane() <= kVectorPlaneLimit) {
+          if (index_data != nullptr) {
+            forward_vectorized<scalar_t, true, index_t>(in, out, index_data, g);
+          } else {
+            forward_vectorized<scalar_t, false, index_t>(in, out, nullptr, g);
+          }
+          return;
+        }
+      }
+      forward_generic<scalar_t, index_t>(in, out, index_data, g);
+    };
+    if (!need_indices) {
+      pool(static_cast<int64_t*>(nullptr));
+    } else if (*index_dtype == at::kLong) {
+      pool(indices.mutable_data_ptr<int64_t>());
+    } else {
+      pool(indices.mutable_data_ptr<int32_t>());
+    }
+  });
+  return {output, indices};
+}
+
+// ---------------------------------------------------------------------------------------
+// Backward. Both layouts sum each input element's gradients in increasing output order
+// (torch's scatter order) with no two threads touching one element: deterministic, and
+// bit-identical to torch for float and double. Reduced precision sums in float.
+// ---------------------------------------------------------------------------------------
+
+// Contiguous: zero a plane, then add each output gradient into its argmax. A task owns
+// whole planes, so the plane stays in cache between the two passes.
+template <typename scalar_t, typename index_t>
+void backward_contiguous(const scalar_t* grad_output, const index_t* indices, scalar_t* grad_input,
+                         const Geometry& g) {
+  using acc_t = opmath_t<scalar_t>;
+  constexpr bool kDirect = std::is_same_v<acc_t, scalar_t>;
+  const int64_t plane = g.plane(), out_plane = g.out_plane();
+  at::parallel_for(0, g.batch * g.channels, grain_for(plane + out_plane), [&](int64_t begin, int64_t end) {
+    std::vector<acc_t> scratch(kDirect ? 0 : plane);
+    for (int64_t p = begin; p < end; ++p) {
+      acc_t* sums = kDirect ? reinterpret_cast<acc_t*>(grad_input + p * plane) : scratch.data();
+      std::fill(sums, sums + plane, acc_t(0));
+      const scalar_t* go = grad_output + p * out_plane;
+      const index_t* idx = indices + p * out_plane;
+      for (int64_t o = 0; o < out_plane; ++o) {
+        const int64_t index = idx[o];
+        if (index < 0) continue;
+        TORCH_CHECK(index < plane, "seqkern max_pool_backward: index ", index, " is outside a plane of ", plane,
+                    " input elements");
+        sums[index] += static_cast<acc_t>(go[o]);
+      }
+      if constexpr (!kDirect) {
+        for (int64_t i = 0; i < plane; ++i) grad_input[p * plane + i] = static_cast<scalar_t>(sums[i]);
+      }
+    }
+  });
+}
+
+// channels_last: a task owns a slab of grad_input, rows [h0, h1) of one (n, d), small
+// enough to stay in cache. It zeroes the slab, then walks the outputs whose windows reach
+// those rows in increasing order and adds every gradient whose argmax falls in the slab.
+template <typename scalar_t, typename index_t>
+void backward_channels_last(const scalar_t* grad_output, const index_t* indices, scalar_t* grad_input,
+                            const Geometry& g) {
+  using acc_t = opmath_t<scalar_t>;
+  constexpr bool kDirect = std::is_same_v<acc_t, scalar_t>;
+  constexpr int64_t kSlabElements = 65536;
+  const Axis &ad = g.d(), &ah = g.h(), &aw = g.w();
+  const int64_t channels = g.channels, plane = g.plane();
+  const int64_t row_elements = aw.size * channels;
+  const int64_t slab_rows = std::clamp<int64_t>(kSlabElements / row_elements, 1, ah.size);
+  const int64_t slabs_per_d = (ah.size + slab_rows - 1) / slab_rows;
+  const int64_t tasks = g.batch * ad.size * slabs_per_d;
+  const int64_t work = slab_rows * row_elements * 2;
+  at::parallel_for(0, tasks, grain_for(work), [&](int64_t begin, int64_t end) {
+    std::vector<acc_t> scratch(kDirect ? 0 : slab_rows * row_elements);
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t h0 = task % slabs_per_d * slab_rows, h1 = std::min(ah.size, h0 + slab_rows);
+      const int64_t d = task / slabs_per_d % ad.size, n = task / (slabs_per_d * ad.size);
+      // The slab holds flat positions [first, last) of the plane.
+      const int64_t first = (d * ah.size + h0) * aw.size, last = (d * ah.size + h1) * aw.size;
+      scalar_t* slab_out = grad_input + (n * plane + first) * channels;
+      acc_t* slab = kDirect ? reinterpret_cast<acc_t*>(slab_out) : scratch.data();
+      std::fill(slab, slab + (last - first) * channels, acc_t(0));
+      // Output rows whose windows reach rows [h0, h1).
+      const int64_t oh_lo = std::max<int64_t>(
+          0, (h0 + ah.before - (ah.kernel - 1) * ah.dilation + ah.stride - 1) / ah.stride);
+      const int64_t oh_hi = std::min(ah.out, (h1 - 1 + ah.before) / ah.stride + 1);
+      for (int64_t od = 0; od < ad.out; ++od) {
+        const int64_t reach = d - ad.start(od);
+        if (reach < 0 || reach > (ad.kernel - 1) * ad.dilation || reach % ad.dilation != 0) continue;
+        for (int64_t oh = oh_lo; oh < oh_hi; ++oh) {
+          const int64_t o = ((n * ad.out + od) * ah.out + oh) * aw.out * channels;
+          const index_t* idx = indices + o;
+          const scalar_t* go = grad_output + o;
+          for (int64_t ow = 0; ow < aw.out; ++ow, idx += channels, go += channels) {
+            for (int64_t c = 0; c < channels; ++c) {
+              const int64_t index = idx[c];
+              if (index < first || index >= last) {
+                TORCH_CHECK(index < plane, "seqkern max_pool_backward: index ", index, " is outside a plane of ",
+                            plane, " input elements");
+                continue;
+              }
+              slab[(index - first) * channels + c] += static_cast<acc_t>(go[c]);
+            }
+          }
+        }
+      }
+      if constexpr (!kDirect) {
+        for (int64_t i = 0; i < (last - first) * channels; ++i) slab_out[i] = static_cast<scalar_t>(slab[i]);
+      }
+    }
+  });
+}
+
+Tensor max_pool_backward(const Tensor& grad_output_arg, const Tensor& indices_arg, std::vector<int64_t> input_size,
+                         const std::vector<int64_t>& kernel_size, const std::vector<int64_t>& stride,
+                         const std::vector<int64_t>& dilation, const Padding& padding) {
+  TORCH_CHECK(grad_output_arg.device().is_cpu() && indices_arg.device().is_cpu(),
+              "seqkern max_pool_backward (C++): grad_output and indices must be CPU tensors");
+  const int64_t dims = grad_output_arg.dim();
+  const int64_t spatial = dims - 2;
+  TORCH_CHECK(spatial >= 1 && spatial <= 3 && static_cast<int64_t>(input_size.size()) == dims,
+              "seqkern max_pool_backward: grad_output must be (N, C, *S) with 1 to 3 spatial axes and input_size "
+              "of the same rank, got ", grad_output_arg.sizes(), " and ", input_size);
+  TORCH_CHECK(static_cast<int64_t>(kernel_size.size()) == spatial && static_cast<int64_t>(stride.size()) == spatial &&
+                  static_cast<int64_t>(dilation.size()) == spatial &&
+                  static_cast<int64_t>(padding.size()) == spatial,
+              "seqkern max_pool_backward: kernel_size, stride, dilation and padding need one entry per spatial "
+              "axis (", spatial, ")");
+  TORCH_CHECK(indices_arg.sizes() == grad_output_arg.sizes(), "seqkern max_pool_backward: indices of shape ",
+              indices_arg.sizes(), " do not match grad_output of shape ", grad_output_arg.sizes());
+  TORCH_CHECK(indices_arg.scalar_type() == at::kLong || indices_arg.scalar_type() == at::kInt,
+              "seqkern max_pool_backward: indices must be int64 or int32, got ", indices_arg.scalar_type());
+  TORCH_CHECK(input_size[0] == grad_output_arg.size(0) && input_size[1] == grad_output_arg.size(1),
+              "seqkern max_pool_backward: input_size ", input_size, " does not match grad_output of shape ",
+              grad_output_arg.sizes(), " in batch and channels");
+  Geometry g;
+  g.batch = input_size[0];
+  g.channels = input_size[1];
+  for (int64_t i = 0; i < spatial; ++i) {
+    Axis& a = g.axis[3 - spatial + i];
+    a.size = input_size[2 + i];
+    a.out = grad_output_arg.size(2 + i);
+    a.kernel = kernel_size[i];
+    a.stride = stride[i];
+    a.dilation = dilation[i];
+    a.before = padding[i].first;
+    a.after = padding[i].second;
+    TORCH_CHECK(a.size >= 1 && a.kernel >= 1 && a.stride >= 1 && a.dilation >= 1 && a.before >= 0 && a.after >= 0,
+                "seqkern max_pool_backward: input_size, kernel_size, stride and dilation must be positive and "
+                "padding non-negative");
+  }
+  const auto format = dims >= 4 ? indices_arg.suggest_memory_format() : at::MemoryFormat::Contiguous;
+  g.channels_last = format != at::MemoryFormat::Contiguous;
+  const Tensor grad_output = grad_output_arg.contiguous(format);
+  const Tensor indices = indices_arg.contiguous(format);
+  Tensor grad_input = empty_for_kernel(input_size, grad_output.options().memory_format(format));
+  if (grad_input.numel() == 0) return grad_input;
+  if (grad_output.numel() == 0) return grad_input.zero_();
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, grad_output.scalar_type(), "max_pool_backward", [&] {
+    const scalar_t* go = grad_output.const_data_ptr<scalar_t>();
+    scalar_t* gi = grad_input.mutable_data_ptr<scalar_t>();
+    auto scatter = [&](const auto* idx) {
+      using index_t = std::remove_const_t<std::remove_pointer_t<decltype(idx)>>;
+      if (g.channels_last) {
+        backward_channels_last<scalar_t, index_t>(go, idx, gi, g);
+      } else {
+        backward_contiguous<scalar_t, index_t>(go, idx, gi, g);
+      }
+    };
+    if (indices.scalar_type() == at::kLong) {
+      scatter(indices.const_data_ptr<int64_t>());
+    } else {
+      scatter(indices.const_data_ptr<int32_t>());
+    }
+  });
+  return grad_input;
+}
+
+}  // namespace
+
+void register_pooling(pybind11::module_& module) {
+  namespace py = pybind11;
+  module.def("max_pool_forward", &max_pool_forward, py::call_guard<py::gil_scoped_release>(),
+             "Max pool 1d/2d/3d forward -> (output, indices); indices are (0,) when index_dtype is None.",
+             py::arg("input"), py::arg("kernel_size"), py::arg("stride"), py::arg("dilation"), py::arg("padding"),
+             py::arg("ceil_mode"), py::arg("pad_value"), py::arg("index_dtype"));
+  module.def("max_pool_backward", &max_pool_backward, py::call_guard<py::gil_scoped_release>(),
+             "Max pool backward: grad_output added into the argmax positions -> grad_input.",
+             py::arg("grad_output"), py::arg("indices"), py::arg("input_size"), py::arg("kernel_size"),
+             py::arg("stride"), py::arg("dilation"), py::arg("padding"));
+}
+
 }  // namespace seqkern

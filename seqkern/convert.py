@@ -21,6 +21,9 @@ CONVERSIONS: dict = {
     torch.nn.RNNCell: _seqkern_nn.RNNCell,
     torch.nn.LSTMCell: _seqkern_nn.LSTMCell,
     torch.nn.GRUCell: _seqkern_nn.GRUCell,
+    torch.nn.MaxPool1d: _seqkern_nn.MaxPool1d,
+    torch.nn.MaxPool2d: _seqkern_nn.MaxPool2d,
+    torch.nn.MaxPool3d: _seqkern_nn.MaxPool3d,
 }
 
 

@@ -24,15 +24,17 @@ run the same op with T = 1.
 """
 from __future__ import annotations
 
+import math as _math
 from typing import Optional, Sequence
 
 import torch
 from torch import Tensor
 from torch.nn.utils.rnn import PackedSequence
 
+from .ops import pooling as _pooling
 from .ops import recurrent as _recurrent
 
-__all__ = ["rnn", "lstm", "gru", "rnn_cell", "lstm_cell", "gru_cell"]
+__all__ = ["rnn", "lstm", "gru", "rnn_cell", "lstm_cell", "gru_cell", "max_pool1d", "max_pool2d", "max_pool3d"]
 
 
 def _scalar_type_name(dtype: torch.dtype) -> str:
@@ -122,14 +124,13 @@ def _contiguous(tensor: Optional[Tensor]) -> Optional[Tensor]:
 
 
 def _run_stack(input, hx, cx, weights, cell, has_biases, num_layers, dropout, training,
-               bidirectional, batch_first, peephole, gates):
+               bidirectional, batch_first, peephole=False):
     """Shared body of rnn/lstm/gru; ``cx`` is None for cells without a cell state."""
     directions = 2 if bidirectional else 1
     count = num_layers * directions
     is_lstm = cell in _recurrent.LSTM_CELLS
-    per_layer_plain = 2 + 2 * has_biases + (peephole if is_lstm else 0)
-    projection = is_lstm and len(weights) == count * (per_layer_plain + 1)
-    groups = _layer_weights(weights, count, has_biases, projection, peephole and is_lstm)
+    projection = is_lstm and len(weights) == count * (3 + 2 * has_biases + peephole)
+    groups = _layer_weights(weights, count, has_biases, projection, peephole)
 
     packed = isinstance(input, PackedSequence)
     if packed:
@@ -145,9 +146,9 @@ def _run_stack(input, hx, cx, weights, cell, has_biases, num_layers, dropout, tr
         raise RuntimeError("Expected sequence length to be larger than 0 in RNN")
     steps, batch = sequence.shape[:2]
 
-    first_w_ih, first_w_hh = groups[0][0], groups[0][1]
-    hidden = first_w_ih.size(0) // gates
-    out_size = groups[0][4].size(0) if projection else hidden
+    first_w_ih, first_w_hh, _, _, first_w_hr, _ = groups[0]
+    hidden = first_w_ih.size(0) // _recurrent.CELL_GATES[cell]
+    out_size = first_w_hr.size(0) if projection else hidden
     if hx is None:
         hx = sequence.new_zeros((count, batch, out_size))
         if is_lstm:
@@ -201,7 +202,7 @@ def rnn(input, hx: Optional[Tensor], weights: Sequence[Tensor], has_biases: bool
     """Elman RNN stack (``torch.nn.RNN``); returns (output, h_n)."""
     cell = _nonlinearity_cell(nonlinearity)
     output, h_n, _ = _run_stack(input, hx, None, weights, cell, has_biases, num_layers, dropout,
-                                training, bidirectional, batch_first, False, 1)
+                                training, bidirectional, batch_first)
     return output, h_n
 
 
@@ -218,8 +219,7 @@ def lstm(input, hx, weights: Sequence[Tensor], has_biases: bool = True, num_laye
     cell = _lstm_cell_name(coupled_gates)
     h0, c0 = (None, None) if hx is None else hx
     output, h_n, c_n = _run_stack(input, h0, c0, weights, cell, has_biases, num_layers, dropout,
-                                  training, bidirectional, batch_first, peephole,
-                                  _recurrent.CELL_GATES[cell])
+                                  training, bidirectional, batch_first, peephole)
     return output, (h_n, c_n)
 
 
@@ -228,7 +228,7 @@ def gru(input, hx: Optional[Tensor], weights: Sequence[Tensor], has_biases: bool
         bidirectional: bool = False, batch_first: bool = False, *, reset_after: bool = True):
     """GRU stack (``torch.nn.GRU``); ``reset_after=False`` is Cho et al.'s original form."""
     output, h_n, _ = _run_stack(input, hx, None, weights, _gru_cell_name(reset_after), has_biases,
-                                num_layers, dropout, training, bidirectional, batch_first, False, 3)
+                                num_layers, dropout, training, bidirectional, batch_first)
     return output, h_n
 
 
@@ -314,3 +314,37 @@ def gru_cell(input: Tensor, hx: Optional[Tensor], w_ih: Tensor, w_hh: Tensor,
         hx = input.new_zeros((input.size(0), w_hh.size(1)))
     _check_cell_call(input, (hx,), w_ih, w_hh)
     return _run_cell(input, hx, None, w_ih, w_hh, b_ih, b_hh, None, _gru_cell_name(reset_after))[0]
+
+
+_POOL_DOC = """Max pooling over the trailing {dims} axes of (N, C, {axes}) or (C, {axes}) input.
+
+Same arguments, results, layouts and errors as torch.nn.functional.max_pool{dims}d, plus
+the seqkern extension (SPEC.md): ``padding`` may also be "same" (TensorFlow's rule),
+"valid", or one (before, after) pair per spatial axis, and ``pad_value`` (default -inf)
+is the value of padded positions; an output whose maximum is a padded position gets
+index -1. Indices cost memory traffic, so they are made only as needed: none for inference,
+int32 ones kept for backward when a gradient is tracked, int64 ones when returned.
+"""
+
+
+def max_pool1d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False,
+               *, pad_value=-_math.inf):
+    return _pooling.max_pool_nd(1, input, kernel_size, stride, padding, dilation, ceil_mode, return_indices,
+                                pad_value)
+
+
+def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False,
+               *, pad_value=-_math.inf):
+    return _pooling.max_pool_nd(2, input, kernel_size, stride, padding, dilation, ceil_mode, return_indices,
+                                pad_value)
+
+
+def max_pool3d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False,
+               *, pad_value=-_math.inf):
+    return _pooling.max_pool_nd(3, input, kernel_size, stride, padding, dilation, ceil_mode, return_indices,
+                                pad_value)
+
+
+max_pool1d.__doc__ = _POOL_DOC.format(dims=1, axes="L")
+max_pool2d.__doc__ = _POOL_DOC.format(dims=2, axes="H, W")
+max_pool3d.__doc__ = _POOL_DOC.format(dims=3, axes="D, H, W")

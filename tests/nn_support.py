@@ -39,6 +39,16 @@ def twin(torch_module, seqkern_class, *args, **kwargs):
     return module
 
 
+def draw_weights(module, inputs):
+    """Replace every parameter by draws from ``inputs`` in torch's init range U(±1/sqrt(H)):
+    the magnitudes of a real model, which the float32 tolerances are set for."""
+    bound = 1.0 / module.hidden_size ** 0.5
+    with torch.no_grad():
+        for parameter in module.parameters():
+            parameter.copy_(inputs.uniform(*parameter.shape, low=-bound, high=bound, dtype=parameter.dtype))
+    return module
+
+
 def reference_cell(module):
     """The recurrent op's cell name for a seqkern (or torch) module."""
     mode = getattr(module, "mode", None)

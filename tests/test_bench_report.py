@@ -87,7 +87,7 @@ def test_report_json_table_chart_and_compare(tmp_path, capsys):
     assert machine["threads"] == 1 and machine["torch"] == torch.__version__
     assert len(document["load_average"]["before"]) == 3 and len(document["load_average"]["after"]) == 3
     kinds = {entry["kind"] for entry in document["calibration"]}
-    assert kinds == {"flops", "bytes"}
+    assert kinds == {"flops", "bytes", "clone"}
     assert all(len(entry["samples"]) == 2 * report.CALIBRATION_REPEATS and entry["median"] > 0
                for entry in document["calibration"])
     assert len(document["cases"]) == SMOKE_CASES

@@ -5,6 +5,7 @@ import torch
 
 import seqkern
 from nn_support import (CELL_BATCH as BATCH, assert_cell_runs_close, backend, cell_data,  # noqa: F401
+                        draw_weights,
                         reference_cell_run, run_cell, twin)
 from support import Inputs, assert_close
 
@@ -38,9 +39,7 @@ def build_pair(name, nonlinearity, bias, dtype, inputs, **extra):
     if nonlinearity:
         kwargs["nonlinearity"] = nonlinearity
     torch_cell = getattr(torch.nn, name)(INPUT, HIDDEN, **kwargs)
-    with torch.no_grad():
-        for parameter in torch_cell.parameters():
-            parameter.copy_(inputs.uniform(*parameter.shape, low=-0.6, high=0.6, dtype=dtype))
+    draw_weights(torch_cell, inputs)
     return torch_cell, twin(torch_cell, getattr(seqkern.nn, name), INPUT, HIDDEN, **kwargs, **extra)
 
 

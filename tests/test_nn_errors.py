@@ -9,6 +9,9 @@ from torch.nn.utils.rnn import pack_padded_sequence, pack_sequence
 
 import seqkern
 
+# torch's LSTM with proj_size says once that oneDNN cannot run it; that is torch's business.
+pytestmark = pytest.mark.filterwarnings("ignore:LSTM with projections is not supported with oneDNN")
+
 f32, f64 = torch.float32, torch.float64
 
 

@@ -6,7 +6,7 @@ import torch
 from torch.nn.utils.rnn import pack_sequence
 
 import seqkern
-from nn_support import (assert_cell_runs_close, assert_runs_close, backend, cell_data,  # noqa: F401
+from nn_support import (assert_cell_runs_close, assert_runs_close, backend, cell_data, draw_weights,  # noqa: F401
                         reference_cell_run, reference_layer_run, run_cell, run_layer, sequence_data)
 from support import Inputs, assert_close
 
@@ -37,10 +37,7 @@ def build_extended(name, flags, layers, bidirectional, proj, bias, batch_first, 
     if proj:
         kwargs["proj_size"] = proj
     module = getattr(seqkern.nn, name)(INPUT, HIDDEN, layers, **kwargs)
-    with torch.no_grad():
-        for parameter in module.parameters():
-            parameter.copy_(inputs.uniform(*parameter.shape, low=-0.6, high=0.6, dtype=dtype))
-    return module
+    return draw_weights(module, inputs)
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=str)
@@ -71,9 +68,7 @@ def test_extended_cell_matches_reference(case, backend):
     inputs = Inputs()
     name, flags, bias, batched, hx_given = case
     cell = getattr(seqkern.nn, name)(INPUT, HIDDEN, bias, dtype=torch.float64, **flags)
-    with torch.no_grad():
-        for parameter in cell.parameters():
-            parameter.copy_(inputs.uniform(*parameter.shape, low=-0.6, high=0.6))
+    draw_weights(cell, inputs)
     data = cell_data(name == "LSTMCell", batched, hx_given, torch.float64, inputs, INPUT, HIDDEN)
     assert_cell_runs_close(run_cell(cell, data), reference_cell_run(cell, data), torch.float64)
 

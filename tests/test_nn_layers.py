@@ -7,7 +7,7 @@ import torch
 from torch.nn.utils.rnn import pack_sequence, pad_packed_sequence
 
 import seqkern
-from nn_support import (assert_runs_close, backend, reference_layer_run, run_layer,  # noqa: F401
+from nn_support import (assert_runs_close, backend, draw_weights, reference_layer_run, run_layer,  # noqa: F401
                         sequence_data, twin)
 from support import Inputs, assert_close
 
@@ -59,9 +59,7 @@ def build_pair(mode, bias, batch_first, bidirectional, num_layers, proj, dtype, 
         torch_class, seqkern_class = torch.nn.RNN, seqkern.nn.RNN
         kwargs["nonlinearity"] = mode.split("_")[1]
     torch_module = torch_class(INPUT, HIDDEN, num_layers, **kwargs)
-    with torch.no_grad():
-        for parameter in torch_module.parameters():
-            parameter.copy_(inputs.uniform(*parameter.shape, low=-0.6, high=0.6, dtype=dtype))
+    draw_weights(torch_module, inputs)
     return torch_module, twin(torch_module, seqkern_class, INPUT, HIDDEN, num_layers, **kwargs)
 
 
@@ -154,7 +152,7 @@ def test_gradcheck(mode, backend):
         return (output, *hidden) if isinstance(hidden, tuple) else (output, hidden)
 
     weights = [p.detach().clone().requires_grad_() for p in module.parameters()]
-    assert torch.autograd.gradcheck(outputs, (x, *weights))
+    assert torch.autograd.gradcheck(outputs, (x, *weights), fast_mode=True)
 
 
 def test_double_backward_is_a_clear_error(backend):

@@ -40,3 +40,18 @@ def _adapt(function):
 
 recurrent_layer_forward = _adapt(reference.recurrent_layer_forward)
 recurrent_layer_backward = _adapt(reference.recurrent_layer_backward)
+
+
+def max_pool_forward(input, kernel_size, stride, dilation, padding, ceil_mode, pad_value, index_dtype):
+    """reference.max_pool_forward; integer inputs go through float64 (exact below 2**53)."""
+    values = input if input.dtype.is_floating_point else input.double()
+    output, indices = _adapt(reference.max_pool_forward)(
+        values, tuple(kernel_size), tuple(stride), tuple(dilation), tuple(map(tuple, padding)), ceil_mode, pad_value
+    )
+    return output.to(input.dtype), indices.to(index_dtype) if index_dtype is not None else indices.new_empty((0,))
+
+
+def max_pool_backward(grad_output, indices, input_size, kernel_size, stride, dilation, padding):
+    """reference.max_pool_backward, which scatters along the indices and needs no window geometry."""
+    grad_input = reference.max_pool_backward(_to_array(grad_output), _to_array(indices), tuple(input_size))
+    return torch.from_numpy(np.ascontiguousarray(grad_input)).to(device=grad_output.device, dtype=grad_output.dtype)

@@ -1,0 +1,520 @@
+"""seqkern.functional.max_pool{1,2,3}d, seqkern.nn.MaxPool{1,2,3}d and the seqkern::max_pool
+ops: torch parity (values, indices, layouts, gradients, errors), the seqkern padding
+extension against the NumPy reference, the seeds' worked example on every backend,
+opcheck, torch.compile, and property tests against the reference."""
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from support import Inputs, assert_close
+
+import seqkern
+import seqkern.functional as SF
+from seqkern import reference
+from seqkern.ops import pooling as pooling_ops
+
+TORCH_POOLS = {1: F.max_pool1d, 2: F.max_pool2d, 3: F.max_pool3d}
+SEQKERN_POOLS = {1: SF.max_pool1d, 2: SF.max_pool2d, 3: SF.max_pool3d}
+CHANNELS_LAST = {2: torch.channels_last, 3: torch.channels_last_3d}
+
+
+def _values(*shape, dtype=torch.float64, seed=0):
+    """A coarse grid (many ties) with -inf and NaN entries."""
+    x = (Inputs(seed + 11).randn(*shape) * 2).round()
+    x.view(-1)[::7] = -math.inf
+    x.view(-1)[3::19] = math.nan
+    return x.to(dtype)
+
+
+def _same(actual, expected):
+    torch.testing.assert_close(actual, expected, rtol=0, atol=0, equal_nan=True)
+
+
+# (dims, batched shape, kernel_size, stride, padding, dilation, ceil_mode)
+SWEEP = [
+    (1, (3, 4, 17), 3, 2, 1, 1, True),
+    (1, (2, 3, 16), 4, 1, 2, 2, False),
+    (1, (2, 3, 9), 2, None, 0, 1, False),
+    (2, (2, 3, 11, 13), 3, 2, 1, 1, False),
+    (2, (3, 2, 9, 8), (2, 3), (1, 2), 1, (2, 1), True),
+    (2, (1, 5, 7, 7), 3, 3, 0, 1, True),
+    (2, (2, 3, 5, 6), 2, 1, 0, 1, False),
+    (2, (2, 4, 10, 9), 2, None, 1, 1, True),
+    (3, (2, 2, 5, 6, 7), 3, 2, 1, 1, True),
+    (3, (1, 3, 4, 5, 6), (2, 3, 2), (1, 2, 1), (1, 0, 1), (1, 1, 2), False),
+    (3, (2, 2, 3, 5, 4), 2, None, 0, 1, False),
+]
+SWEEP_IDS = [f"{c[0]}d-{'x'.join(map(str, c[1]))}-k{c[2]}-s{c[3]}-p{c[4]}-d{c[5]}-ceil{int(c[6])}" for c in SWEEP]
+
+
+def _layout_input(dims, shape, layout, dtype):
+    if layout == "noncontiguous":
+        wide = _values(*shape[:-1], 2 * shape[-1] + 1, dtype=dtype)
+        return wide[..., 1::2]
+    x = _values(*shape, dtype=dtype)
+    if layout == "channels_last":
+        x = x.contiguous(memory_format=CHANNELS_LAST[dims])
+    return x
+
+
+def _with_layouts(cases, ids, layouts=("contiguous", "channels_last", "noncontiguous")):
+    """Every case in every layout it has (1-d inputs have no channels_last layout)."""
+    return [pytest.param(*case, layout, id=f"{case_id}-{layout}") for case, case_id in zip(cases, ids)
+            for layout in layouts if not (layout == "channels_last" and case[0] == 1)]
+
+
+@pytest.mark.parametrize("dims, shape, kernel, stride, padding, dilation, ceil_mode, layout",
+                         _with_layouts(SWEEP, SWEEP_IDS))
+def test_matches_torch_forward_and_float64_gradients(dims, shape, kernel, stride, padding, dilation, ceil_mode,
+                                                    layout):
+    x = _layout_input(dims, shape, layout, torch.float64)
+    x_torch = x.clone().requires_grad_() if layout != "noncontiguous" else x.detach().requires_grad_()
+    x_ours = x.detach().clone() if layout != "noncontiguous" else x.detach()
+    x_ours = x_ours.requires_grad_()
+    out_torch, idx_torch = TORCH_POOLS[dims](x_torch, kernel, stride, padding, dilation, ceil_mode, True)
+    out_ours, idx_ours = SEQKERN_POOLS[dims](x_ours, kernel, stride, padding, dilation, ceil_mode, True)
+    _same(out_ours, out_torch)
+    assert torch.equal(idx_ours, idx_torch)
+    assert out_ours.stride() == out_torch.stride() and idx_ours.stride() == idx_torch.stride()
+    assert not idx_ours.requires_grad
+    grad = Inputs(2).randn(*out_torch.shape)
+    out_torch.backward(grad)
+    out_ours.backward(grad)
+    assert torch.equal(x_ours.grad, x_torch.grad)
+    assert x_ours.grad.stride() == x_torch.grad.stride()
+
+
+@pytest.mark.parametrize("dims, shape, kernel, stride, padding, dilation, ceil_mode", SWEEP[::2], ids=SWEEP_IDS[::2])
+def test_float32_and_bfloat16_against_torch(dims, shape, kernel, stride, padding, dilation, ceil_mode):
+    for dtype in (torch.float32, torch.bfloat16):
+        x = Inputs(3).randn(*shape, dtype=dtype)
+        x_torch, x_ours = x.clone().requires_grad_(), x.clone().requires_grad_()
+        out_torch = TORCH_POOLS[dims](x_torch, kernel, stride, padding, dilation, ceil_mode)
+        out_ours = SEQKERN_POOLS[dims](x_ours, kernel, stride, padding, dilation, ceil_mode)
+        _same(out_ours, out_torch)
+        grad = Inputs(4).randn(*out_torch.shape, dtype=dtype)
+        out_torch.backward(grad)
+        out_ours.backward(grad)
+        assert_close(x_ours.grad, x_torch.grad, dtype=dtype)
+
+
+@pytest.mark.parametrize("dims", [1, 2, 3])
+def test_unbatched_input(dims):
+    shape = (3, 9, 8, 7)[: dims + 1]
+    x = _values(*shape)
+    out_torch, idx_torch = TORCH_POOLS[dims](x, 3, 2, 1, 1, True, True)
+    out_ours, idx_ours = SEQKERN_POOLS[dims](x, 3, 2, 1, 1, True, True)
+    _same(out_ours, out_torch)
+    assert torch.equal(idx_ours, idx_torch)
+    _same(SEQKERN_POOLS[dims](x, 3, 2, 1), TORCH_POOLS[dims](x, 3, 2, 1))
+
+
+@pytest.mark.parametrize("dims, layout", [(1, "contiguous"), (2, "contiguous"), (2, "channels_last"),
+                                           (3, "contiguous"), (3, "channels_last")])
+def test_empty_batch_forward_and_backward(dims, layout):
+    x = torch.randn(0, 3, *(7, 6, 5)[:dims], dtype=torch.float64)
+    if layout == "channels_last":
+        x = x.contiguous(memory_format=CHANNELS_LAST[dims])
+    x.requires_grad_()
+    output, indices = SEQKERN_POOLS[dims](x, 2, 1, 1, 1, False, True)
+    expected = TORCH_POOLS[dims](x.detach(), 2, 1, 1, 1, False, True)[0]
+    assert output.shape == expected.shape and indices.shape == expected.shape
+    output.sum().backward()
+    assert x.grad.shape == x.shape
+
+
+@pytest.mark.parametrize("dims", [1, 2, 3])
+@pytest.mark.parametrize("dtype", [torch.int32, torch.int8, torch.uint8, torch.int16, torch.int64])
+def test_integer_forward(dims, dtype):
+    info = torch.iinfo(dtype)
+    x = torch.randint(max(info.min, -50), min(info.max, 50), (2, 3, *(9, 8, 7)[:dims]), dtype=dtype,
+                      generator=torch.Generator().manual_seed(5))
+    x.view(-1)[::6] = info.min
+    expected, expected_indices = TORCH_POOLS[dims](x.double(), 3, 2, 1, 1, True, True)
+    # torch has no integer max_pool1d without indices; seqkern does.
+    output = SEQKERN_POOLS[dims](x, 3, 2, 1, 1, True)
+    output_with_indices, indices = SEQKERN_POOLS[dims](x, 3, 2, 1, 1, True, True)
+    assert output.dtype == dtype
+    assert torch.equal(output, expected.to(dtype)) and torch.equal(output_with_indices, output)
+    assert torch.equal(indices, expected_indices)
+
+
+def test_ties_nan_and_all_minus_inf_windows_match_torch():
+    nan, inf = math.nan, math.inf
+    x = torch.tensor([[[[1.0, nan, 3.0, nan, -inf, -inf],
+                        [nan, 2.0, 3.0, 3.0, -inf, -inf]]]])
+    for layout in (torch.contiguous_format, torch.channels_last):
+        xx = x.contiguous(memory_format=layout)
+        out_torch, idx_torch = F.max_pool2d(xx, 2, return_indices=True)
+        out_ours, idx_ours = SF.max_pool2d(xx, 2, return_indices=True)
+        _same(out_ours, out_torch)
+        assert idx_ours.tolist() == idx_torch.tolist() == [[[[6, 3, 4]]]]
+
+
+def test_index_dtype_follows_what_the_caller_needs(monkeypatch):
+    """No indices for inference, int32 ones when only backward reads them, int64 when returned."""
+    calls = []
+    original = pooling_ops.max_pool
+
+    def recording(*args):
+        calls.append(args[-1])
+        return original(*args)
+
+    monkeypatch.setattr(pooling_ops, "max_pool", recording)
+    x = torch.randn(2, 3, 9, 9)
+    SF.max_pool2d(x, 3, 2, 1)
+    with torch.no_grad():
+        SF.max_pool2d(x.requires_grad_(), 3, 2, 1)
+    SF.max_pool2d(x, 3, 2, 1)
+    SF.max_pool2d(x.detach(), 3, 2, 1, return_indices=True)
+    assert calls == [None, None, torch.int32, torch.int64]
+
+
+def test_op_refuses_to_track_gradients_without_indices():
+    x = torch.randn(1, 2, 6, 6, requires_grad=True)
+    with pytest.raises(RuntimeError, match="index_dtype=torch.int32 or torch.int64"):
+        torch.ops.seqkern.max_pool(x, [2, 2], [2, 2], [1, 1], [0, 0, 0, 0], False, -math.inf, None)
+
+
+# ---------------------------------------------------------------------------------------
+# The seqkern extension: padding modes and pad_value, against the NumPy reference.
+# ---------------------------------------------------------------------------------------
+EXTENSION = [
+    (1, (2, 3, 10), 3, 2, 1, "same", 0.0, False),
+    (1, (2, 3, 10), 4, 3, 1, "valid", -math.inf, True),
+    (2, (2, 3, 7, 6), (3, 2), (2, 1), (1, 2), "same", -math.inf, False),
+    (2, (2, 3, 7, 6), 2, 2, 1, ((0, 2), (1, 1)), -0.5, True),
+    (2, (1, 2, 5, 5), 3, 1, 1, 1, 0.0, False),
+    (3, (1, 2, 5, 4, 6), 2, (2, 1, 2), 1, "same", 0.0, True),
+    (3, (1, 2, 4, 5, 3), (2, 3, 2), 1, (1, 1, 2), ((1, 0), (0, 2), (2, 1)), 1.0, False),
+]
+
+
+def _reference_padding(padding, dims, shape, kernel, stride, dilation):
+    def per_axis(value):
+        return tuple(value) if isinstance(value, tuple) else (value,) * dims
+
+    kernel, stride, dilation = per_axis(kernel), per_axis(stride), per_axis(dilation)
+    if padding == "valid":
+        pairs = ((0, 0),) * dims
+    elif padding == "same":
+        pairs = tuple(reference.same_padding(n, k, s, d) for n, k, s, d in zip(shape[2:], kernel, stride, dilation))
+    elif isinstance(padding, int):
+        pairs = ((padding, padding),) * dims
+    else:
+        pairs = padding
+    return kernel, stride, dilation, pairs
+
+
+@pytest.mark.parametrize("dims, shape, kernel, stride, dilation, padding, pad_value, ceil_mode, layout",
+                         _with_layouts(EXTENSION, [f"{c[0]}d-{c[5]}-pad{c[6]}" for c in EXTENSION],
+                                       ("contiguous", "channels_last")))
+def test_extension_matches_reference(dims, shape, kernel, stride, dilation, padding, pad_value, ceil_mode, layout):
+    x = _values(*shape)
+    if layout == "channels_last":
+        x = x.contiguous(memory_format=CHANNELS_LAST[dims])
+    x.requires_grad_()
+    output, indices = SEQKERN_POOLS[dims](x, kernel, stride, padding, dilation, ceil_mode, True, pad_value=pad_value)
+    k, s, d, pairs = _reference_padding(padding, dims, shape, kernel, stride, dilation)
+    expected, expected_indices = reference.max_pool_forward(x.detach().numpy(), k, s, d, pairs, ceil_mode, pad_value)
+    _same(output, torch.from_numpy(expected))
+    assert torch.equal(indices, torch.from_numpy(expected_indices))
+    grad = Inputs(8).randn(*output.shape)
+    output.backward(grad)
+    expected_grad = reference.max_pool_backward(grad.numpy(), expected_indices, shape)
+    assert torch.equal(x.grad, torch.from_numpy(expected_grad))
+
+
+SEED_INPUT = [[1, 2, 3, 4, 5], [9, 8, 7, 6, 0], [0, 2, 4, 6, 8], [2, 3, 4, 5, 1], [6, 7, 8, 9, 0]]
+
+
+@pytest.mark.parametrize("backend", ["cpp", "triton", "reference"])
+def test_seed_worked_example(backend, monkeypatch):
+    """Lecture "Pooling and Strides": 2x2 max pool of the 5x5 input, zero-padded on the
+    bottom and right ("same" with pad_value 0), strides (2, 1) and (1, 2)."""
+    monkeypatch.setenv("SEQKERN_BACKEND", backend)
+    x = torch.tensor(SEED_INPUT, dtype=torch.float32)[None, None]
+    output, indices = SF.max_pool2d(x, 2, (2, 1), "same", return_indices=True, pad_value=0.0)
+    assert output[0, 0].tolist() == [[9, 8, 7, 6, 5], [3, 4, 6, 8, 8], [7, 8, 9, 9, 0]]
+    assert indices[0, 0].tolist() == [[5, 6, 7, 8, 4], [16, 12, 13, 14, 14], [21, 22, 23, 23, 24]]
+    layer = seqkern.nn.MaxPool2d(2, (1, 2), padding="same", pad_value=0.0)
+    assert layer(x)[0, 0].tolist() == [[9, 7, 5], [9, 7, 8], [3, 6, 8], [7, 9, 1], [7, 9, 0]]
+
+
+def test_padded_maximum_gets_index_minus_one_and_no_gradient():
+    x = torch.full((1, 1, 3), -2.0, requires_grad=True)
+    output, indices = SF.max_pool1d(x, 2, 2, ((1, 0),), return_indices=True, pad_value=0.0)
+    assert output.tolist() == [[[0.0, -2.0]]] and indices.tolist() == [[[-1, 1]]]
+    output.sum().backward()
+    assert x.grad.tolist() == [[[0.0, 1.0, 0.0]]]
+
+
+def test_extension_argument_errors():
+    x = torch.randn(1, 2, 6, 6)
+    with pytest.raises(ValueError, match="padding must be an int, a tuple of ints, 'same', 'valid'"):
+        SF.max_pool2d(x, 2, padding="full")
+    with pytest.raises(ValueError, match=r"one \(before, after\) pair"):
+        SF.max_pool2d(x, 2, padding=((1, 1),))
+    with pytest.raises(ValueError, match=r"one \(before, after\) pair"):
+        SF.max_pool2d(x, 2, padding=((1, -1), (0, 0)))
+    with pytest.raises(ValueError, match="pad_value must not be NaN"):
+        SF.max_pool2d(x, 2, pad_value=math.nan)
+    with pytest.raises(ValueError, match="is not a value of the input dtype"):
+        SF.max_pool2d(x.to(torch.int8), 2, padding=1, pad_value=0.5)
+    with pytest.raises(TypeError, match="pad_value must be a real number"):
+        SF.max_pool2d(x, 2, pad_value="0")
+    with pytest.raises(RuntimeError, match="Output size is too small"):
+        SF.max_pool2d(x, 7, padding="valid")
+
+
+# ---------------------------------------------------------------------------------------
+# Property tests against the reference: random shapes, windows, padding, pad values.
+# ---------------------------------------------------------------------------------------
+@st.composite
+def pool_problems(draw):
+    dims = draw(st.integers(1, 3))
+    sizes = [draw(st.integers(1, 7)) for _ in range(dims)]
+    kernel = [draw(st.integers(1, 4)) for _ in range(dims)]
+    stride = [draw(st.integers(1, 3)) for _ in range(dims)]
+    dilation = [draw(st.integers(1, 2)) for _ in range(dims)]
+    padding = [(draw(st.integers(0, 3)), draw(st.integers(0, 3))) for _ in range(dims)]
+    ceil_mode = draw(st.booleans())
+    pad_value = draw(st.sampled_from([-math.inf, 0.0, -1.5]))
+    shape = (draw(st.integers(0, 2)), draw(st.integers(1, 3)), *sizes)
+    channels_last = dims > 1 and draw(st.booleans())
+    seed = draw(st.integers(0, 1000))
+    return dims, shape, kernel, stride, dilation, padding, ceil_mode, pad_value, channels_last, seed
+
+
+def _check_against_reference(problem):
+    dims, shape, kernel, stride, dilation, padding, ceil_mode, pad_value, channels_last, seed = problem
+    out_sizes = [reference.max_pool_output_size(n, k, s, d, b, a, ceil_mode)
+                 for n, k, s, d, (b, a) in zip(shape[2:], kernel, stride, dilation, padding)]
+    x = _values(*shape, seed=seed)
+    if channels_last:
+        x = x.contiguous(memory_format=CHANNELS_LAST[dims])
+    x.requires_grad_()
+    if min(out_sizes) < 1:
+        with pytest.raises(RuntimeError, match="Output size is too small"):
+            SEQKERN_POOLS[dims](x, kernel, stride, padding, dilation, ceil_mode, pad_value=pad_value)
+        return
+    output, indices = SEQKERN_POOLS[dims](x, kernel, stride, padding, dilation, ceil_mode, True, pad_value=pad_value)
+    expected, expected_indices = reference.max_pool_forward(
+        x.detach().numpy(), tuple(kernel), tuple(stride), tuple(dilation), tuple(padding), ceil_mode, pad_value)
+    _same(output, torch.from_numpy(expected))
+    assert np.array_equal(indices.numpy(), expected_indices)
+    grad = Inputs(seed).randn(*output.shape)
+    output.backward(grad)
+    expected_grad = reference.max_pool_backward(grad.numpy(), expected_indices, shape)
+    assert torch.equal(x.grad, torch.from_numpy(expected_grad))
+
+
+@settings(max_examples=60, deadline=None)
+@given(pool_problems())
+def test_cpp_matches_reference_on_random_problems(problem):
+    _check_against_reference(problem)
+
+
+@settings(max_examples=15, deadline=None)
+@given(pool_problems())
+def test_triton_matches_reference_on_random_problems(problem):
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SEQKERN_BACKEND", "triton")
+        _check_against_reference(problem)
+
+
+# ---------------------------------------------------------------------------------------
+# Layers.
+# ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("dims", [1, 2, 3])
+def test_layers_mirror_torch(dims):
+    ours_class = getattr(seqkern.nn, f"MaxPool{dims}d")
+    torch_class = getattr(torch.nn, f"MaxPool{dims}d")
+    for args, kwargs in (((3,), {}), ((2, 1, 1, 2, True, True), {}), (((1, 2, 3)[:dims] if dims > 1 else 3,),
+                                                                     {"stride": None})):
+        ours, theirs = ours_class(*args, **kwargs), torch_class(*args, **kwargs)
+        assert isinstance(ours, torch_class)
+        assert repr(ours) == repr(theirs)
+        assert ours.__dict__.keys() - {"pad_value"} == theirs.__dict__.keys()
+        x = _values(2, 3, *(9, 8, 7)[:dims])
+        result, expected = ours(x), theirs(x)
+        if theirs.return_indices:
+            _same(result[0], expected[0])
+            assert torch.equal(result[1], expected[1])
+        else:
+            _same(result, expected)
+    assert repr(ours_class(2, pad_value=0.0)).endswith("ceil_mode=False, pad_value=0.0)")
+    assert list(ours_class(2).state_dict()) == []
+
+
+def test_layer_repr_matches_torch_parity_note():
+    assert repr(seqkern.nn.MaxPool2d(3)) == "MaxPool2d(kernel_size=3, stride=3, padding=0, dilation=1, ceil_mode=False)"
+
+
+# ---------------------------------------------------------------------------------------
+# Errors: same type and message as torch.
+# ---------------------------------------------------------------------------------------
+def _t(*shape, dtype=torch.float32, layout=None):
+    def make():
+        x = torch.zeros(shape, dtype=dtype)
+        return x.contiguous(memory_format=layout) if layout is not None else x
+
+    return make
+
+
+ERRORS = [
+    (1, _t(1, 1, 8), (3,), {"padding": 2}),
+    (1, _t(1, 1, 8), (3,), {"padding": -1}),
+    (1, _t(1, 1, 8), (3,), {"stride": 0}),
+    (1, _t(1, 1, 8), (0,), {}),
+    (1, _t(1, 1, 8), (2,), {"dilation": 0}),
+    (1, _t(1, 1, 2), (3,), {}),
+    (1, _t(3, 2), (3,), {}),
+    (1, _t(1, 1, 1, 8), (3,), {}),
+    (1, _t(8), (3,), {}),
+    (1, _t(1, 0, 8), (3,), {}),
+    (1, _t(1, 2, 0), (3,), {}),
+    (1, _t(1, 1, 8), ((3, 3),), {}),
+    (1, _t(1, 1, 8), (3,), {"stride": (3, 3)}),
+    (1, _t(1, 1, 8), (3, 1, (0, 0)), {}),
+    (1, _t(1, 1, 8), (3, 1, 0, (1, 1)), {}),
+    (1, _t(1, 1, 8), (3.0,), {}),
+    (1, _t(1, 1, 8), ([True],), {}),
+    (1, _t(1, 1, 8), (3,), {"padding": 2, "dilation": 2}),
+    (1, _t(1, 1, 8), (3,), {"ceil_mode": 1}),
+    (1, _t(1, 1, 8, dtype=torch.bool), (2,), {}),
+    (2, _t(1, 1, 4, 4), (3,), {"padding": 2}),
+    (2, _t(1, 1, 4, 4), (3,), {"padding": 2, "dilation": 2}),
+    (2, _t(1, 1, 4, 4), (3,), {"padding": -1}),
+    (2, _t(1, 1, 4, 4), (3,), {"stride": 0}),
+    (2, _t(1, 1, 4, 4), (3,), {"stride": -1}),
+    (2, _t(1, 1, 4, 4), (0,), {}),
+    (2, _t(1, 1, 4, 4), (-1,), {}),
+    (2, _t(1, 1, 4, 4), (-3, 1), {}),
+    (2, _t(1, 1, 4, 4), (2,), {"dilation": 0}),
+    (2, _t(1, 1, 4, 4), (5,), {}),
+    (2, _t(3, 6, 2), ((2, 3),), {}),
+    (2, _t(1, 1, 1, 4, 4), (2,), {}),
+    (2, _t(4, 4), (2,), {}),
+    (2, _t(1, 0, 50, 32), (2,), {}),
+    (2, _t(0, 50, 32), (2,), {}),
+    (2, _t(1, 2, 0, 32), (2,), {}),
+    (2, _t(1, 0, 5, 5, layout=torch.channels_last), (2,), {}),
+    (2, _t(1, 2, 3, 4, 5, layout=torch.channels_last_3d), (2,), {}),
+    (2, _t(1, 1, 4, 4), ((3, 3, 3),), {}),
+    (2, _t(1, 1, 4, 4), (3, (3, 3, 3)), {}),
+    (2, _t(1, 1, 4, 4), (3, 1, (1, 1, 1)), {}),
+    (2, _t(1, 1, 4, 4), (3, 1, 1, (1, 1, 1)), {}),
+    (2, _t(1, 1, 4, 4), ([],), {}),
+    (2, _t(1, 1, 4, 4), (2.0,), {}),
+    (2, _t(1, 1, 4, 4), ([2, 2.0],), {}),
+    (2, _t(1, 1, 4, 4), ("2",), {}),
+    (2, _t(1, 1, 4, 4), (None,), {}),
+    (2, _t(1, 1, 4, 4), (True,), {}),
+    (2, _t(1, 1, 4, 4), (2, 1.5), {}),
+    (2, _t(1, 1, 4, 4), (2, 1, 0.5), {}),
+    (2, _t(1, 1, 4, 4), (2, 1, 0, 1.0), {}),
+    (2, _t(1, 1, 4, 4), (2, 1, 2**33), {}),
+    (2, _t(1, 1, 4, 4), (torch.tensor(2.0),), {}),
+    (2, _t(1, 1, 4, 4), (0, 0, -1, 0), {}),
+    (2, _t(1, 1, 4, 4), (2,), {"ceil_mode": None}),
+    (2, _t(1, 1, 4, 4, dtype=torch.bool), (2,), {}),
+    (2, _t(1, 1, 4, 4, dtype=torch.complex64), (2,), {}),
+    (2, _t(1, 1, 4, 4, dtype=torch.uint16), (2,), {}),
+    (3, _t(1, 1, 4, 4, 4), (3,), {"padding": 2}),
+    (3, _t(1, 1, 4, 4, 4), (3,), {"padding": -1}),
+    (3, _t(1, 1, 4, 4, 4), (3,), {"stride": 0}),
+    (3, _t(1, 1, 4, 4, 4), (0,), {}),
+    (3, _t(1, 1, 4, 4, 4), (2,), {"dilation": 0}),
+    (3, _t(1, 1, 4, 4, 4), (5,), {}),
+    (3, _t(3, 6, 6, 2), ((2, 2, 3),), {}),
+    (3, _t(1, 1, 1, 4, 4, 4), (2,), {}),
+    (3, _t(4, 4, 4), (2,), {}),
+    (3, _t(1, 0, 4, 4, 4), (2,), {}),
+    (3, _t(1, 1, 0, 4, 4), (2,), {}),
+    (3, _t(0, 5, 5, 5), (3,), {}),
+    (3, _t(2, 3, 4, 5, layout=torch.channels_last), (2,), {}),
+    (3, _t(1, 1, 4, 4, 4), ((3, 3),), {}),
+    (3, _t(1, 1, 4, 4, 4), (3, (3, 3)), {}),
+    (3, _t(1, 1, 4, 4, 4), (2.0,), {}),
+    (3, _t(1, 1, 4, 4, 4, dtype=torch.bool), (2,), {}),
+]
+
+
+@pytest.mark.parametrize("requires_grad", [False, True])
+@pytest.mark.parametrize("return_indices", [False, True])
+@pytest.mark.parametrize("dims, make_input, args, kwargs", ERRORS)
+def test_errors_match_torch(dims, make_input, args, kwargs, return_indices, requires_grad):
+    def call(pool):
+        x = make_input()
+        if requires_grad and x.dtype.is_floating_point:
+            x.requires_grad_()
+        return pool(x, *args, return_indices=return_indices, **kwargs)
+
+    with pytest.raises(Exception) as expected:
+        call(TORCH_POOLS[dims])
+    with pytest.raises(Exception) as actual:
+        call(SEQKERN_POOLS[dims])
+    assert type(actual.value) is type(expected.value)
+    assert str(actual.value) == str(expected.value)
+
+
+@pytest.mark.parametrize("dims", [1, 2, 3])
+def test_non_tensor_input_and_layer_errors_match_torch(dims):
+    for pool in (TORCH_POOLS[dims], SEQKERN_POOLS[dims]):
+        with pytest.raises(TypeError, match=r"argument 'input' \(position 1\) must be Tensor, not NoneType"):
+            pool(None, 2)
+    x = torch.zeros(1, 1, *(4, 4, 4)[:dims])
+    with pytest.raises(RuntimeError) as expected:
+        getattr(torch.nn, f"MaxPool{dims}d")(3, padding=2)(x)
+    with pytest.raises(RuntimeError) as actual:
+        getattr(seqkern.nn, f"MaxPool{dims}d")(3, padding=2)(x)
+    assert str(actual.value) == str(expected.value)
+
+
+# ---------------------------------------------------------------------------------------
+# torch.library integration.
+# ---------------------------------------------------------------------------------------
+def test_opcheck_forward_and_backward_ops():
+    x = torch.randn(2, 3, 7, 6, dtype=torch.float64, requires_grad=True)
+    torch.library.opcheck(torch.ops.seqkern.max_pool.default,
+                          (x, [3, 2], [2, 1], [1, 1], [1, 1, 0, 1], True, -math.inf, torch.int64))
+    torch.library.opcheck(torch.ops.seqkern.max_pool.default,
+                          (x.detach(), [2, 2], [2, 2], [1, 1], [0, 1, 1, 0], False, 0.0, None))
+    x_cl = x.detach().contiguous(memory_format=torch.channels_last).requires_grad_()
+    torch.library.opcheck(torch.ops.seqkern.max_pool.default,
+                          (x_cl, [2, 2], [1, 1], [1, 1], [0, 0, 0, 0], False, -math.inf, torch.int32))
+    _, indices = torch.ops.seqkern.max_pool(x.detach(), [3, 2], [2, 1], [1, 1], [1, 1, 0, 1], True, -math.inf,
+                                            torch.int32)
+    grad = torch.randn(indices.shape, dtype=torch.float64, requires_grad=True)
+    torch.library.opcheck(torch.ops.seqkern.max_pool_backward.default,
+                          (grad, indices, list(x.shape), [3, 2], [2, 1], [1, 1], [1, 1, 0, 1], False))
+
+
+def test_gradcheck_and_gradgradcheck():
+    x = torch.randn(2, 2, 6, 5, dtype=torch.float64, requires_grad=True)
+
+    def pool(t):
+        return SF.max_pool2d(t, 3, 2, 1, ceil_mode=True)
+
+    assert torch.autograd.gradcheck(pool, (x,))
+    assert torch.autograd.gradgradcheck(pool, (x,))
+
+
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_torch_compile_fullgraph_layer_forward_and_backward(layout):
+    torch._dynamo.reset()
+    layer = seqkern.nn.MaxPool2d(3, 2, 1)
+    compiled = torch.compile(layer, fullgraph=True)
+    x = Inputs(9).randn(2, 3, 9, 11).contiguous(memory_format=layout)
+    x_compiled, x_eager = x.clone().requires_grad_(), x.clone().requires_grad_()
+    y_compiled, y_eager = compiled(x_compiled), torch.nn.MaxPool2d(3, 2, 1)(x_eager)
+    assert torch.equal(y_compiled, y_eager)
+    grad = Inputs(10).randn(*y_eager.shape)
+    y_compiled.backward(grad)
+    y_eager.backward(grad)
+    assert torch.equal(x_compiled.grad, x_eager.grad)
