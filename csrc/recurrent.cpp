@@ -190,7 +190,7 @@ std::vector<int64_t> sequence_lengths(const Layer& layer, const OptionalTensor& 
 
 // Per-step products from this many multiply-adds on are shared by a team of threads
 // (one barrier or two per step); below, one thread runs the whole time loop.
-constexpr int64_t kTeamProduct = int64_t{1} << 17;
+constexpr int64_t kTeamProduct = int64_t{1} << 19;
 // Hidden units per work item of the passes after the time loop.
 constexpr int64_t kColumnBlock = 64;
 

@@ -141,7 +141,7 @@ def test_thread_teams_match_reference(variant, count, threads):
     """Big enough for the threads to share each step (by hidden units: 37 of them in
     float64's 8-wide vectors make three uneven shares), on one thread and on three."""
     threads(count)
-    layer = Layer(variant, steps=4, batch=100, input_size=5, hidden=37, proj=21, lengths=[4, 0, 2, 3] * 25,
+    layer = Layer(variant, steps=4, batch=400, input_size=5, hidden=37, proj=21, lengths=[4, 0, 2, 3] * 100,
                   reverse=True)
     assert_matches_reference(layer)
 
