@@ -196,17 +196,46 @@ template <typename scalar_t>
 class StepProduct {
  public:
   StepProduct() = default;
-  // b: (K, N) view of a weight (any strides; typically a transposed weight).
-  StepProduct(const Tensor& b, int64_t blocks) : blocks_(blocks) {
+  // b: (K, N) view of a weight (any strides; typically a transposed weight). Nothing is
+  // packed yet: each thread packs the columns it will compute (pack), in its own caches.
+  StepProduct(const Tensor& b, int64_t blocks) : b_(b), blocks_(blocks) {
+    constexpr int64_t lanes = Vector<scalar_t>::lanes;
     block_cols_ = blocks > 0 ? b.size(1) / blocks : 0;
     block_ld_ = padded<scalar_t>(block_cols_);
-    pack(b);
+    packed_ = at::empty({blocks_ * block_ld_ / lanes, b.size(0), lanes}, b.options());
   }
 
   int64_t block_ld() const { return block_ld_; }
   int64_t width() const { return blocks_ * block_ld_; }
 
-  // Columns [begin, end) of every block; begin and end are multiples of L.
+  // Copies columns [begin, end) of every block of b into packed_ (strips, K, L): strip q
+  // holds columns [q L, (q + 1) L) of the padded blocks, row after row, zero in each
+  // block's padding. Strip by strip, so that the writes run along memory and the L columns
+  // read stay in the L1 cache whatever b's strides (a transposed weight is read down its
+  // columns).
+  void pack(int64_t begin, int64_t end) {
+    constexpr int64_t lanes = Vector<scalar_t>::lanes;
+    const int64_t K = b_.size(0);
+    scalar_t* packed = packed_.data_ptr<scalar_t>();
+    const scalar_t* source = b_.data_ptr<scalar_t>();
+    const int64_t stride_k = b_.stride(0), stride_n = b_.stride(1);
+    for (int64_t block = 0; block < blocks_; ++block) {
+      for (int64_t first = begin; first < end; first += lanes) {
+        const int64_t width = std::max<int64_t>(0, std::min(lanes, block_cols_ - first));
+        const scalar_t* from = source + (block * block_cols_ + first) * stride_n;
+        scalar_t* to = packed + ((block * block_ld_ + first) / lanes) * K * lanes;
+        for (int64_t k = 0; k < K; ++k) {
+          for (int64_t n = 0; n < width; ++n) {
+            to[k * lanes + n] = from[k * stride_k + n * stride_n];
+          }
+          std::fill(to + k * lanes + width, to + (k + 1) * lanes, scalar_t(0));
+        }
+      }
+    }
+  }
+
+  // Columns [begin, end) of every block; begin and end are multiples of L, and this
+  // thread packed them.
   void columns(const scalar_t* a, int64_t lda, scalar_t* c, int64_t ldc, int64_t M, int64_t begin, int64_t end,
                bool accumulate) const {
     if (end <= begin) {
@@ -222,40 +251,7 @@ class StepProduct {
   }
 
  private:
-  // Copies b into packed_ (strips, K, L): strip q holds columns [q L, (q + 1) L) of the
-  // padded blocks, row after row, zero in each block's padding. Raw loops, reading b along
-  // its unit stride.
-  void pack(const Tensor& b) {
-    constexpr int64_t lanes = Vector<scalar_t>::lanes;
-    const int64_t K = b.size(0), strips = blocks_ * block_ld_ / lanes;
-    packed_ = at::empty({strips, K, lanes}, b.options());
-    scalar_t* packed = packed_.data_ptr<scalar_t>();
-    std::fill(packed, packed + packed_.numel(), scalar_t(0));
-    const scalar_t* source = b.data_ptr<scalar_t>();
-    const int64_t stride_k = b.stride(0), stride_n = b.stride(1);
-    auto target = [&](int64_t block, int64_t k, int64_t n) -> scalar_t& {
-      const int64_t column = block * block_ld_ + n;
-      return packed[(column / lanes) * K * lanes + k * lanes + column % lanes];
-    };
-    for (int64_t block = 0; block < blocks_; ++block) {
-      const scalar_t* from = source + block * block_cols_ * stride_n;
-      if (stride_n <= stride_k) {
-        for (int64_t k = 0; k < K; ++k) {
-          for (int64_t n = 0; n < block_cols_; ++n) {
-            target(block, k, n) = from[k * stride_k + n * stride_n];
-          }
-        }
-      } else {
-        for (int64_t n = 0; n < block_cols_; ++n) {
-          for (int64_t k = 0; k < K; ++k) {
-            target(block, k, n) = from[k * stride_k + n * stride_n];
-          }
-        }
-      }
-    }
-  }
-
-  Tensor packed_;
+  Tensor b_, packed_;
   int64_t blocks_ = 0, block_cols_ = 0, block_ld_ = 0;
 };
 
