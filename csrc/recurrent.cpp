@@ -8,13 +8,19 @@
 //   G  gate blocks       GH = G * H (rows of w_ih and w_hh)
 //   W  workspace width per step (see the contract)
 //
-// Forward: the input projection of all steps is one GEMM, written straight into the gate
-// columns of the workspace; each step then runs one recurrent GEMM and one fused pointwise
-// pass that overwrites those columns with the activated gates (two of each for the
-// reset-before GRU and the projection, whose second product depends on the first).
-// Backward runs the steps in reverse: one fused pointwise pass and one GEMM for the state
-// gradient per step; the gradients of the weights and of the input are a few large GEMMs
-// over all steps after the loop.
+// Forward: the input projection of all steps is one GEMM (BLAS), written straight into the
+// gate columns of the workspace. Each step then runs one product h W_hh^T and one fused
+// pointwise pass that overwrites those columns with the activated gates (two of each for
+// the reset-before GRU and the projection, whose second product needs the first pass).
+// Backward runs the steps in reverse: a fused pointwise pass and one product for the state
+// gradient per step; the gradients of the weights and of the input are a few large BLAS
+// GEMMs over all steps after the loop.
+//
+// The per-step products run on the packed register-blocked kernel of recurrent_gemm.h.
+// When a step has enough work, the threads share every step as a team: each owns a slice
+// of the hidden units (of every gate) through both the product and the pointwise pass,
+// and they meet at one barrier per step (two where a second product follows a pass). All
+// loops work on raw pointers and allocate nothing.
 #include <ATen/Parallel.h>
 #include <omp.h>
 #if defined(__linux__)
@@ -285,10 +291,9 @@ Tensor empty_large(at::IntArrayRef sizes, const at::TensorOptions& options) {
   return tensor;
 }
 
-// Raw pointers of one call's input tensors (all contiguous), shared by forward and backward.
+// Raw pointers of a call's input tensors (all contiguous) that the time loops read.
 template <typename scalar_t>
 struct Operands {
-  const scalar_t* input;   // (T, B, I)
   const scalar_t* h0;      // (B, Hout)
   const scalar_t* c0;      // (B, H) or null
   const scalar_t* w_peep;  // (3 or 2, H) or null
@@ -671,8 +676,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> forward_kernel(const Layer& layer, co
   Tensor reset_hidden = scratch<scalar_t>(B, reset_product.width(), options);
 
   const ForwardState<scalar_t> s{layer,
-                                 {x.data_ptr<scalar_t>(), nullptr, nullptr, pointer_or_null<scalar_t>(w_peep_c),
-                                  lengths.data()},
+                                 {nullptr, nullptr, pointer_or_null<scalar_t>(w_peep_c), lengths.data()},
                                  bias.data(),
                                  bias_hn.data(),
                                  output.data_ptr<scalar_t>(),
@@ -1061,7 +1065,7 @@ BackwardResult backward_kernel(const Layer& layer, const Tensor& grad_output, co
   Tensor grad_cell = scratch<scalar_t>(B, std::max(projection.width(), reset_product.width()), options);
 
   const BackwardState<scalar_t> s{layer,
-                                  {x.data_ptr<scalar_t>(), h0_c.data_ptr<scalar_t>(), pointer_or_null<scalar_t>(c0_c),
+                                  {h0_c.data_ptr<scalar_t>(), pointer_or_null<scalar_t>(c0_c),
                                    pointer_or_null<scalar_t>(w_peep_c), lengths.data()},
                                   grad_out_c.data_ptr<scalar_t>(),
                                   output_c.data_ptr<scalar_t>(),

@@ -138,8 +138,9 @@ def threads():
 @pytest.mark.parametrize("count", [1, 3])
 @pytest.mark.parametrize("variant", ["lstm_proj_peephole", "gru_reset_before", "rnn_relu"])
 def test_thread_teams_match_reference(variant, count, threads):
-    """Big enough for the threads to share each step (by hidden units: 37 of them in
-    float64's 8-wide vectors make three uneven shares), on one thread and on three."""
+    """Big enough for the threads to share each step (B * Hout * G * H >= kTeamProduct in
+    csrc/recurrent.cpp; by hidden units: 37 of them in float64's 8-wide vectors make three
+    uneven shares), on one thread and on three."""
     threads(count)
     layer = Layer(variant, steps=4, batch=400, input_size=5, hidden=37, proj=21, lengths=[4, 0, 2, 3] * 100,
                   reverse=True)
@@ -207,6 +208,16 @@ def test_absent_results_are_empty():
     assert forward[2].shape == (0,)
     for name in ("grad_c0", "grad_b_ih", "grad_b_hh", "grad_w_hr", "grad_w_peep"):
         assert backward[GRAD_NAMES.index(name)].shape == (0,), name
+
+
+@pytest.mark.parametrize("variant", ["lstm_proj_peephole", "gru_reset_before"])
+def test_no_steps_pass_the_states_through(variant):
+    layer = Layer(variant, steps=0)
+    forward, backward = layer.run(_C)
+    assert forward[0].shape == (0, 3, layer.out_size)
+    assert torch.equal(forward[1], layer.h0)
+    assert torch.equal(backward[GRAD_NAMES.index("grad_h0")], layer.grad_h_n)
+    assert not backward[GRAD_NAMES.index("grad_w_hh")].any()
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
