@@ -111,10 +111,10 @@ def test_float64_matches_reference(variant, reverse, lengths):
     assert_matches_reference(Layer(variant, lengths=lengths, reverse=reverse))
 
 
-# (batch, hidden, input): the small product kernel's row tails (1..4) and column padding,
-# and sizes past the thresholds where the step product goes to BLAS and the pointwise
-# passes split across threads.
-SHAPES = [(1, 16, 3), (6, 9, 1), (4, 128, 40), (70, 250, 9)]
+# (batch, hidden, input) for the step-product kernel: row tails of its 6-row tiles (1, 2 on
+# the wide path for at most two rows, 5, 4), vector padding of H, K past one cache block
+# (G * H in backward), and at 70 x 250 a step big enough for the threads to share it.
+SHAPES = [(1, 16, 3), (2, 9, 1), (11, 128, 40), (70, 250, 9)]
 
 
 @pytest.mark.parametrize("batch,hidden,input_size", SHAPES, ids=lambda v: str(v))
