@@ -4,10 +4,13 @@ Not the benchmark report (bench/report.py): a probe to see, within one process, 
 seqkern's layer call compares with torch.nn's on the shapes of issue 3. Torch and seqkern
 calls are interleaved and each reported time is a median, so load from other processes
 hits both alike; read the ratios, not the absolute times. On a loaded machine the
-minimum (also printed) is the steadier estimate of the uncontended time.
+minimum (also printed) is the steadier estimate of the uncontended time, and samples of
+single calls (--min-seconds 0.001) interleave best. --kernel-only times seqkern._C's
+forward and backward without the op's Python wrapper and autograd, to tell the two apart.
 
     python -m bench.cpu_recurrent_probe                      # every shape, cell and mode
     python -m bench.cpu_recurrent_probe --cells lstm --shapes 1x64 64x512 --modes training
+    python -m bench.cpu_recurrent_probe --min-seconds 0.001 --repeats 41 --kernel-only
 """
 from __future__ import annotations
 
@@ -36,6 +39,26 @@ def seqkern_layer(module: torch.nn.Module, cell: str):
         output, h_n, c_n, _ = torch.ops.seqkern.recurrent_layer(x, h0, c0, *weights, None, None, None,
                                                                 CELL_NAMES[cell], False)
         return output, h_n
+    return run
+
+
+def kernel_step(module: torch.nn.Module, cell: str, x: torch.Tensor, training: bool):
+    """seqkern._C's forward (and backward of output.sum()) on the module's weights."""
+    from seqkern import _C
+
+    weights = [p.detach() for p in (module.weight_ih_l0, module.weight_hh_l0, module.bias_ih_l0,
+                                    module.bias_hh_l0)]
+    x = x.detach()
+    h0 = x.new_zeros(x.shape[1], module.hidden_size)
+    c0 = h0 if cell == "lstm" else None
+    name = CELL_NAMES[cell]
+    grad_output = torch.ones(x.shape[0], x.shape[1], module.hidden_size)
+
+    def run():
+        output, _, _, workspace = _C.recurrent_layer_forward(x, h0, c0, *weights, None, None, None, name, False)
+        if training:
+            _C.recurrent_layer_backward(grad_output, h0, c0, x, h0, c0, *weights, None, None, None, output,
+                                        workspace, name, False, True, True)
     return run
 
 
@@ -84,6 +107,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--min-seconds", type=float, default=0.05, help="time of one sample")
+    parser.add_argument("--kernel-only", action="store_true",
+                        help="time seqkern._C directly, without the op's wrapper and autograd")
     parser.add_argument("--cpu-clock", action="store_true",
                         help="time with this thread's CPU clock: blind to time lost to other processes, so "
                              "steadier on a busy machine, but only meaningful with --threads 1")
@@ -107,8 +132,10 @@ def main() -> None:
                 training = mode == "training"
                 x = torch.randn(STEPS, batch, hidden).requires_grad_(training)
                 parameters = list(module.parameters())
-                times = compare({"torch": step(module, x, parameters, training),
-                                 "seqkern": step(layer, x, parameters, training)}, args.repeats, args.min_seconds)
+                ours = kernel_step(module, cell, x, training) if args.kernel_only else step(layer, x, parameters,
+                                                                                             training)
+                times = compare({"torch": step(module, x, parameters, training), "seqkern": ours}, args.repeats,
+                                args.min_seconds)
                 columns = []
                 for stat in (0, 1):
                     theirs, ours = times["torch"][stat], times["seqkern"][stat]
