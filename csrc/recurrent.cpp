@@ -1019,10 +1019,9 @@ void peephole_gradient(const BackwardState<scalar_t>& s, scalar_t* grad_peep) {
   });
 }
 
-using BackwardResult = std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor>;
 
 template <typename scalar_t>
-BackwardResult backward_kernel(const Layer& layer, const Tensor& grad_output, const Tensor& grad_h_n,
+RecurrentGrads backward_kernel(const Layer& layer, const Tensor& grad_output, const Tensor& grad_h_n,
                                const OptionalTensor& grad_c_n, const Tensor& input, const Tensor& h0,
                                const OptionalTensor& c0, const Tensor& w_ih, const Tensor& w_hh,
                                const OptionalTensor& b_ih, const OptionalTensor& b_hh, const OptionalTensor& w_hr,
@@ -1206,6 +1205,8 @@ OptionalTensor to_float(const OptionalTensor& tensor) {
 
 Tensor to_bfloat16(const Tensor& tensor) { return tensor.to(at::kBFloat16); }
 
+}  // namespace
+
 std::tuple<Tensor, Tensor, Tensor, Tensor> recurrent_layer_forward(
     const Tensor& input, const Tensor& h0, const OptionalTensor& c0, const Tensor& w_ih, const Tensor& w_hh,
     const OptionalTensor& b_ih, const OptionalTensor& b_hh, const OptionalTensor& w_hr, const OptionalTensor& w_peep,
@@ -1225,7 +1226,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> recurrent_layer_forward(
   });
 }
 
-BackwardResult recurrent_layer_backward(const Tensor& grad_output, const Tensor& grad_h_n,
+RecurrentGrads recurrent_layer_backward(const Tensor& grad_output, const Tensor& grad_h_n,
                                         const OptionalTensor& grad_c_n, const Tensor& input, const Tensor& h0,
                                         const OptionalTensor& c0, const Tensor& w_ih, const Tensor& w_hh,
                                         const OptionalTensor& b_ih, const OptionalTensor& b_hh,
@@ -1266,15 +1267,13 @@ BackwardResult recurrent_layer_backward(const Tensor& grad_output, const Tensor&
                                         to_float(grad_c_n), input_f, h0_f, c0_f, w_ih_f, w_hh_f, b_ih_f, b_hh_f,
                                         w_hr_f, w_peep_f, steps, std::get<0>(forward), std::get<3>(forward),
                                         need_input_grad, need_weight_grad);
-    return std::apply([](const auto&... grad) { return BackwardResult{to_bfloat16(grad)...}; }, grads);
+    return std::apply([](const auto&... grad) { return RecurrentGrads{to_bfloat16(grad)...}; }, grads);
   }
   return AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "recurrent_layer_backward", [&] {
     return backward_kernel<scalar_t>(layer, grad_output, grad_h_n, grad_c_n, input, h0, c0, w_ih, w_hh, b_ih, b_hh,
                                      w_hr, w_peep, steps, output, workspace, need_input_grad, need_weight_grad);
   });
 }
-
-}  // namespace
 
 void register_recurrent(pybind11::module_& module) {
   namespace py = pybind11;
