@@ -36,5 +36,6 @@ RecurrentGrads recurrent_layer_backward(const at::Tensor& grad_output, const at:
                                         bool need_input_grad, bool need_weight_grad);
 
 void register_recurrent(pybind11::module_& module);
+void register_recurrent_override(pybind11::module_& module);
 void register_pooling(pybind11::module_& module);
 }  // namespace seqkern

@@ -27,7 +27,7 @@ def _triton_interpreter_enabled() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
-def _load_cpp():
+def load_cpp():
     try:
         return importlib.import_module("seqkern._C")
     except ImportError as error:
@@ -80,7 +80,7 @@ def implementation(family: str, name: str, device: torch.device):
     """The function ``name`` of op family ``family`` from the backend for ``device``."""
     backend = backend_for(device)
     if backend == "cpp":
-        module = _load_cpp()
+        module = load_cpp()
     elif backend == "triton":
         module = _load_triton(family)
     else:

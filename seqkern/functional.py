@@ -170,7 +170,7 @@ def _run_stack(input, hx, cx, weights, cell, has_biases, num_layers, dropout, tr
         for direction in range(directions):
             index = layer * directions + direction
             w_ih, w_hh, b_ih, b_hh, w_hr, w_peep = groups[index]
-            output, h_n, c_n, _ = torch.ops.seqkern.recurrent_layer(
+            output, h_n, c_n, _ = _recurrent.recurrent_layer(
                 layer_input, hx[index].contiguous(), cx[index].contiguous() if is_lstm else None,
                 w_ih.contiguous(), w_hh.contiguous(), _contiguous(b_ih), _contiguous(b_hh),
                 _contiguous(w_hr), _contiguous(w_peep), lengths, cell, direction == 1,
@@ -260,7 +260,7 @@ def _run_cell(input, h, c, w_ih, w_hh, b_ih, b_hh, w_peep, cell):
         # graph of the input and weights, as torch's do.
         empty = input @ w_ih.t()
         return empty, None if c is None else empty.clone()
-    _, h_n, c_n, _ = torch.ops.seqkern.recurrent_layer(
+    _, h_n, c_n, _ = _recurrent.recurrent_layer(
         input.unsqueeze(0).contiguous(), h.contiguous(), _contiguous(c), w_ih.contiguous(),
         w_hh.contiguous(), _contiguous(b_ih), _contiguous(b_hh), None, _contiguous(w_peep),
         None, cell, False,

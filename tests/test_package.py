@@ -63,6 +63,12 @@ def test_import_without_extension_and_triton(tmp_path):
             assert "pip install" in str(error), error
         else:
             raise SystemExit("expected BackendUnavailableError")
+        try:
+            seqkern.nn.LSTM(3, 4)(torch.zeros(2, 1, 3))
+        except seqkern.BackendUnavailableError as error:
+            assert "pip install" in str(error), error
+        else:
+            raise SystemExit("expected BackendUnavailableError from a layer")
         print("ok")
         """
     )

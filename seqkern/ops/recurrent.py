@@ -34,6 +34,12 @@ Every backend (``seqkern._backend``) implements, with exactly these arguments:
           grad_w_hr, grad_w_peep)
 Absent tensors (c_n and grad_c0 of non-LSTM cells, gradients of missing or unneeded
 arguments) are returned as empty tensors of shape (0,).
+
+The ops ``seqkern::recurrent_layer`` and ``seqkern::recurrent_layer_backward`` take the same
+arguments. Their schemas, CPU kernels and autograd are C++ (csrc/recurrent_op.cpp, registered
+when seqkern._C loads), so a CPU training step runs no Python between ``seqkern.functional``
+and the kernels. This module adds the fake kernels (torch.compile), the CUDA kernels (Triton)
+and the function the CPU kernels hand over to while SEQKERN_BACKEND is set.
 """
 from __future__ import annotations
 
@@ -144,28 +150,25 @@ def check_layer_arguments(input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, w_peep, l
     return steps, batch, input_size, hidden, out_size
 
 
-@torch.library.custom_op("seqkern::recurrent_layer", mutates_args=())
-def recurrent_layer(
-    input: Tensor,
-    h0: Tensor,
-    c0: Optional[Tensor],
-    w_ih: Tensor,
-    w_hh: Tensor,
-    b_ih: Optional[Tensor],
-    b_hh: Optional[Tensor],
-    w_hr: Optional[Tensor],
-    w_peep: Optional[Tensor],
-    lengths: Optional[Tensor],
-    cell: str,
-    reverse: bool,
-) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
-    """One layer, one direction: returns (output, h_n, c_n, workspace)."""
+def _forward_on_backend(input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, w_peep, lengths, cell, reverse):
+    """seqkern::recurrent_layer on the backend ``_backend`` picks: the CUDA kernel, and the CPU
+    kernel while SEQKERN_BACKEND is set (without it the C++ kernel runs with no Python)."""
     check_layer_arguments(input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, w_peep, lengths, cell)
     forward = _backend.implementation("recurrent", "recurrent_layer_forward", input.device)
     return tuple(forward(input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, w_peep, lengths, cell, reverse))
 
 
-@recurrent_layer.register_fake
+def _backward_on_backend(grad_output, grad_h_n, grad_c_n, input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr,
+                         w_peep, lengths, output, workspace, cell, reverse, need_input_grad,
+                         need_weight_grad):
+    """seqkern::recurrent_layer_backward on the backend ``_backend`` picks."""
+    backward = _backend.implementation("recurrent", "recurrent_layer_backward", input.device)
+    return tuple(
+        backward(grad_output, grad_h_n, grad_c_n, input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr,
+                 w_peep, lengths, output, workspace, cell, reverse, need_input_grad, need_weight_grad)
+    )
+
+
 def _recurrent_layer_fake(input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, w_peep, lengths, cell, reverse):
     steps, batch, _, hidden, out_size = check_layer_arguments(
         input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, w_peep, lengths, cell
@@ -177,37 +180,6 @@ def _recurrent_layer_fake(input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, w_peep, l
     return output, h_n, c_n, workspace
 
 
-@torch.library.custom_op("seqkern::recurrent_layer_backward", mutates_args=())
-def recurrent_layer_backward(
-    grad_output: Tensor,
-    grad_h_n: Tensor,
-    grad_c_n: Optional[Tensor],
-    input: Tensor,
-    h0: Tensor,
-    c0: Optional[Tensor],
-    w_ih: Tensor,
-    w_hh: Tensor,
-    b_ih: Optional[Tensor],
-    b_hh: Optional[Tensor],
-    w_hr: Optional[Tensor],
-    w_peep: Optional[Tensor],
-    lengths: Optional[Tensor],
-    output: Tensor,
-    workspace: Tensor,
-    cell: str,
-    reverse: bool,
-    need_input_grad: bool,
-    need_weight_grad: bool,
-) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """BPTT through one layer: gradients of (input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, w_peep)."""
-    backward = _backend.implementation("recurrent", "recurrent_layer_backward", input.device)
-    return tuple(
-        backward(grad_output, grad_h_n, grad_c_n, input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr,
-                 w_peep, lengths, output, workspace, cell, reverse, need_input_grad, need_weight_grad)
-    )
-
-
-@recurrent_layer_backward.register_fake
 def _recurrent_layer_backward_fake(grad_output, grad_h_n, grad_c_n, input, h0, c0, w_ih, w_hh, b_ih,
                                    b_hh, w_hr, w_peep, lengths, output, workspace, cell, reverse,
                                    need_input_grad, need_weight_grad):
@@ -227,76 +199,23 @@ def _recurrent_layer_backward_fake(grad_output, grad_h_n, grad_c_n, input, h0, c
     )
 
 
-_SAVED = ("input", "h0", "c0", "w_ih", "w_hh", "b_ih", "b_hh", "w_hr", "w_peep", "lengths")
+def _extension_missing(*args, **kwargs):
+    _backend.load_cpp()
+    raise AssertionError("unreachable: seqkern._C loaded after all")
 
 
-def _setup_context(ctx, inputs, output):
-    input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, w_peep, lengths, cell, reverse = inputs
-    layer_output, _, _, workspace = output
-    ctx.cell = cell
-    ctx.reverse = reverse
-    ctx.has = tuple(t is not None for t in (c0, b_ih, b_hh, w_hr, w_peep, lengths))
-    present = [t for t in (input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, w_peep, lengths) if t is not None]
-    ctx.save_for_backward(*present, layer_output, workspace)
-    ctx.mark_non_differentiable(workspace)
-
-
-def _unpack_saved(ctx):
-    saved = list(ctx.saved_tensors)
-    workspace = saved.pop()
-    layer_output = saved.pop()
-    has_c0, has_b_ih, has_b_hh, has_w_hr, has_w_peep, has_lengths = ctx.has
-    present = iter(saved)
-    input, h0 = next(present), next(present)
-    c0 = next(present) if has_c0 else None
-    w_ih, w_hh = next(present), next(present)
-    b_ih = next(present) if has_b_ih else None
-    b_hh = next(present) if has_b_hh else None
-    w_hr = next(present) if has_w_hr else None
-    w_peep = next(present) if has_w_peep else None
-    lengths = next(present) if has_lengths else None
-    return input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, w_peep, lengths, layer_output, workspace
-
-
-def _backward(ctx, grad_output, grad_h_n, grad_c_n, _grad_workspace):
-    (input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, w_peep, lengths, layer_output,
-     workspace) = _unpack_saved(ctx)
-    needs = ctx.needs_input_grad
-    need_input_grad = bool(needs[0])
-    need_weight_grad = any(needs[i] for i in (3, 4, 5, 6, 7, 8))
-    if grad_output is None:
-        grad_output = torch.zeros_like(layer_output)
-    if grad_h_n is None:
-        grad_h_n = torch.zeros_like(h0)
-    if c0 is None:
-        grad_c_n = None
-    elif grad_c_n is None:
-        grad_c_n = torch.zeros_like(c0)
-    grads = recurrent_layer_backward(
-        grad_output.contiguous(), grad_h_n.contiguous(),
-        None if grad_c_n is None else grad_c_n.contiguous(),
-        input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, w_peep, lengths, layer_output, workspace,
-        ctx.cell, ctx.reverse, need_input_grad, need_weight_grad,
-    )
-    originals = (input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, w_peep)
-    result = []
-    for grad, original, needed in zip(grads, originals, needs):
-        result.append(grad if original is not None and needed and grad.shape == original.shape else None)
-    return (*result, None, None, None)
-
-
-recurrent_layer.register_autograd(_backward, setup_context=_setup_context)
-
-
-def _no_double_backward(ctx, *grads):
-    raise RuntimeError(
-        "seqkern recurrent layers do not support double backward (gradients of gradients); "
-        "use torch.nn for create_graph=True / gradgradcheck"
-    )
-
-
-def _backward_setup_context(ctx, inputs, output):
-    pass
-
-
-recurrent_layer_backward.register_autograd(_no_double_backward, setup_context=_backward_setup_context)
+# The schemas, the CPU kernels and autograd are registered in C++ (csrc/recurrent_op.cpp) when
+# seqkern._C loads; this module adds what must be Python. Without the extension the ops do not
+# exist, and calling them says how to build it.
+try:
+    _C = _backend.load_cpp()
+except _backend.BackendUnavailableError:
+    recurrent_layer = recurrent_layer_backward = _extension_missing
+else:
+    _C._set_recurrent_override(_forward_on_backend, _backward_on_backend)
+    torch.library.register_fake("seqkern::recurrent_layer")(_recurrent_layer_fake)
+    torch.library.register_fake("seqkern::recurrent_layer_backward")(_recurrent_layer_backward_fake)
+    torch.library.register_kernel("seqkern::recurrent_layer", "cuda", _forward_on_backend)
+    torch.library.register_kernel("seqkern::recurrent_layer_backward", "cuda", _backward_on_backend)
+    recurrent_layer = torch.ops.seqkern.recurrent_layer.default
+    recurrent_layer_backward = torch.ops.seqkern.recurrent_layer_backward.default
