@@ -20,9 +20,9 @@ import itertools
 
 import numpy as np
 
-# Gate blocks per cell, in torch's row order. Kept here rather than imported from
-# seqkern.ops because this module must not import torch.
-_GATES = {
+# Gate blocks per cell, in torch's row order. seqkern.ops imports these (this module must
+# not import torch, so they live here).
+CELL_GATES = {
     "rnn_tanh": 1,
     "rnn_relu": 1,
     "lstm": 4,
@@ -30,7 +30,7 @@ _GATES = {
     "gru": 3,
     "gru_reset_before": 3,
 }
-_LSTM_CELLS = ("lstm", "lstm_coupled")
+LSTM_CELLS = ("lstm", "lstm_coupled")
 # Which gate block each peephole row feeds, per LSTM cell.
 _PEEPHOLE_GATES = {"lstm": (0, 1, 3), "lstm_coupled": (0, 2)}
 
@@ -45,8 +45,8 @@ def _float_or_none(array):
 
 
 def _check_cell(cell):
-    if cell not in _GATES:
-        raise ValueError(f"seqkern reference: unknown cell {cell!r}; expected one of {', '.join(_GATES)}")
+    if cell not in CELL_GATES:
+        raise ValueError(f"seqkern reference: unknown cell {cell!r}; expected one of {', '.join(CELL_GATES)}")
 
 
 def _active_steps(lengths, steps, batch):
@@ -66,9 +66,10 @@ def _step_order(steps, reverse):
     return range(steps - 1, -1, -1) if reverse else range(steps)
 
 
-def _workspace_width(cell, hidden):
-    if cell in _LSTM_CELLS:
-        return (_GATES[cell] + 1) * hidden
+def workspace_width(cell, hidden):
+    """Columns per step of the workspace (the layout is in seqkern/ops/recurrent.py)."""
+    if cell in LSTM_CELLS:
+        return (CELL_GATES[cell] + 1) * hidden
     if cell.startswith("gru"):
         return 4 * hidden
     return hidden
@@ -238,19 +239,19 @@ def recurrent_layer_forward(input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, w_peep,
         _float_or_none(a) for a in (h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, w_peep))
     steps, batch, _ = x.shape
     gate_rows = w_ih.shape[0]
-    hidden = gate_rows // _GATES[cell]
+    hidden = gate_rows // CELL_GATES[cell]
     out_size = hidden if w_hr is None else w_hr.shape[0]
     b_ih = np.zeros(gate_rows) if b_ih is None else b_ih
     b_hh = np.zeros(gate_rows) if b_hh is None else b_hh
     active = _active_steps(lengths, steps, batch)
-    is_lstm = cell in _LSTM_CELLS
+    is_lstm = cell in LSTM_CELLS
 
     # The input projection does not depend on the recurrence: one GEMM for all steps.
     x_gates = x @ w_ih.T + b_ih
     # The reset-before GRU's n block multiplies r ⊙ h, not h; it is done inside its cell.
     hidden_rows = 2 * hidden if cell == "gru_reset_before" else gate_rows
     output = np.zeros((steps, batch, out_size))
-    workspace = np.zeros((steps, batch, _workspace_width(cell, hidden)))
+    workspace = np.zeros((steps, batch, workspace_width(cell, hidden)))
     h = h0.copy()
     c = c0.copy() if is_lstm else None
     for t in _step_order(steps, reverse):
@@ -294,9 +295,9 @@ def recurrent_layer_backward(grad_output, grad_h_n, grad_c_n, input, h0, c0, w_i
                                     w_hr, w_peep, output, workspace))
     steps, batch, _ = x.shape
     gate_rows = w_ih.shape[0]
-    hidden = gate_rows // _GATES[cell]
+    hidden = gate_rows // CELL_GATES[cell]
     active = _active_steps(lengths, steps, batch)
-    is_lstm = cell in _LSTM_CELLS
+    is_lstm = cell in LSTM_CELLS
 
     h_prev_all = _previous_states(output, h0, active, reverse)
     if is_lstm:
@@ -391,7 +392,7 @@ def recurrent_sequence_forward(input, hx, weights, cell, num_layers, bidirection
     if len(weights) != num_layers * directions:
         raise ValueError(
             f"seqkern reference: expected {num_layers * directions} weight sets, got {len(weights)}")
-    is_lstm = cell in _LSTM_CELLS
+    is_lstm = cell in LSTM_CELLS
     x = np.asarray(input, dtype=np.float64)
     batch = x.shape[1]
     h0, c0 = (None, None) if hx is None else hx
@@ -399,7 +400,7 @@ def recurrent_sequence_forward(input, hx, weights, cell, num_layers, bidirection
         out_size = np.shape(weights[0]["w_hh"])[1]
         h0 = np.zeros((num_layers * directions, batch, out_size))
     if is_lstm and c0 is None:
-        hidden = np.shape(weights[0]["w_hh"])[0] // _GATES[cell]
+        hidden = np.shape(weights[0]["w_hh"])[0] // CELL_GATES[cell]
         c0 = np.zeros((num_layers * directions, batch, hidden))
     h0 = np.asarray(h0, dtype=np.float64)
     c0 = np.asarray(c0, dtype=np.float64) if is_lstm else None
@@ -433,7 +434,7 @@ def recurrent_sequence_backward(grad_output, grad_h_n, grad_c_n, cache):
     the weight is absent).
     """
     cell, directions, weights = cache["cell"], cache["directions"], cache["weights"]
-    is_lstm = cell in _LSTM_CELLS
+    is_lstm = cell in LSTM_CELLS
     h0, c0 = cache["h0"], cache["c0"]
     grad_h_n = np.zeros_like(h0) if grad_h_n is None else np.asarray(grad_h_n, dtype=np.float64)
     if is_lstm:

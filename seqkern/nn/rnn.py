@@ -47,6 +47,15 @@ def _extension_repr(module) -> str:
     )
 
 
+def _map_state(hx, function):
+    return function(hx)
+
+
+def _map_state_pair(hx, function):
+    """LSTM states come as (h, c)."""
+    return function(hx[0]), function(hx[1])
+
+
 class _RecurrentStack:
     """What seqkern's RNN, LSTM and GRU change in torch.nn.RNNBase (first in their bases).
 
@@ -109,9 +118,7 @@ class _RecurrentStack:
                 f"For {kind} input, hx should also be {wanted}-D but got {hx.dim()}-D tensor"
             )
 
-    @staticmethod
-    def _map_states(hx, function):
-        return function(hx)
+    _map_states = staticmethod(_map_state)
 
 
 class RNN(_RecurrentStack, torch.nn.RNN):
@@ -215,9 +222,7 @@ class LSTM(_RecurrentStack, torch.nn.LSTM):
                 f"({hx[0].dim()}-D, {hx[1].dim()}-D) tensors"
             )
 
-    @staticmethod
-    def _map_states(hx, function):
-        return function(hx[0]), function(hx[1])
+    _map_states = staticmethod(_map_state_pair)
 
     def _run(self, input, hx):
         return F.lstm(input, hx, *self._stack_arguments(), peephole=self.peephole,
@@ -252,9 +257,7 @@ class _Cell:
                 f"{self._message_name}: Expected hidden to be 1D or 2D, got {hx.dim()}D instead"
             )
 
-    @staticmethod
-    def _map_states(hx, function):
-        return function(hx)
+    _map_states = staticmethod(_map_state)
 
 
 class RNNCell(_Cell, torch.nn.RNNCell):
@@ -331,9 +334,7 @@ class LSTMCell(_Cell, torch.nn.LSTMCell):
                     f"LSTMCell: Expected hx[{index}] to be 1D or 2D, got {state.dim()}D instead"
                 )
 
-    @staticmethod
-    def _map_states(hx, function):
-        return function(hx[0]), function(hx[1])
+    _map_states = staticmethod(_map_state_pair)
 
     def forward(self, input, hx=None):
         input, hx, batched = self._batch(input, hx)

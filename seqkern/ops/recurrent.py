@@ -49,24 +49,7 @@ import torch
 from torch import Tensor
 
 from .. import _backend
-
-CELL_GATES = {
-    "rnn_tanh": 1,
-    "rnn_relu": 1,
-    "lstm": 4,
-    "lstm_coupled": 3,
-    "gru": 3,
-    "gru_reset_before": 3,
-}
-LSTM_CELLS = ("lstm", "lstm_coupled")
-
-
-def workspace_width(cell: str, hidden_size: int) -> int:
-    if cell in LSTM_CELLS:
-        return (CELL_GATES[cell] + 1) * hidden_size
-    if cell.startswith("gru"):
-        return 4 * hidden_size
-    return hidden_size
+from ..reference import CELL_GATES, LSTM_CELLS, workspace_width
 
 
 def _shape_str(shape) -> str:
