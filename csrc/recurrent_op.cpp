@@ -5,6 +5,7 @@
 //   seqkern::recurrent_layer           forward of one layer, one direction (contract and
 //                                      workspace layout: seqkern/ops/recurrent.py)
 //   seqkern::recurrent_layer_backward  its BPTT; differentiating it again raises
+//   seqkern::recurrent_cell            one step (B, I) -> (h', c'), the layer op at T = 1
 //
 // Other pieces live in Python, seqkern/ops/recurrent.py: the fake (meta) kernels for
 // torch.compile, the CUDA kernels (Triton), and the backend override: when
@@ -213,6 +214,23 @@ RecurrentGrads backward_autograd(const Tensor& grad_output, const Tensor& grad_h
   return {grads[0], grads[1], grads[2], grads[3], grads[4], grads[5], grads[6], grads[7], grads[8]};
 }
 
+// One step of a cell: the layer op at T = 1, so that the step has the same fused kernels,
+// autograd, fake and CUDA kernels and backend override as the layer, with nothing to keep in
+// sync. Registered as CompositeImplicitAutograd: torch.compile sees the layer op.
+std::tuple<Tensor, Tensor> cell_step(const Tensor& input, const Tensor& h, const OptionalTensor& c,
+                                     const Tensor& w_ih, const Tensor& w_hh, const OptionalTensor& b_ih,
+                                     const OptionalTensor& b_hh, const OptionalTensor& w_peep, c10::string_view cell) {
+  TORCH_CHECK_VALUE(input.dim() == 2, "seqkern recurrent cell: input must be 2-D (B, I), got ", input.dim(), "-D");
+  const auto contiguous = [](const OptionalTensor& tensor) -> OptionalTensor {
+    return tensor ? OptionalTensor(tensor->contiguous()) : std::nullopt;
+  };
+  const auto [output, h_n, c_n, workspace] =
+      forward_op().call(input.unsqueeze(0).contiguous(), h.contiguous(), contiguous(c), w_ih.contiguous(),
+                        w_hh.contiguous(), contiguous(b_ih), contiguous(b_hh), std::nullopt, contiguous(w_peep),
+                        std::nullopt, cell, false);
+  return {h_n, c_n};
+}
+
 }  // namespace
 
 void register_recurrent_override(pybind11::module_& module) {
@@ -239,7 +257,12 @@ TORCH_LIBRARY(seqkern, m) {
       "Tensor? c0, Tensor w_ih, Tensor w_hh, Tensor? b_ih, Tensor? b_hh, Tensor? w_hr, Tensor? w_peep, "
       "Tensor? lengths, Tensor output, Tensor workspace, str cell, bool reverse, bool need_input_grad, "
       "bool need_weight_grad) -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
+  m.def(
+      "recurrent_cell(Tensor input, Tensor h, Tensor? c, Tensor w_ih, Tensor w_hh, Tensor? b_ih, Tensor? b_hh, "
+      "Tensor? w_peep, str cell) -> (Tensor, Tensor)");
 }
+
+TORCH_LIBRARY_IMPL(seqkern, CompositeImplicitAutograd, m) { m.impl("recurrent_cell", &seqkern::cell_step); }
 
 TORCH_LIBRARY_IMPL(seqkern, CPU, m) {
   m.impl("recurrent_layer", &seqkern::forward_cpu);

@@ -20,7 +20,7 @@ Packed input runs as one padded (T, B, I) tensor in sorted batch order plus a ``
 vector; the op freezes each sequence's state after its last step and writes zeros past it.
 
 Cells (``rnn_cell``, ``lstm_cell``, ``gru_cell``) take (B, I) input and (B, H) states and
-run the same op with T = 1.
+run ``torch.ops.seqkern.recurrent_cell``, the layer op at T = 1.
 """
 from __future__ import annotations
 
@@ -260,12 +260,7 @@ def _run_cell(input, h, c, w_ih, w_hh, b_ih, b_hh, w_peep, cell):
         # graph of the input and weights, as torch's do.
         empty = input @ w_ih.t()
         return empty, None if c is None else empty.clone()
-    _, h_n, c_n, _ = _recurrent.recurrent_layer(
-        input.unsqueeze(0).contiguous(), h.contiguous(), _contiguous(c), w_ih.contiguous(),
-        w_hh.contiguous(), _contiguous(b_ih), _contiguous(b_hh), None, _contiguous(w_peep),
-        None, cell, False,
-    )
-    return h_n, c_n
+    return _recurrent.recurrent_cell(input, h, c, w_ih, w_hh, b_ih, b_hh, w_peep, cell)
 
 
 def _check_cell_call(input, states, w_ih, w_hh):

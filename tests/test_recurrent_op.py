@@ -108,3 +108,65 @@ def test_no_grad_for_frozen_weights(monkeypatch):
     _lstm_training_step(module, x)
     assert x.grad is not None and x.grad.abs().sum() > 0
     assert all(parameter.grad is None for parameter in module.parameters())
+
+
+def test_cell_op_is_composite_over_the_layer_op():
+    """The step has no kernels of its own: every backend's comes from the composite."""
+    op = "seqkern::recurrent_cell"
+    assert torch._C._dispatch_has_kernel_for_dispatch_key(op, "CompositeImplicitAutograd")
+    table = torch._C._dispatch_dump_table(op).splitlines()
+    for key in ("CPU:", "CUDA:"):
+        line = next(line for line in table if line.startswith(key))
+        assert "recurrent_op.cpp" in line and "math kernel" in line, line
+
+
+@pytest.mark.parametrize("cell, gates, peephole_rows", [("lstm", 4, 3), ("lstm_coupled", 3, 2), ("gru", 3, 0),
+                                                       ("gru_reset_before", 3, 0), ("rnn_relu", 1, 0)])
+def test_cell_op_gradcheck_and_matches_the_layer_at_one_step(monkeypatch, cell, gates, peephole_rows):
+    monkeypatch.delenv("SEQKERN_BACKEND", raising=False)
+    inputs = Inputs()
+    batch, input_size, hidden = 3, 5, 4
+    x = inputs.randn(batch, input_size, requires_grad=True)
+    h = inputs.randn(batch, hidden, requires_grad=True)
+    c = inputs.randn(batch, hidden, requires_grad=True) if cell.startswith("lstm") else None
+    weights = [inputs.randn(gates * hidden, input_size, requires_grad=True),
+               inputs.randn(gates * hidden, hidden, requires_grad=True),
+               inputs.randn(gates * hidden, requires_grad=True), inputs.randn(gates * hidden, requires_grad=True)]
+    w_peep = inputs.randn(peephole_rows, hidden, requires_grad=True) if peephole_rows else None
+    h_new, c_new = recurrent.recurrent_cell(x, h, c, *weights, w_peep, cell)
+    _, h_n, c_n, _ = recurrent.recurrent_layer(x.unsqueeze(0), h, c, *weights, None, w_peep, None, cell, False)
+    assert torch.equal(h_new, h_n) and torch.equal(c_new, c_n)
+
+    differentiable = [t for t in (x, h, c, *weights, w_peep) if t is not None]
+
+    def step(*tensors):
+        values = iter(tensors)
+        args = [next(values) if t is not None else None for t in (x, h, c, *weights, w_peep)]
+        h_next, c_next = recurrent.recurrent_cell(*args, cell)
+        return (h_next, c_next) if c is not None else h_next
+
+    assert torch.autograd.gradcheck(step, differentiable, eps=1e-6, atol=1e-7)
+
+
+def test_cell_module_loop_compiles_fullgraph(monkeypatch):
+    monkeypatch.delenv("SEQKERN_BACKEND", raising=False)
+    torch._dynamo.reset()
+    inputs = Inputs()
+    cell = seqkern.nn.LSTMCell(5, 6)
+    x = inputs.randn(3, 2, 5, dtype=torch.float32)
+
+    def unrolled(sequence):
+        h = c = sequence.new_zeros((2, 6))
+        for step in sequence:
+            h, c = cell(step, (h, c))
+        return h.sum() + c.sum()
+
+    def gradients(function):
+        cell.zero_grad()
+        function(x).backward()
+        return [p.grad.clone() for p in cell.parameters()]
+
+    eager = gradients(unrolled)
+    compiled = gradients(torch.compile(unrolled, fullgraph=True, backend="aot_eager"))
+    for got, expected in zip(compiled, eager):
+        assert_close(got, expected)

@@ -36,7 +36,8 @@ Absent tensors (c_n and grad_c0 of non-LSTM cells, gradients of missing or unnee
 arguments) are returned as empty tensors of shape (0,).
 
 The ops ``seqkern::recurrent_layer`` and ``seqkern::recurrent_layer_backward`` take the same
-arguments. Their schemas, CPU kernels and autograd are C++ (csrc/recurrent_op.cpp, registered
+arguments. ``seqkern::recurrent_cell(input (B, I), h, c, w_ih, w_hh, b_ih, b_hh, w_peep, cell)
+-> (h', c')`` is one step of a cell: the layer op at T = 1 (c' is (0,) without a cell state). Their schemas, CPU kernels and autograd are C++ (csrc/recurrent_op.cpp, registered
 when seqkern._C loads), so a CPU training step runs no Python between ``seqkern.functional``
 and the kernels. This module adds the fake kernels (torch.compile), the CUDA kernels (Triton)
 and the function the CPU kernels hand over to while SEQKERN_BACKEND is set.
@@ -193,7 +194,7 @@ def _extension_missing(*args, **kwargs):
 try:
     _C = _backend.load_cpp()
 except _backend.BackendUnavailableError:
-    recurrent_layer = recurrent_layer_backward = _extension_missing
+    recurrent_layer = recurrent_layer_backward = recurrent_cell = _extension_missing
 else:
     _C._set_recurrent_override(_forward_on_backend, _backward_on_backend)
     torch.library.register_fake("seqkern::recurrent_layer")(_recurrent_layer_fake)
@@ -202,3 +203,4 @@ else:
     torch.library.register_kernel("seqkern::recurrent_layer_backward", "cuda", _backward_on_backend)
     recurrent_layer = torch.ops.seqkern.recurrent_layer.default
     recurrent_layer_backward = torch.ops.seqkern.recurrent_layer_backward.default
+    recurrent_cell = torch.ops.seqkern.recurrent_cell.default
