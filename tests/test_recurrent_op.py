@@ -170,3 +170,22 @@ def test_cell_module_loop_compiles_fullgraph(monkeypatch):
     compiled = gradients(torch.compile(unrolled, fullgraph=True, backend="aot_eager"))
     for got, expected in zip(compiled, eager):
         assert_close(got, expected)
+
+
+@pytest.mark.parametrize("cell, gates", [("lstm", 4), ("gru_reset_before", 3)])
+def test_cell_op_opcheck(monkeypatch, cell, gates):
+    monkeypatch.delenv("SEQKERN_BACKEND", raising=False)
+    inputs = Inputs()
+    x = inputs.randn(3, 5, requires_grad=True)
+    h = inputs.randn(3, 4, requires_grad=True)
+    c = inputs.randn(3, 4) if cell == "lstm" else None
+    w_ih, w_hh = inputs.randn(gates * 4, 5, requires_grad=True), inputs.randn(gates * 4, 4, requires_grad=True)
+    torch.library.opcheck(torch.ops.seqkern.recurrent_cell.default,
+                          (x, h, c, w_ih, w_hh, inputs.randn(gates * 4), None, None, cell))
+
+
+def test_cell_op_wants_two_dimensional_input():
+    inputs = Inputs()
+    with pytest.raises(ValueError, match="recurrent cell: input must be 2-D"):
+        recurrent.recurrent_cell(inputs.randn(2, 3, 5), inputs.randn(3, 4), None, inputs.randn(4, 5),
+                                 inputs.randn(4, 4), None, None, None, "rnn_tanh")
