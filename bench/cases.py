@@ -138,7 +138,9 @@ def _recurrent(ops, shapes, device, dtype):
             for (T, B, I, H) in shapes for op in ops for mode in MODES]
 
 
-DEFAULT_RECURRENT_SHAPES = [(100, 1, 64, 64), (100, 16, 128, 128), (100, 64, 512, 512)]
+# Issue 3's CPU targets: the small and streaming shapes B in {1, 16} x H in {64, 128}, and
+# PyTorch fastrnns' B=64, H=512.
+DEFAULT_RECURRENT_SHAPES = [(100, B, H, H) for B in (1, 16) for H in (64, 128)] + [(100, 64, 512, 512)]
 # DeepBench-style: larger H with shorter sequences, so that each shape is a similar amount of work.
 FULL_RECURRENT_SHAPES = [(T, B, H, H) for H, T in ((256, 150), (512, 50), (1024, 25)) for B in (16, 32, 64)]
 # Issue 6's GPU points: FlashRNN's (B=16, T=1024, H=768); fastrnns' shape is in the default grid.
