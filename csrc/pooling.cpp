@@ -103,7 +103,68 @@ struct Geometry {
     const int64_t fd = d().first_inside(od), fh = h().first_inside(oh), fw = w().first_inside(ow);
     return fd < 0 || fh < 0 || fw < 0 ? -1 : (fd * h().size + fh) * w().size + fw;
   }
+  // Output row number -> (n, od, oh); output rows are counted in (n, od, oh) order.
+  struct Row {
+    int64_t n, od, oh;
+  };
+  Row output_row(int64_t row) const { return {row / (h().out * d().out), row / h().out % d().out, row % h().out}; }
 };
+
+// The taps of window o along one axis that take part, in order: visit(k, position, inside)
+// for every in-bounds tap k and, with a finite pad_value, every padded one.
+template <typename Visit>
+inline void for_each_axis_tap(const Axis& a, int64_t o, bool pad_competes, const Visit& visit) {
+  for (int64_t k = 0; k < a.kernel; ++k) {
+    const int64_t p = a.start(o) + k * a.dilation;
+    const bool inside = a.inside(p);
+    if (inside || (pad_competes && a.in_padding(p))) visit(k, p, inside);
+  }
+}
+
+// The rows (d, h) of window (od, oh) that take part, in (kd, kh) order: visit(kd, d, h,
+// inside), inside when the row lies in the input.
+template <typename Visit>
+inline void for_each_row_tap(const Geometry& g, int64_t od, int64_t oh, const Visit& visit) {
+  for_each_axis_tap(g.d(), od, g.pad_competes, [&](int64_t kd, int64_t d, bool d_in) {
+    for_each_axis_tap(g.h(), oh, g.pad_competes, [&](int64_t, int64_t h, bool h_in) { visit(kd, d, h, d_in && h_in); });
+  });
+}
+
+// The taps of window (od, oh, ow) that take part, in (kd, kh, kw) order: visit(d, h, w, inside).
+template <typename Visit>
+inline void for_each_tap(const Geometry& g, int64_t od, int64_t oh, int64_t ow, const Visit& visit) {
+  for_each_row_tap(g, od, oh, [&](int64_t, int64_t d, int64_t h, bool row_in) {
+    for_each_axis_tap(g.w(), ow, g.pad_competes,
+                      [&](int64_t, int64_t w, bool w_in) { visit(d, h, w, row_in && w_in); });
+  });
+}
+
+// Sets every spatial axis of g but its output size from the per-axis arguments of `op`,
+// checked; shape: (N, C, *S) of the input.
+void set_axes(Geometry& g, const char* op, at::IntArrayRef shape, const std::vector<int64_t>& kernel,
+              const std::vector<int64_t>& stride, const std::vector<int64_t>& dilation, const Padding& padding) {
+  const int64_t spatial = static_cast<int64_t>(shape.size()) - 2;
+  TORCH_CHECK(static_cast<int64_t>(kernel.size()) == spatial && static_cast<int64_t>(stride.size()) == spatial &&
+                  static_cast<int64_t>(dilation.size()) == spatial &&
+                  static_cast<int64_t>(padding.size()) == spatial,
+              "seqkern ", op, ": kernel_size, stride, dilation and padding need one entry per spatial axis (",
+              spatial, ")");
+  g.batch = shape[0];
+  g.channels = shape[1];
+  for (int64_t i = 0; i < spatial; ++i) {
+    Axis& a = g.axis[3 - spatial + i];
+    a.size = shape[2 + i];
+    a.kernel = kernel[i];
+    a.stride = stride[i];
+    a.dilation = dilation[i];
+    a.before = padding[i].first;
+    a.after = padding[i].second;
+    TORCH_CHECK(a.size >= 1, "seqkern ", op, ": spatial sizes must be positive, got shape ", shape);
+    TORCH_CHECK(a.kernel >= 1 && a.stride >= 1 && a.dilation >= 1,
+                "seqkern ", op, ": kernel_size, stride and dilation must be positive");
+    TORCH_CHECK(a.before >= 0 && a.after >= 0, "seqkern ", op, ": padding must be non-negative");
+  }
+}
 
 Geometry make_geometry(const Tensor& input, const std::vector<int64_t>& kernel, const std::vector<int64_t>& stride,
                        const std::vector<int64_t>& dilation, const Padding& padding, bool ceil_mode,
@@ -112,29 +173,13 @@ Geometry make_geometry(const Tensor& input, const std::vector<int64_t>& kernel, 
   TORCH_CHECK(spatial >= 1 && spatial <= 3,
               "seqkern max_pool_forward: input must be (N, C, *S) with 1 to 3 spatial axes, got shape ",
               input.sizes());
-  TORCH_CHECK(static_cast<int64_t>(kernel.size()) == spatial && static_cast<int64_t>(stride.size()) == spatial &&
-                  static_cast<int64_t>(dilation.size()) == spatial &&
-                  static_cast<int64_t>(padding.size()) == spatial,
-              "seqkern max_pool_forward: kernel_size, stride, dilation and padding need one entry per spatial "
-              "axis (", spatial, ")");
-  TORCH_CHECK(!std::isnan(pad_value), "seqkern max_pool_forward: pad_value must not be NaN");
   Geometry g;
-  g.batch = input.size(0);
-  g.channels = input.size(1);
+  set_axes(g, "max_pool_forward", input.sizes(), kernel, stride, dilation, padding);
+  TORCH_CHECK(!std::isnan(pad_value), "seqkern max_pool_forward: pad_value must not be NaN");
   g.pad_value = pad_value;
   g.pad_competes = pad_value > -std::numeric_limits<double>::infinity();
   for (int64_t i = 0; i < spatial; ++i) {
     Axis& a = g.axis[3 - spatial + i];
-    a.size = input.size(2 + i);
-    a.kernel = kernel[i];
-    a.stride = stride[i];
-    a.dilation = dilation[i];
-    a.before = padding[i].first;
-    a.after = padding[i].second;
-    TORCH_CHECK(a.size >= 1, "seqkern max_pool_forward: spatial sizes must be positive, got shape ", input.sizes());
-    TORCH_CHECK(a.kernel >= 1 && a.stride >= 1 && a.dilation >= 1,
-                "seqkern max_pool_forward: kernel_size, stride and dilation must be positive");
-    TORCH_CHECK(a.before >= 0 && a.after >= 0, "seqkern max_pool_forward: padding must be non-negative");
     a.out = output_size(a.size, a.kernel, a.stride, a.dilation, a.before, a.after, ceil_mode);
     TORCH_CHECK(a.out >= 1, "seqkern max_pool_forward: input of shape ", input.sizes(),
                 " gives an output size below 1 along spatial axis ", i);
@@ -174,6 +219,12 @@ bool is_nan(T value) {
   } else {
     return false;
   }
+}
+
+// The window rule for one tap: it replaces the running maximum when strictly greater or NaN.
+template <typename T>
+bool replaces(T value, T best) {
+  return value > best || is_nan(value);
 }
 
 // A fresh large tensor costs a page fault per 4 KiB on first touch, which is most of the
@@ -218,31 +269,18 @@ void forward_generic(const scalar_t* input, scalar_t* output, index_t* indices, 
     const scalar_t* x = input + n * in.n + c * in.c;
     acc_t best = lowest_value<acc_t>();
     int64_t best_index = g.first_inside(od, oh, ow);
-    for (int64_t kd = 0; kd < ad.kernel; ++kd) {
-      const int64_t d = ad.start(od) + kd * ad.dilation;
-      const bool d_in = ad.inside(d);
-      if (!d_in && !(g.pad_competes && ad.in_padding(d))) continue;
-      for (int64_t kh = 0; kh < ah.kernel; ++kh) {
-        const int64_t h = ah.start(oh) + kh * ah.dilation;
-        const bool h_in = ah.inside(h);
-        if (!h_in && !(g.pad_competes && ah.in_padding(h))) continue;
-        for (int64_t kw = 0; kw < aw.kernel; ++kw) {
-          const int64_t w = aw.start(ow) + kw * aw.dilation;
-          const bool w_in = aw.inside(w);
-          if (!w_in && !(g.pad_competes && aw.in_padding(w))) continue;
-          acc_t value = pad;
-          int64_t index = -1;
-          if (d_in && h_in && w_in) {
-            value = static_cast<acc_t>(x[d * in.d + h * in.h + w * in.w]);
-            index = (d * ah.size + h) * aw.size + w;
-          }
-          if (value > best || is_nan(value)) {
-            best = value;
-            best_index = index;
-          }
-        }
+    for_each_tap(g, od, oh, ow, [&](int64_t d, int64_t h, int64_t w, bool inside) {
+      acc_t value = pad;
+      int64_t index = -1;
+      if (inside) {
+        value = static_cast<acc_t>(x[d * in.d + h * in.h + w * in.w]);
+        index = (d * ah.size + h) * aw.size + w;
       }
-    }
+      if (replaces(value, best)) {
+        best = value;
+        best_index = index;
+      }
+    });
     const int64_t o = n * out.n + c * out.c + od * out.d + oh * out.h + ow * out.w;
     output[o] = static_cast<scalar_t>(best);
     if (indices != nullptr) indices[o] = static_cast<index_t>(best_index);
@@ -251,7 +289,7 @@ void forward_generic(const scalar_t* input, scalar_t* output, index_t* indices, 
   const int64_t rows = g.batch * ad.out * ah.out;
   at::parallel_for(0, rows, grain_for(g.channels * aw.out * window), [&](int64_t begin, int64_t end) {
     for (int64_t row = begin; row < end; ++row) {
-      const int64_t oh = row % ah.out, od = row / ah.out % ad.out, n = row / (ah.out * ad.out);
+      const auto [n, od, oh] = g.output_row(row);
       if (g.channels_last) {
         for (int64_t ow = 0; ow < aw.out; ++ow)
           for (int64_t c = 0; c < g.channels; ++c) pool_one(n, c, od, oh, ow);
@@ -272,6 +310,19 @@ constexpr int64_t kVectorPlaneLimit = int64_t{1} << 24;
 
 template <typename scalar_t>
 constexpr scalar_t kPaddedMark = -static_cast<scalar_t>(kVectorPlaneLimit);
+
+// The window rule on lanes: v replaces the running maximum where strictly greater or NaN,
+// and index() the running index there. Without indices only the maximum is kept (NaN wins).
+template <bool kIndices, typename Vec, typename Index>
+inline void take_better_lanes(Vec& best, Vec& best_index, const Vec& v, const Index& index) {
+  if constexpr (kIndices) {
+    const Vec replace = (v > best) | v.isnan();
+    best = Vec::blendv(best, v, replace);
+    best_index = Vec::blendv(best_index, index(), replace);
+  } else {
+    best = at::vec::maximum(best, v);
+  }
+}
 
 template <typename scalar_t, typename index_t>
 void store_indices(const at::vec::Vectorized<scalar_t>& lanes, index_t* dst, int64_t count) {
@@ -400,20 +451,13 @@ class ContiguousPool {
     scalar_t best = lowest_value<scalar_t>();
     const int64_t first = aw.first_inside(ow);
     scalar_t best_column = first < 0 ? kPaddedMark<scalar_t> : static_cast<scalar_t>(first);
-    for (int64_t kw = 0; kw < aw.kernel; ++kw) {
-      const int64_t w = aw.start(ow) + kw * aw.dilation;
-      scalar_t v = pad, c = kPaddedMark<scalar_t>;
-      if (aw.inside(w)) {
-        v = row[w];
-        c = static_cast<scalar_t>(w);
-      } else if (!(g_.pad_competes && aw.in_padding(w))) {
-        continue;
-      }
-      if (v > best || std::isnan(v)) {
+    for_each_axis_tap(aw, ow, g_.pad_competes, [&](int64_t, int64_t w, bool inside) {
+      const scalar_t v = inside ? row[w] : pad;
+      if (replaces(v, best)) {
         best = v;
-        best_column = c;
+        best_column = inside ? static_cast<scalar_t>(w) : kPaddedMark<scalar_t>;
       }
-    }
+    });
     *value = best;
     if (kIndices) *column = best_column;
   }
@@ -436,13 +480,8 @@ class ContiguousPool {
       for (int64_t kw = 1; kw < aw.kernel; ++kw) {
         const int64_t shift = kw * aw.dilation;
         const Vec v = taps_at(row + start + shift, count, available - shift);
-        if constexpr (kIndices) {
-          const Vec replace = (v > best) | v.isnan();
-          best = Vec::blendv(best, v, replace);
-          best_column = Vec::blendv(best_column, first_column + Vec(static_cast<scalar_t>(shift)), replace);
-        } else {
-          best = at::vec::maximum(best, v);
-        }
+        take_better_lanes<kIndices>(best, best_column, v,
+                                    [&] { return first_column + Vec(static_cast<scalar_t>(shift)); });
       }
       best.store(values + ow - ow0, count);
       if constexpr (kIndices) best_column.store(columns + ow - ow0, count);
@@ -453,24 +492,16 @@ class ContiguousPool {
   // The rows of window (od, oh) in (kd, kh) order: buffered rows and padded rows.
   void collect_row_taps(int64_t od, int64_t oh, int64_t h_lo, int64_t buffer_rows, int64_t columns,
                         const scalar_t* values, const scalar_t* columns_won, std::vector<RowTap>& taps) const {
-    const Axis &ad = g_.d(), &ah = g_.h();
     taps.clear();
-    for (int64_t kd = 0; kd < ad.kernel; ++kd) {
-      const int64_t d = ad.start(od) + kd * ad.dilation;
-      const bool d_in = ad.inside(d);
-      if (!d_in && !(g_.pad_competes && ad.in_padding(d))) continue;
-      for (int64_t kh = 0; kh < ah.kernel; ++kh) {
-        const int64_t h = ah.start(oh) + kh * ah.dilation;
-        const bool h_in = ah.inside(h);
-        if (d_in && h_in) {
-          const int64_t slot = (kd * buffer_rows + (h - h_lo)) * columns;
-          taps.push_back({values + slot, kIndices ? columns_won + slot : nullptr,
-                          static_cast<scalar_t>((d * ah.size + h) * g_.w().size)});
-        } else if (g_.pad_competes && ah.in_padding(h)) {
-          taps.push_back({nullptr, nullptr, 0});
-        }
+    for_each_row_tap(g_, od, oh, [&](int64_t kd, int64_t d, int64_t h, bool inside) {
+      if (inside) {
+        const int64_t slot = (kd * buffer_rows + (h - h_lo)) * columns;
+        taps.push_back({values + slot, kIndices ? columns_won + slot : nullptr,
+                        static_cast<scalar_t>((d * g_.h().size + h) * g_.w().size)});
+      } else {
+        taps.push_back({nullptr, nullptr, 0});
       }
-    }
+    });
   }
 
   void vertical(const std::vector<RowTap>& taps, int64_t count_all, scalar_t* out, index_t* out_indices) const {
@@ -492,14 +523,9 @@ class ContiguousPool {
       }
       for (const RowTap& tap : taps) {
         const Vec v = tap.values != nullptr ? Vec::loadu(tap.values + j, count) : pad;
-        if constexpr (kIndices) {
-          const Vec index = tap.values != nullptr ? Vec(tap.offset) + Vec::loadu(tap.columns + j, count) : padded_mark;
-          const Vec replace = (v > best) | v.isnan();
-          best = Vec::blendv(best, v, replace);
-          best_index = Vec::blendv(best_index, index, replace);
-        } else {
-          best = at::vec::maximum(best, v);
-        }
+        take_better_lanes<kIndices>(best, best_index, v, [&] {
+          return tap.values != nullptr ? Vec(tap.offset) + Vec::loadu(tap.columns + j, count) : padded_mark;
+        });
       }
       best.store(out + j, count);
       if constexpr (kIndices) store_indices(best_index, out_indices + j, count);
@@ -528,30 +554,18 @@ void forward_channels_last(const scalar_t* input, scalar_t* output, index_t* ind
     std::vector<Tap> taps;
     taps.reserve(window);
     for (int64_t row = begin; row < end; ++row) {
-      const int64_t oh = row % ah.out, od = row / ah.out % ad.out, n = row / (ah.out * ad.out);
+      const auto [n, od, oh] = g.output_row(row);
       const scalar_t* x = input + n * g.plane() * channels;
       for (int64_t ow = 0; ow < aw.out; ++ow) {
         taps.clear();
-        for (int64_t kd = 0; kd < ad.kernel; ++kd) {
-          const int64_t d = ad.start(od) + kd * ad.dilation;
-          const bool d_in = ad.inside(d);
-          if (!d_in && !(g.pad_competes && ad.in_padding(d))) continue;
-          for (int64_t kh = 0; kh < ah.kernel; ++kh) {
-            const int64_t h = ah.start(oh) + kh * ah.dilation;
-            const bool h_in = ah.inside(h);
-            if (!h_in && !(g.pad_competes && ah.in_padding(h))) continue;
-            for (int64_t kw = 0; kw < aw.kernel; ++kw) {
-              const int64_t w = aw.start(ow) + kw * aw.dilation;
-              const bool w_in = aw.inside(w);
-              if (d_in && h_in && w_in) {
-                const int64_t flat = (d * ah.size + h) * aw.size + w;
-                taps.push_back({flat * channels, static_cast<scalar_t>(flat)});
-              } else if (g.pad_competes && aw.in_padding(w)) {
-                taps.push_back({-1, -1});
-              }
-            }
+        for_each_tap(g, od, oh, ow, [&](int64_t d, int64_t h, int64_t w, bool inside) {
+          if (inside) {
+            const int64_t flat = (d * ah.size + h) * aw.size + w;
+            taps.push_back({flat * channels, static_cast<scalar_t>(flat)});
+          } else {
+            taps.push_back({-1, -1});
           }
-        }
+        });
         const Vec first_index(static_cast<scalar_t>(g.first_inside(od, oh, ow)));
         const int64_t o = (((n * ad.out + od) * ah.out + oh) * aw.out + ow) * channels;
         for (int64_t c = 0; c < channels; c += kLanes) {
@@ -560,13 +574,7 @@ void forward_channels_last(const scalar_t* input, scalar_t* output, index_t* ind
           Vec best_index = first_index;
           for (const Tap& tap : taps) {
             const Vec v = tap.offset >= 0 ? Vec::loadu(x + tap.offset + c, count) : pad;
-            if constexpr (kIndices) {
-              const Vec replace = (v > best) | v.isnan();
-              best = Vec::blendv(best, v, replace);
-              best_index = Vec::blendv(best_index, Vec(tap.index), replace);
-            } else {
-              best = at::vec::maximum(best, v);
-            }
+            take_better_lanes<kIndices>(best, best_index, v, [&] { return Vec(tap.index); });
           }
           best.store(output + o + c, count);
           if constexpr (kIndices) store_indices(best_index, indices + o + c, count);
@@ -650,19 +658,53 @@ std::tuple<Tensor, Tensor> max_pool_forward(const Tensor& input_arg, std::vector
 // bit-identical to torch for float and double. Reduced precision sums in float.
 // ---------------------------------------------------------------------------------------
 
+// Zeroed gradient sums for a stretch of grad_input, one stretch at a time: float and double
+// sum in place; reduced precision sums in a float buffer that finish() rounds into place.
+template <typename scalar_t>
+class GradientSums {
+ public:
+  using acc_t = opmath_t<scalar_t>;
+
+  // capacity: the longest stretch.
+  explicit GradientSums(int64_t capacity) : buffer_(kInPlace ? 0 : capacity) {}
+
+  acc_t* start(scalar_t* stretch, int64_t count) {
+    stretch_ = stretch;
+    count_ = count;
+    acc_t* sums;
+    if constexpr (kInPlace) {
+      sums = stretch;
+    } else {
+      sums = buffer_.data();
+    }
+    std::fill(sums, sums + count, acc_t(0));
+    return sums;
+  }
+
+  void finish() const {
+    if constexpr (!kInPlace) {
+      for (int64_t i = 0; i < count_; ++i) stretch_[i] = static_cast<scalar_t>(buffer_[i]);
+    }
+  }
+
+ private:
+  static constexpr bool kInPlace = std::is_same_v<acc_t, scalar_t>;
+  std::vector<acc_t> buffer_;
+  scalar_t* stretch_ = nullptr;
+  int64_t count_ = 0;
+};
+
 // Contiguous: zero a plane, then add each output gradient into its argmax. A task owns
 // whole planes, so the plane stays in cache between the two passes.
 template <typename scalar_t, typename index_t>
 void backward_contiguous(const scalar_t* grad_output, const index_t* indices, scalar_t* grad_input,
                          const Geometry& g) {
   using acc_t = opmath_t<scalar_t>;
-  constexpr bool kDirect = std::is_same_v<acc_t, scalar_t>;
   const int64_t plane = g.plane(), out_plane = g.out_plane();
   at::parallel_for(0, g.batch * g.channels, grain_for(plane + out_plane), [&](int64_t begin, int64_t end) {
-    std::vector<acc_t> scratch(kDirect ? 0 : plane);
+    GradientSums<scalar_t> plane_sums(plane);
     for (int64_t p = begin; p < end; ++p) {
-      acc_t* sums = kDirect ? reinterpret_cast<acc_t*>(grad_input + p * plane) : scratch.data();
-      std::fill(sums, sums + plane, acc_t(0));
+      acc_t* sums = plane_sums.start(grad_input + p * plane, plane);
       const scalar_t* go = grad_output + p * out_plane;
       const index_t* idx = indices + p * out_plane;
       for (int64_t o = 0; o < out_plane; ++o) {
@@ -672,9 +714,7 @@ void backward_contiguous(const scalar_t* grad_output, const index_t* indices, sc
                     " input elements");
         sums[index] += static_cast<acc_t>(go[o]);
       }
-      if constexpr (!kDirect) {
-        for (int64_t i = 0; i < plane; ++i) grad_input[p * plane + i] = static_cast<scalar_t>(sums[i]);
-      }
+      plane_sums.finish();
     }
   });
 }
@@ -686,7 +726,6 @@ template <typename scalar_t, typename index_t>
 void backward_channels_last(const scalar_t* grad_output, const index_t* indices, scalar_t* grad_input,
                             const Geometry& g) {
   using acc_t = opmath_t<scalar_t>;
-  constexpr bool kDirect = std::is_same_v<acc_t, scalar_t>;
   constexpr int64_t kSlabElements = 65536;
   const Axis &ad = g.d(), &ah = g.h(), &aw = g.w();
   const int64_t channels = g.channels, plane = g.plane();
@@ -696,15 +735,13 @@ void backward_channels_last(const scalar_t* grad_output, const index_t* indices,
   const int64_t tasks = g.batch * ad.size * slabs_per_d;
   const int64_t work = slab_rows * row_elements * 2;
   at::parallel_for(0, tasks, grain_for(work), [&](int64_t begin, int64_t end) {
-    std::vector<acc_t> scratch(kDirect ? 0 : slab_rows * row_elements);
+    GradientSums<scalar_t> slab_sums(slab_rows * row_elements);
     for (int64_t task = begin; task < end; ++task) {
       const int64_t h0 = task % slabs_per_d * slab_rows, h1 = std::min(ah.size, h0 + slab_rows);
       const int64_t d = task / slabs_per_d % ad.size, n = task / (slabs_per_d * ad.size);
       // The slab holds flat positions [first, last) of the plane.
       const int64_t first = (d * ah.size + h0) * aw.size, last = (d * ah.size + h1) * aw.size;
-      scalar_t* slab_out = grad_input + (n * plane + first) * channels;
-      acc_t* slab = kDirect ? reinterpret_cast<acc_t*>(slab_out) : scratch.data();
-      std::fill(slab, slab + (last - first) * channels, acc_t(0));
+      acc_t* slab = slab_sums.start(grad_input + (n * plane + first) * channels, (last - first) * channels);
       // Output rows whose windows reach rows [h0, h1).
       const int64_t oh_lo = std::max<int64_t>(
           0, (h0 + ah.before - (ah.kernel - 1) * ah.dilation + ah.stride - 1) / ah.stride);
@@ -729,9 +766,7 @@ void backward_channels_last(const scalar_t* grad_output, const index_t* indices,
           }
         }
       }
-      if constexpr (!kDirect) {
-        for (int64_t i = 0; i < (last - first) * channels; ++i) slab_out[i] = static_cast<scalar_t>(slab[i]);
-      }
+      slab_sums.finish();
     }
   });
 }
@@ -746,11 +781,6 @@ Tensor max_pool_backward(const Tensor& grad_output_arg, const Tensor& indices_ar
   TORCH_CHECK(spatial >= 1 && spatial <= 3 && static_cast<int64_t>(input_size.size()) == dims,
               "seqkern max_pool_backward: grad_output must be (N, C, *S) with 1 to 3 spatial axes and input_size "
               "of the same rank, got ", grad_output_arg.sizes(), " and ", input_size);
-  TORCH_CHECK(static_cast<int64_t>(kernel_size.size()) == spatial && static_cast<int64_t>(stride.size()) == spatial &&
-                  static_cast<int64_t>(dilation.size()) == spatial &&
-                  static_cast<int64_t>(padding.size()) == spatial,
-              "seqkern max_pool_backward: kernel_size, stride, dilation and padding need one entry per spatial "
-              "axis (", spatial, ")");
   TORCH_CHECK(indices_arg.sizes() == grad_output_arg.sizes(), "seqkern max_pool_backward: indices of shape ",
               indices_arg.sizes(), " do not match grad_output of shape ", grad_output_arg.sizes());
   TORCH_CHECK(indices_arg.scalar_type() == at::kLong || indices_arg.scalar_type() == at::kInt,
@@ -759,21 +789,8 @@ Tensor max_pool_backward(const Tensor& grad_output_arg, const Tensor& indices_ar
               "seqkern max_pool_backward: input_size ", input_size, " does not match grad_output of shape ",
               grad_output_arg.sizes(), " in batch and channels");
   Geometry g;
-  g.batch = input_size[0];
-  g.channels = input_size[1];
-  for (int64_t i = 0; i < spatial; ++i) {
-    Axis& a = g.axis[3 - spatial + i];
-    a.size = input_size[2 + i];
-    a.out = grad_output_arg.size(2 + i);
-    a.kernel = kernel_size[i];
-    a.stride = stride[i];
-    a.dilation = dilation[i];
-    a.before = padding[i].first;
-    a.after = padding[i].second;
-    TORCH_CHECK(a.size >= 1 && a.kernel >= 1 && a.stride >= 1 && a.dilation >= 1 && a.before >= 0 && a.after >= 0,
-                "seqkern max_pool_backward: input_size, kernel_size, stride and dilation must be positive and "
-                "padding non-negative");
-  }
+  set_axes(g, "max_pool_backward", input_size, kernel_size, stride, dilation, padding);
+  for (int64_t i = 0; i < spatial; ++i) g.axis[3 - spatial + i].out = grad_output_arg.size(2 + i);
   const auto format = dims >= 4 ? indices_arg.suggest_memory_format() : at::MemoryFormat::Contiguous;
   g.channels_last = format != at::MemoryFormat::Contiguous;
   const Tensor grad_output = grad_output_arg.contiguous(format);

@@ -47,6 +47,45 @@ NUM_WARPS = 4
 
 
 @triton.jit
+def _element_position(offsets, C, D, H, W, CHANNELS_LAST: tl.constexpr):
+    """(n, c, d, h, w) of flat element offsets in a dense (N, C, D, H, W) tensor of either layout."""
+    if CHANNELS_LAST:
+        c = offsets % C
+        rest = offsets // C
+    else:
+        rest = offsets
+    w, rest = rest % W, rest // W
+    h, rest = rest % H, rest // H
+    d, rest = rest % D, rest // D
+    if not CHANNELS_LAST:
+        c, rest = rest % C, rest // C
+    return rest, c, d, h, w
+
+
+@triton.jit
+def _tap_axes(tap, kernel_h, kernel_w):
+    """(kd, kh, kw) of a tap counted in (kd, kh, kw) order."""
+    window_hw = kernel_h * kernel_w
+    return tap // window_hw, tap % window_hw // kernel_w, tap % kernel_w
+
+
+@triton.jit
+def _first_inside(start, size, kernel, dilation):
+    """Along one axis: the first in-bounds tap of windows that start at `start` (may be
+    before 0), and whether the window reaches it."""
+    first = tl.where(start < 0, start + (dilation - 1 - start) // dilation * dilation, start)
+    return first, (first < size) & (first <= start + (kernel - 1) * dilation)
+
+
+@triton.jit
+def _output_with_tap(position, k, before, dilation, stride, out_size):
+    """Along one axis: the output whose tap k is input `position`, and whether it exists."""
+    scaled = position + before - k * dilation
+    o = scaled // stride
+    return o, (scaled >= 0) & (o * stride == scaled) & (o < out_size)
+
+
+@triton.jit
 def max_pool_forward_kernel(
     input_ptr,  # (N, C, D, H, W), element strides in_stride_*
     output_ptr,  # (N, C, OD, OH, OW), element strides out_stride_*
@@ -68,46 +107,21 @@ def max_pool_forward_kernel(
 ):
     offsets = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     live = offsets < total
-    if CHANNELS_LAST:
-        c = offsets % C
-        rest = offsets // C
-        ow = rest % OW
-        rest = rest // OW
-        oh = rest % OH
-        rest = rest // OH
-        od = rest % OD
-        n = rest // OD
-    else:
-        ow = offsets % OW
-        rest = offsets // OW
-        oh = rest % OH
-        rest = rest // OH
-        od = rest % OD
-        rest = rest // OD
-        c = rest % C
-        n = rest // C
+    n, c, od, oh, ow = _element_position(offsets, C, OD, OH, OW, CHANNELS_LAST)
     start_d = od * stride_d - before_d
     start_h = oh * stride_h - before_h
     start_w = ow * stride_w - before_w
     # The window's first in-bounds position is its index until a tap beats the lowest value.
-    first_d = tl.where(start_d < 0, start_d + (dilation_d - 1 - start_d) // dilation_d * dilation_d, start_d)
-    first_h = tl.where(start_h < 0, start_h + (dilation_h - 1 - start_h) // dilation_h * dilation_h, start_h)
-    first_w = tl.where(start_w < 0, start_w + (dilation_w - 1 - start_w) // dilation_w * dilation_w, start_w)
-    has_first = (
-        (first_d < D) & (first_d <= start_d + (kernel_d - 1) * dilation_d)
-        & (first_h < H) & (first_h <= start_h + (kernel_h - 1) * dilation_h)
-        & (first_w < W) & (first_w <= start_w + (kernel_w - 1) * dilation_w)
-    )
-    best_index = tl.where(has_first, (first_d * H + first_h) * W + first_w, -1)
+    first_d, has_first_d = _first_inside(start_d, D, kernel_d, dilation_d)
+    first_h, has_first_h = _first_inside(start_h, H, kernel_h, dilation_h)
+    first_w, has_first_w = _first_inside(start_w, W, kernel_w, dilation_w)
+    best_index = tl.where(has_first_d & has_first_h & has_first_w, (first_d * H + first_h) * W + first_w, -1)
     pad = tl.load(pad_ptr)
     best = tl.zeros([BLOCK], pad_ptr.dtype.element_ty) + tl.load(pad_ptr + 1)
     plane_ptr = input_ptr + n * in_stride_n + c * in_stride_c
     # One flat loop over the taps in (kd, kh, kw) order keeps the control flow simple.
-    window_hw = kernel_h * kernel_w
-    for tap in range(0, kernel_d * window_hw):
-        kd = tap // window_hw
-        kh = tap % window_hw // kernel_w
-        kw = tap % kernel_w
+    for tap in range(0, kernel_d * kernel_h * kernel_w):
+        kd, kh, kw = _tap_axes(tap, kernel_h, kernel_w)
         d = start_d + kd * dilation_d
         h = start_h + kh * dilation_h
         w = start_w + kw * dilation_w
@@ -148,24 +162,7 @@ def max_pool_backward_kernel(
 ):
     offsets = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     live = offsets < total
-    if CHANNELS_LAST:
-        c = offsets % C
-        rest = offsets // C
-        w = rest % W
-        rest = rest // W
-        h = rest % H
-        rest = rest // H
-        d = rest % D
-        n = rest // D
-    else:
-        w = offsets % W
-        rest = offsets // W
-        h = rest % H
-        rest = rest // H
-        d = rest % D
-        rest = rest // D
-        c = rest % C
-        n = rest // C
+    n, c, d, h, w = _element_position(offsets, C, D, H, W, CHANNELS_LAST)
     flat = (d * H + h) * W + w
     if grad_input_ptr.dtype.element_ty == tl.float64:
         total_grad = tl.zeros([BLOCK], tl.float64)
@@ -173,19 +170,13 @@ def max_pool_backward_kernel(
         total_grad = tl.zeros([BLOCK], tl.float32)
     plane_offset = n * out_stride_n + c * out_stride_c
     # Taps from last to first: the outputs that see this element, in increasing order.
-    window_hw = kernel_h * kernel_w
-    window = kernel_d * window_hw
+    window = kernel_d * kernel_h * kernel_w
     for tap_reversed in range(0, window):
-        tap = window - 1 - tap_reversed
-        od_scaled = d + before_d - tap // window_hw * dilation_d
-        oh_scaled = h + before_h - tap % window_hw // kernel_w * dilation_h
-        ow_scaled = w + before_w - tap % kernel_w * dilation_w
-        od = od_scaled // stride_d
-        oh = oh_scaled // stride_h
-        ow = ow_scaled // stride_w
-        valid = (live & (od_scaled >= 0) & (od * stride_d == od_scaled) & (od < OD)
-                 & (oh_scaled >= 0) & (oh * stride_h == oh_scaled) & (oh < OH)
-                 & (ow_scaled >= 0) & (ow * stride_w == ow_scaled) & (ow < OW))
+        kd, kh, kw = _tap_axes(window - 1 - tap_reversed, kernel_h, kernel_w)
+        od, valid_d = _output_with_tap(d, kd, before_d, dilation_d, stride_d, OD)
+        oh, valid_h = _output_with_tap(h, kh, before_h, dilation_h, stride_h, OH)
+        ow, valid_w = _output_with_tap(w, kw, before_w, dilation_w, stride_w, OW)
+        valid = live & valid_d & valid_h & valid_w
         out_offsets = plane_offset + od * out_stride_d + oh * out_stride_h + ow * out_stride_w
         argmax = tl.load(indices_ptr + out_offsets, mask=valid, other=-1)
         grad = tl.load(grad_output_ptr + out_offsets, mask=valid & (argmax == flat), other=0)
@@ -208,9 +199,12 @@ def _axes_3d(values, fill):
     return [fill] * (3 - len(values)) + list(values)
 
 
-def _launch_ranges(batch, channels, sample_span, plane_span, channels_last):
-    """(batch slice, channel slice) per launch, so that each launch's tensors span fewer
-    than 2**31 elements; sample_span / plane_span: the larger tensor's elements per n / (n, c)."""
+def _launch_ranges(view_in, view_out, channels_last):
+    """(batch slice, channel slice) per launch over (N, C, D, H, W) views of the input-side
+    and output-side tensors, so that each launch's tensors span fewer than 2**31 elements."""
+    batch, channels = view_in.shape[:2]
+    plane_span = max(math.prod(view_in.shape[2:]), math.prod(view_out.shape[2:]))
+    sample_span = plane_span * channels
     if sample_span <= _INT32_SPAN:
         step = max(1, _INT32_SPAN // max(1, sample_span))
         return [(slice(n, n + step), slice(None)) for n in range(0, batch, step)]
@@ -222,6 +216,18 @@ def _launch_ranges(batch, channels, sample_span, plane_span, channels_last):
         )
     step = _INT32_SPAN // plane_span
     return [(slice(n, n + 1), slice(c, c + step)) for n in range(batch) for c in range(0, channels, step)]
+
+
+def _shape_arguments(total, part_in, part_out):
+    """The kernels' arguments named in _SHAPE_ARGUMENTS, for one launch's (N, C, D, H, W)
+    input-side and output-side views."""
+    return (total, part_in.shape[1], *part_in.shape[2:], *part_out.shape[2:], *part_in.stride(), *part_out.stride())
+
+
+def _window_arguments(kernel_size, stride, dilation, padding):
+    """The kernels' arguments named in _WINDOW_ARGUMENTS."""
+    return (*_axes_3d(kernel_size, 1), *_axes_3d(stride, 1), *_axes_3d(dilation, 1),
+            *_axes_3d([before for before, _ in padding], 0))
 
 
 def _compute_dtype(dtype):
@@ -259,18 +265,14 @@ def max_pool_forward(input, kernel_size, stride, dilation, padding, ceil_mode, p
         pad[0] = pad_value
     view_in, view_out = _as_3d(input), _as_3d(output)
     view_indices = _as_3d(indices) if need_indices else None
-    befores = _axes_3d([before for before, _ in padding], 0)
+    window = _window_arguments(kernel_size, stride, dilation, padding)
     extents = [size + after for size, after in zip(view_in.shape[2:], _axes_3d([a for _, a in padding], 0))]
-    plane_span = max(math.prod(view_in.shape[2:]), math.prod(out_sizes))
-    for batch, channels in _launch_ranges(input.shape[0], input.shape[1], plane_span * input.shape[1], plane_span,
-                                          channels_last):
+    for batch, channels in _launch_ranges(view_in, view_out, channels_last):
         part_in, part_out = view_in[batch, channels], view_out[batch, channels]
         total = part_out.numel()
         max_pool_forward_kernel[(triton.cdiv(total, BLOCK),)](
-            part_in, part_out, view_indices[batch, channels] if need_indices else indices, pad, total,
-            part_in.shape[1], *part_in.shape[2:], *part_out.shape[2:],
-            *part_in.stride(), *part_out.stride(),
-            *_axes_3d(kernel_size, 1), *_axes_3d(stride, 1), *_axes_3d(dilation, 1), *befores, *extents,
+            part_in, part_out, view_indices[batch, channels] if need_indices else indices, pad,
+            *_shape_arguments(total, part_in, part_out), *window, *extents,
             PAD_COMPETES=pad_competes, CHANNELS_LAST=channels_last, NEED_INDICES=need_indices, BLOCK=BLOCK,
             num_warps=NUM_WARPS,
         )
@@ -288,17 +290,13 @@ def max_pool_backward(grad_output, indices, input_size, kernel_size, stride, dil
     if grad_output.numel() == 0:
         return grad_input.zero_()
     view_in, view_out, view_indices = _as_3d(grad_input), _as_3d(grad_output), _as_3d(indices)
-    plane_span = max(math.prod(view_in.shape[2:]), math.prod(view_out.shape[2:]))
-    for batch, channels in _launch_ranges(input_size[0], input_size[1], plane_span * input_size[1], plane_span,
-                                          channels_last):
+    window = _window_arguments(kernel_size, stride, dilation, padding)
+    for batch, channels in _launch_ranges(view_in, view_out, channels_last):
         part_in, part_out = view_in[batch, channels], view_out[batch, channels]
         total = part_in.numel()
         max_pool_backward_kernel[(triton.cdiv(total, BLOCK),)](
-            part_out, view_indices[batch, channels], part_in, total,
-            part_in.shape[1], *part_in.shape[2:], *part_out.shape[2:],
-            *part_in.stride(), *part_out.stride(),
-            *_axes_3d(kernel_size, 1), *_axes_3d(stride, 1), *_axes_3d(dilation, 1),
-            *_axes_3d([before for before, _ in padding], 0),
+            part_out, view_indices[batch, channels], part_in,
+            *_shape_arguments(total, part_in, part_out), *window,
             CHANNELS_LAST=channels_last, BLOCK=BLOCK, num_warps=NUM_WARPS,
         )
     return grad_input

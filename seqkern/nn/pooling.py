@@ -12,51 +12,38 @@ from .. import functional
 
 
 class _SeqkernMaxPool:
-    """The shared part: the pad_value attribute and its repr."""
+    """The shared part: constructor, forward, the pad_value attribute and its repr. A
+    subclass names its functional pool; torch.nn's class after this one in its bases gives
+    the attributes and checks."""
 
     # A class default, so that modules built without __init__ (copied state) still work.
     pad_value: float = -math.inf
+
+    def __init__(self, kernel_size, stride=None, padding=0, dilation=1, return_indices=False, ceil_mode=False,
+                 *, pad_value=-math.inf):
+        super().__init__(kernel_size, stride, padding, dilation, return_indices, ceil_mode)
+        self.pad_value = pad_value
 
     def extra_repr(self) -> str:
         text = super().extra_repr()
         return text if self.pad_value == -math.inf else f"{text}, pad_value={self.pad_value}"
 
-    def _pool(self, pool, input):
-        return pool(input, self.kernel_size, self.stride, self.padding, self.dilation, ceil_mode=self.ceil_mode,
-                    return_indices=self.return_indices, pad_value=self.pad_value)
+    def forward(self, input):
+        return self._functional_pool(input, self.kernel_size, self.stride, self.padding, self.dilation,
+                                     ceil_mode=self.ceil_mode, return_indices=self.return_indices,
+                                     pad_value=self.pad_value)
 
 
 class MaxPool1d(_SeqkernMaxPool, torch.nn.MaxPool1d):
     __doc__ = torch.nn.MaxPool1d.__doc__
-
-    def __init__(self, kernel_size, stride=None, padding=0, dilation=1, return_indices=False, ceil_mode=False,
-                 *, pad_value=-math.inf):
-        super().__init__(kernel_size, stride, padding, dilation, return_indices, ceil_mode)
-        self.pad_value = pad_value
-
-    def forward(self, input):
-        return self._pool(functional.max_pool1d, input)
+    _functional_pool = staticmethod(functional.max_pool1d)
 
 
 class MaxPool2d(_SeqkernMaxPool, torch.nn.MaxPool2d):
     __doc__ = torch.nn.MaxPool2d.__doc__
-
-    def __init__(self, kernel_size, stride=None, padding=0, dilation=1, return_indices=False, ceil_mode=False,
-                 *, pad_value=-math.inf):
-        super().__init__(kernel_size, stride, padding, dilation, return_indices, ceil_mode)
-        self.pad_value = pad_value
-
-    def forward(self, input):
-        return self._pool(functional.max_pool2d, input)
+    _functional_pool = staticmethod(functional.max_pool2d)
 
 
 class MaxPool3d(_SeqkernMaxPool, torch.nn.MaxPool3d):
     __doc__ = torch.nn.MaxPool3d.__doc__
-
-    def __init__(self, kernel_size, stride=None, padding=0, dilation=1, return_indices=False, ceil_mode=False,
-                 *, pad_value=-math.inf):
-        super().__init__(kernel_size, stride, padding, dilation, return_indices, ceil_mode)
-        self.pad_value = pad_value
-
-    def forward(self, input):
-        return self._pool(functional.max_pool3d, input)
+    _functional_pool = staticmethod(functional.max_pool3d)
