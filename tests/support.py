@@ -57,3 +57,23 @@ class Inputs:
 
 def inputs(seed=SEED):
     return Inputs(seed)
+
+
+# Layer variants the recurrent tests cover. name: (cell, projection, peephole, bias)
+RECURRENT_VARIANTS = {
+    "rnn_tanh": ("rnn_tanh", False, False, True),
+    "rnn_relu": ("rnn_relu", False, False, True),
+    "rnn_tanh_no_bias": ("rnn_tanh", False, False, False),
+    "lstm": ("lstm", False, False, True),
+    "lstm_no_bias": ("lstm", False, False, False),
+    "lstm_proj": ("lstm", True, False, True),
+    "lstm_peephole": ("lstm", False, True, True),
+    "lstm_proj_peephole": ("lstm", True, True, True),
+    "lstm_coupled": ("lstm_coupled", False, False, True),
+    "lstm_coupled_peephole": ("lstm_coupled", False, True, True),
+    "lstm_coupled_proj_peephole_no_bias": ("lstm_coupled", True, True, False),
+    "gru": ("gru", False, False, True),
+    "gru_no_bias": ("gru", False, False, False),
+    "gru_reset_before": ("gru_reset_before", False, False, True),
+    "gru_reset_before_no_bias": ("gru_reset_before", False, False, False),
+}

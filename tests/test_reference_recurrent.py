@@ -12,32 +12,13 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 import seqkern  # noqa: F401  (registers torch.ops.seqkern)
 from seqkern import reference
-from support import Inputs, assert_close
+from seqkern.reference import CELL_GATES as GATES, LSTM_CELLS
+from support import RECURRENT_VARIANTS as VARIANTS, Inputs, assert_close
 
 ROOT = Path(__file__).resolve().parent.parent
 STEPS, BATCH, INPUT, HIDDEN, PROJ = 5, 3, 7, 5, 3
-GATES = {"rnn_tanh": 1, "rnn_relu": 1, "lstm": 4, "lstm_coupled": 3, "gru": 3, "gru_reset_before": 3}
-LSTM_CELLS = ("lstm", "lstm_coupled")
 WEIGHT_NAMES = ("w_ih", "w_hh", "b_ih", "b_hh", "w_hr", "w_peep")
 
-# name: (cell, projection, peephole, bias)
-VARIANTS = {
-    "rnn_tanh": ("rnn_tanh", False, False, True),
-    "rnn_relu": ("rnn_relu", False, False, True),
-    "rnn_tanh_no_bias": ("rnn_tanh", False, False, False),
-    "lstm": ("lstm", False, False, True),
-    "lstm_no_bias": ("lstm", False, False, False),
-    "lstm_proj": ("lstm", True, False, True),
-    "lstm_peephole": ("lstm", False, True, True),
-    "lstm_proj_peephole": ("lstm", True, True, True),
-    "lstm_coupled": ("lstm_coupled", False, False, True),
-    "lstm_coupled_peephole": ("lstm_coupled", False, True, True),
-    "lstm_coupled_proj_peephole_no_bias": ("lstm_coupled", True, True, False),
-    "gru": ("gru", False, False, True),
-    "gru_no_bias": ("gru", False, False, False),
-    "gru_reset_before": ("gru_reset_before", False, False, True),
-    "gru_reset_before_no_bias": ("gru_reset_before", False, False, False),
-}
 LENGTHS = {"full": None, "uneven_with_0": (2, STEPS, 0), "uneven_with_1": (STEPS, 1, 3)}
 # Every variant at full length; one variant per cell family with uneven lengths too.
 UNEVEN_VARIANTS = ("rnn_relu", "lstm_proj_peephole", "lstm_coupled_peephole", "gru", "gru_reset_before")
