@@ -19,8 +19,10 @@
 // The per-step products run on the packed register-blocked kernel of recurrent_gemm.h.
 // When a step has enough work, the threads share every step as a team: each owns a slice
 // of the hidden units (of every gate) through both the product and the pointwise pass,
-// and they meet at one barrier per step (two where a second product follows a pass). All
-// loops work on raw pointers and allocate nothing.
+// and they meet at one barrier per step (two where a second product follows a pass). A
+// thread that waits too long at a barrier (another was descheduled on a busy machine)
+// breaks the team up, and thread 0 runs the rest of the loop alone, with the same numbers.
+// All loops work on raw pointers and allocate nothing.
 #include <ATen/Parallel.h>
 #include <omp.h>
 #if defined(__linux__)
@@ -28,8 +30,13 @@
 #endif
 
 #include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <mutex>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <tuple>
 #include <type_traits>
 #include <vector>
@@ -213,23 +220,146 @@ int team_size(int64_t step_product, int64_t hidden, int64_t lanes) {
   return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), vectors)));
 }
 
-// One thread of the team that runs a time loop.
-struct Team {
-  int id, size;
+// How long a thread waits at a team's barrier for the others before the team breaks up (see
+// Barrier). A step takes microseconds, a thread that the scheduler has taken off its core
+// is gone for milliseconds.
+constexpr int64_t kDefaultPatienceNs = 300 * 1000;
+std::atomic<int64_t> team_patience_ns{kDefaultPatienceNs};
+// Teams broken up so far (for tests).
+std::atomic<int64_t> team_breakups{0};
 
-  // Waits for the whole team: what any thread wrote before is visible to all after.
-  void sync() const {
-    if (size > 1) {
-#pragma omp barrier
+// The barrier of a team's time loop. A team only moves at the pace of its slowest thread:
+// on a machine with more busy threads than cores, one of them is often off its core for
+// a scheduler slice (milliseconds), and then every step waits for it. So a thread that has
+// waited longer than team_patience_ns breaks the team up, and from then on one thread runs
+// the rest of the loop alone. The break-up is a bit set beside the generation count, while
+// that barrier has not yet opened, so every thread leaves the barrier with the same answer.
+class Barrier {
+ public:
+  // Waits for all `size` threads; false when the team has broken up at this barrier.
+  bool wait(int size) {
+    const uint64_t generation = state_.load(std::memory_order_relaxed) >> 1;
+    if (arrived_.fetch_add(1, std::memory_order_acq_rel) == size - 1) {
+      arrived_.store(0, std::memory_order_relaxed);
+      return (state_.fetch_add(2, std::memory_order_acq_rel) & 1) == 0;
+    }
+    using clock = std::chrono::steady_clock;
+    const auto arrival = clock::now();
+    const int64_t patience = team_patience_ns.load(std::memory_order_relaxed);
+    bool gave_up = false;
+    uint64_t state;
+    for (int64_t round = 0; ((state = state_.load(std::memory_order_acquire)) >> 1) == generation; ++round) {
+      if (round % kPausesPerLook != 0) {
+        pause();
+        continue;
+      }
+      const int64_t waited =
+          std::chrono::duration_cast<std::chrono::nanoseconds>(clock::now() - arrival).count();
+      if (!gave_up && waited >= patience) {
+        uint64_t open = generation << 1;
+        state_.compare_exchange_strong(open, open | 1, std::memory_order_acq_rel);
+        gave_up = true;
+      }
+      // Only once the team has broken up: the late thread may need this core to finish its
+      // share. Before, a yield on a busy machine can hand the core to another process for a
+      // whole scheduler slice, and then the others wait for this thread.
+      if (gave_up) {
+        std::this_thread::yield();
+      }
+    }
+    return (state & 1) == 0;
+  }
+
+  // After a break-up, the threads that left sleep here until the one going on alone is done
+  // (wake), rather than spin at OpenMP's barrier at the end of the region on a core it may
+  // need.
+  void sleep_until_woken() {
+    std::unique_lock<std::mutex> lock(mutex_);
+    woken_.wait(lock, [&] { return done_; });
+  }
+  void wake() {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      done_ = true;
+    }
+    woken_.notify_all();
+  }
+
+ private:
+  static constexpr int64_t kPausesPerLook = 16;
+
+  static void pause() {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+  }
+
+  alignas(64) std::atomic<int> arrived_{0};
+  alignas(64) std::atomic<uint64_t> state_{0};  // generation << 1 | broken-up bit
+  std::mutex mutex_;
+  std::condition_variable woken_;
+  bool done_ = false;
+};
+
+// A slice of the columns: share `id` of `count`.
+struct Share {
+  int id, count;
+
+  // This share [begin, end) of `columns` columns, in whole vectors of `lanes`; the last
+  // share ends at the padded width.
+  std::pair<int64_t, int64_t> of(int64_t columns, int64_t lanes) const {
+    const int64_t vectors = (columns + lanes - 1) / lanes;
+    return {vectors * id / count * lanes, vectors * (id + 1) / count * lanes};
+  }
+};
+
+// One thread of the team that runs a time loop. Each phase of a step (the work between two
+// barriers) runs on this thread's share; once the team has broken up, thread 0 runs every
+// share in turn, so each column is computed by the same code over the same range as
+// before, and the results do not depend on whether or when the team broke up.
+class Team {
+ public:
+  Team(int id, int size, Barrier* barrier) : id_(id), size_(size), barrier_(barrier) {}
+
+  template <typename Phase>
+  void each_share(const Phase& phase) const {
+    if (alone_) {
+      for (int id = 0; id < size_; ++id) {
+        phase(Share{id, size_});
+      }
+    } else {
+      phase(Share{id_, size_});
     }
   }
 
-  // This thread's share [begin, end) of `columns` columns, in whole vectors of `lanes`;
-  // the last share ends at the padded width.
-  std::pair<int64_t, int64_t> share(int64_t columns, int64_t lanes) const {
-    const int64_t vectors = (columns + lanes - 1) / lanes;
-    return {vectors * id / size * lanes, vectors * (id + 1) / size * lanes};
+  // Waits for the whole team: what any thread wrote before is visible to all after. False
+  // when this thread must leave the loop: the team broke up and thread 0 goes on alone.
+  bool sync() {
+    if (size_ == 1 || alone_ || barrier_->wait(size_)) {
+      return true;
+    }
+    if (id_ != 0) {
+      left_ = true;
+      return false;
+    }
+    alone_ = true;
+    team_breakups.fetch_add(1, std::memory_order_relaxed);
+    return true;
   }
+
+  // Called by every thread once its time loop is over.
+  void finish() {
+    if (alone_) {
+      barrier_->wake();
+    } else if (left_) {
+      barrier_->sleep_until_woken();
+    }
+  }
+
+ private:
+  int id_, size_;
+  Barrier* barrier_;
+  bool alone_ = false, left_ = false;
 };
 
 // Runs pass(j_begin, j_end) on a share of columns, clipped to the real (unpadded) width.
@@ -244,12 +374,18 @@ void on_share(std::pair<int64_t, int64_t> share, int64_t columns, const Pass& pa
 template <typename Body>
 void run_team(int threads, const Body& body) {
   if (threads <= 1) {
-    body(Team{0, 1});
+    Team team(0, 1, nullptr);
+    body(team);
     return;
   }
+  Barrier barrier;
   // The team is as large as OpenMP makes it (one thread when nested in another region).
 #pragma omp parallel num_threads(threads)
-  body(Team{omp_get_thread_num(), omp_get_num_threads()});
+  {
+    Team team(omp_get_thread_num(), omp_get_num_threads(), &barrier);
+    body(team);
+    team.finish();
+  }
 }
 
 template <typename scalar_t>
@@ -698,8 +834,9 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> forward_kernel(const Layer& layer, co
   scalar_t* h_buffers[2] = {(T % 2 == 0 ? h_n : h_other).data_ptr<scalar_t>(),
                             (T % 2 == 0 ? h_other : h_n).data_ptr<scalar_t>()};
   const TimeOrder order{T, layer.reverse};
-  run_team(team_size(step_work, H, lanes), [&](const Team& team) {
-    const auto units = team.share(H, lanes), outs = team.share(Hout, lanes);
+  // Each thread packs the weight columns of its own share, into its own caches.
+  const auto pack = [&](const Share& share) {
+    const auto units = share.of(H, lanes), outs = share.of(Hout, lanes);
     recurrent.pack(units.first, units.second);
     if (layer.projection) {
       projection.pack(outs.first, outs.second);
@@ -707,38 +844,57 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> forward_kernel(const Layer& layer, co
     if (layer.cell == Cell::GruResetBefore) {
       reset_product.pack(units.first, units.second);
     }
+  };
+  // The projection and the reset-before GRU's n product read the pass of every share.
+  const bool second_product = layer.projection || layer.cell == Cell::GruResetBefore;
+  run_team(team_size(step_work, H, lanes), [&](Team& team) {
+    team.each_share(pack);
     for (int64_t index = 0; index < T; ++index) {
       const StepStates<scalar_t> step{order.time(index), h_buffers[index % 2], h_buffers[(index + 1) % 2]};
       const int64_t t = step.t;
-      recurrent.columns(step.h_prev, Hout, s.hidden_gates, s.ld_gates, B, units.first, units.second, false);
-      switch (layer.cell) {
-        case Cell::Lstm:
-        case Cell::LstmCoupled:
-          on_share(units, H, [&](int64_t j0, int64_t j1) { lstm_forward_pointwise(s, step, j0, j1); });
+      team.each_share([&](const Share& share) {
+        const auto units = share.of(H, lanes);
+        recurrent.columns(step.h_prev, Hout, s.hidden_gates, s.ld_gates, B, units.first, units.second, false);
+        switch (layer.cell) {
+          case Cell::Lstm:
+          case Cell::LstmCoupled:
+            on_share(units, H, [&](int64_t j0, int64_t j1) { lstm_forward_pointwise(s, step, j0, j1); });
+            break;
+          case Cell::Gru:
+            on_share(units, H, [&](int64_t j0, int64_t j1) { gru_forward_pointwise(s, step, j0, j1); });
+            break;
+          case Cell::GruResetBefore:
+            on_share(units, H, [&](int64_t j0, int64_t j1) { gru_reset_gates_pointwise(s, step, j0, j1); });
+            break;
+          case Cell::RnnTanh:
+            on_share(units, H,
+                     [&](int64_t j0, int64_t j1) { rnn_forward_pointwise<scalar_t, false>(s, step, j0, j1); });
+            break;
+          case Cell::RnnRelu:
+            on_share(units, H, [&](int64_t j0, int64_t j1) { rnn_forward_pointwise<scalar_t, true>(s, step, j0, j1); });
+            break;
+        }
+      });
+      if (second_product) {
+        if (!team.sync()) {
+          return;
+        }
+        team.each_share([&](const Share& share) {
           if (layer.projection) {
-            team.sync();
+            const auto outs = share.of(Hout, lanes);
             projection.columns(s.cell_output, H, s.projected, s.ld_projected, B, outs.first, outs.second, false);
             on_share(outs, Hout, [&](int64_t j0, int64_t j1) { projection_forward_pointwise(s, step, j0, j1); });
+          } else {
+            const auto units = share.of(H, lanes);
+            reset_product.columns(s.row(s.workspace, t, 0, W) + 3 * H, W, s.reset_hidden, s.ld_reset, B, units.first,
+                                  units.second, false);
+            on_share(units, H, [&](int64_t j0, int64_t j1) { gru_reset_before_pointwise(s, step, j0, j1); });
           }
-          break;
-        case Cell::Gru:
-          on_share(units, H, [&](int64_t j0, int64_t j1) { gru_forward_pointwise(s, step, j0, j1); });
-          break;
-        case Cell::GruResetBefore:
-          on_share(units, H, [&](int64_t j0, int64_t j1) { gru_reset_gates_pointwise(s, step, j0, j1); });
-          team.sync();
-          reset_product.columns(s.row(s.workspace, t, 0, W) + 3 * H, W, s.reset_hidden, s.ld_reset, B, units.first,
-                                units.second, false);
-          on_share(units, H, [&](int64_t j0, int64_t j1) { gru_reset_before_pointwise(s, step, j0, j1); });
-          break;
-        case Cell::RnnTanh:
-          on_share(units, H, [&](int64_t j0, int64_t j1) { rnn_forward_pointwise<scalar_t, false>(s, step, j0, j1); });
-          break;
-        case Cell::RnnRelu:
-          on_share(units, H, [&](int64_t j0, int64_t j1) { rnn_forward_pointwise<scalar_t, true>(s, step, j0, j1); });
-          break;
+        });
       }
-      team.sync();
+      if (!team.sync()) {
+        return;
+      }
     }
   });
   return {output, h_n, c_n, workspace};
@@ -1080,8 +1236,9 @@ RecurrentGrads backward_kernel(const Layer& layer, const Tensor& grad_output, co
                                   grad_cell.stride(0),
                                   TimeOrder{T, layer.reverse}};
 
-  run_team(team_size(step_work, H, lanes), [&](const Team& team) {
-    const auto units = team.share(H, lanes), outs = team.share(Hout, lanes);
+  // Each thread packs the weight columns of its own share, into its own caches.
+  const auto pack = [&](const Share& share) {
+    const auto units = share.of(H, lanes), outs = share.of(Hout, lanes);
     recurrent.pack(outs.first, outs.second);
     if (layer.projection) {
       projection.pack(units.first, units.second);
@@ -1089,38 +1246,62 @@ RecurrentGrads backward_kernel(const Layer& layer, const Tensor& grad_output, co
     if (layer.cell == Cell::GruResetBefore) {
       reset_product.pack(units.first, units.second);
     }
+  };
+  // The projection's product and the reset-before GRU's n product read the first pass of
+  // every share.
+  const bool first_pass = layer.projection || layer.cell == Cell::GruResetBefore;
+  run_team(team_size(step_work, H, lanes), [&](Team& team) {
+    team.each_share(pack);
     for (int64_t index = T - 1; index >= 0; --index) {
       const int64_t t = s.order.time(index);
-      switch (layer.cell) {
-        case Cell::Lstm:
-        case Cell::LstmCoupled:
+      if (first_pass) {
+        team.each_share([&](const Share& share) {
           if (layer.projection) {
-            on_share(outs, Hout, [&](int64_t j0, int64_t j1) { projection_backward_pointwise(s, t, j0, j1); });
-            team.sync();
-            projection.columns(s.grad_h_out + s.offset(t, 0, Hout), Hout, s.grad_cell, s.ld_cell, B, units.first,
-                               units.second, false);
+            on_share(share.of(Hout, lanes), Hout,
+                     [&](int64_t j0, int64_t j1) { projection_backward_pointwise(s, t, j0, j1); });
+          } else {
+            on_share(share.of(H, lanes), H,
+                     [&](int64_t j0, int64_t j1) { gru_update_backward_pointwise(s, t, j0, j1); });
           }
-          on_share(units, H, [&](int64_t j0, int64_t j1) { lstm_backward_pointwise(s, t, j0, j1); });
-          break;
-        case Cell::Gru:
-          on_share(units, H, [&](int64_t j0, int64_t j1) { gru_backward_pointwise(s, t, j0, j1); });
-          break;
-        case Cell::GruResetBefore:
-          on_share(units, H, [&](int64_t j0, int64_t j1) { gru_update_backward_pointwise(s, t, j0, j1); });
-          team.sync();
-          reset_product.columns(s.grad_gates + s.offset(t, 0, GH) + 2 * H, GH, s.grad_cell, s.ld_cell, B,
-                                units.first, units.second, false);
-          on_share(units, H, [&](int64_t j0, int64_t j1) { gru_reset_backward_pointwise(s, t, j0, j1); });
-          break;
-        case Cell::RnnTanh:
-          on_share(units, H, [&](int64_t j0, int64_t j1) { rnn_backward_pointwise<scalar_t, false>(s, t, j0, j1); });
-          break;
-        case Cell::RnnRelu:
-          on_share(units, H, [&](int64_t j0, int64_t j1) { rnn_backward_pointwise<scalar_t, true>(s, t, j0, j1); });
-          break;
+        });
+        if (!team.sync()) {
+          return;
+        }
       }
-      team.sync();
-      recurrent.columns(s.grad_gates + s.offset(t, 0, GH), GH, s.grad_h, s.ld_h, B, outs.first, outs.second, true);
+      team.each_share([&](const Share& share) {
+        const auto units = share.of(H, lanes);
+        switch (layer.cell) {
+          case Cell::Lstm:
+          case Cell::LstmCoupled:
+            if (layer.projection) {
+              projection.columns(s.grad_h_out + s.offset(t, 0, Hout), Hout, s.grad_cell, s.ld_cell, B, units.first,
+                                 units.second, false);
+            }
+            on_share(units, H, [&](int64_t j0, int64_t j1) { lstm_backward_pointwise(s, t, j0, j1); });
+            break;
+          case Cell::Gru:
+            on_share(units, H, [&](int64_t j0, int64_t j1) { gru_backward_pointwise(s, t, j0, j1); });
+            break;
+          case Cell::GruResetBefore:
+            reset_product.columns(s.grad_gates + s.offset(t, 0, GH) + 2 * H, GH, s.grad_cell, s.ld_cell, B,
+                                  units.first, units.second, false);
+            on_share(units, H, [&](int64_t j0, int64_t j1) { gru_reset_backward_pointwise(s, t, j0, j1); });
+            break;
+          case Cell::RnnTanh:
+            on_share(units, H, [&](int64_t j0, int64_t j1) { rnn_backward_pointwise<scalar_t, false>(s, t, j0, j1); });
+            break;
+          case Cell::RnnRelu:
+            on_share(units, H, [&](int64_t j0, int64_t j1) { rnn_backward_pointwise<scalar_t, true>(s, t, j0, j1); });
+            break;
+        }
+      });
+      if (!team.sync()) {
+        return;
+      }
+      team.each_share([&](const Share& share) {
+        const auto outs = share.of(Hout, lanes);
+        recurrent.columns(s.grad_gates + s.offset(t, 0, GH), GH, s.grad_h, s.ld_h, B, outs.first, outs.second, true);
+      });
     }
   });
 
@@ -1290,6 +1471,18 @@ void register_recurrent(pybind11::module_& module) {
              py::arg("c0"), py::arg("w_ih"), py::arg("w_hh"), py::arg("b_ih"), py::arg("b_hh"), py::arg("w_hr"),
              py::arg("w_peep"), py::arg("lengths"), py::arg("output"), py::arg("workspace"), py::arg("cell"),
              py::arg("reverse"), py::arg("need_input_grad"), py::arg("need_weight_grad"));
+  module.def(
+      "_set_team_patience",
+      [](int64_t microseconds) {
+        TORCH_CHECK_VALUE(microseconds >= 0, "_set_team_patience: microseconds must be >= 0, got ", microseconds);
+        return team_patience_ns.exchange(microseconds * 1000) / 1000;
+      },
+      "For tests: how long (us) a team's thread waits at a barrier before the team breaks up and one thread "
+      "goes on alone; 0 breaks every team up at its first barrier. Returns the previous value.",
+      py::arg("microseconds"));
+  module.def(
+      "_team_breakups", [] { return team_breakups.load(); },
+      "For tests: how many time loops have gone on with one thread after their team broke up.");
 }
 
 }  // namespace seqkern

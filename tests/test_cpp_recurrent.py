@@ -147,6 +147,42 @@ def test_thread_teams_match_reference(variant, count, threads):
     assert_matches_reference(layer)
 
 
+@pytest.fixture
+def impatient_teams():
+    """Every thread team breaks up at its first barrier (thread 0 goes on alone), for one
+    test; the patience before is restored after."""
+    before = _C._set_team_patience(0)
+    yield
+    _C._set_team_patience(before)
+
+
+# (variant, batch, hidden): each step big enough for a team of two (see
+# test_thread_teams_match_reference); the projection and the reset-before GRU meet twice per
+# step, so they break up between the two products.
+BREAKUP_CASES = [("lstm_proj", 17, 131), ("gru_reset_before", 17, 131), ("rnn_tanh", 33, 131)]
+
+
+@pytest.mark.parametrize("variant,batch,hidden", BREAKUP_CASES, ids=lambda v: str(v))
+def test_team_breakup_gives_the_same_bits(variant, batch, hidden, threads, request):
+    """A team whose thread waits too long at a barrier (descheduled on a busy machine) goes
+    on with one thread; the numbers must not change by a bit."""
+    threads(2)
+    layer = Layer(variant, steps=6, batch=batch, input_size=9, hidden=hidden, proj=97,
+                  lengths=[6, 3, 0, 5] * (batch // 4) + [6] * (batch % 4), reverse=True, dtype=torch.float32)
+    expected = layer.run(_C)
+    request.getfixturevalue("impatient_teams")
+    breakups = _C._team_breakups()
+    actual = layer.run(_C)
+    assert _C._team_breakups() == breakups + 2, "the forward and the backward team should both break up"
+    for name, a, e in zip(FORWARD_NAMES + GRAD_NAMES, actual[0] + actual[1], expected[0] + expected[1]):
+        assert torch.equal(a, e), name
+
+
+def test_team_patience_must_not_be_negative():
+    with pytest.raises(ValueError, match="microseconds must be >= 0, got -1"):
+        _C._set_team_patience(-1)
+
+
 @pytest.mark.parametrize("variant", ["lstm", "lstm_proj_peephole", "lstm_coupled", "gru", "gru_reset_before",
                                      "rnn_tanh", "rnn_relu"])
 def test_float32_matches_reference(variant):
