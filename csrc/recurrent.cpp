@@ -232,8 +232,11 @@ std::atomic<int64_t> team_breakups{0};
 // on a machine with more busy threads than cores, one of them is often off its core for
 // a scheduler slice (milliseconds), and then every step waits for it. So a thread that has
 // waited longer than team_patience_ns breaks the team up, and from then on one thread runs
-// the rest of the loop alone. The break-up is a bit set beside the generation count, while
-// that barrier has not yet opened, so every thread leaves the barrier with the same answer.
+// the rest of the loop alone. A waiting thread asks for the break-up with a bit beside the
+// generation count, while that barrier is still shut; the last thread to arrive opens it by
+// advancing the generation by one, or by two where the bit was set (and clears the bit). So
+// every thread leaves a barrier with the same answer, even one that sees the state only
+// after another thread has already asked to break up at the next barrier.
 class Barrier {
  public:
   // Waits for all `size` threads; false when the team has broken up at this barrier.
@@ -241,7 +244,11 @@ class Barrier {
     const uint64_t generation = state_.load(std::memory_order_relaxed) >> 1;
     if (arrived_.fetch_add(1, std::memory_order_acq_rel) == size - 1) {
       arrived_.store(0, std::memory_order_relaxed);
-      return (state_.fetch_add(2, std::memory_order_acq_rel) & 1) == 0;
+      uint64_t shut = state_.load(std::memory_order_relaxed);
+      while (!state_.compare_exchange_weak(shut, opened(shut), std::memory_order_acq_rel,
+                                           std::memory_order_relaxed)) {
+      }
+      return (shut & 1) == 0;
     }
     using clock = std::chrono::steady_clock;
     const auto arrival = clock::now();
@@ -256,8 +263,8 @@ class Barrier {
       const int64_t waited =
           std::chrono::duration_cast<std::chrono::nanoseconds>(clock::now() - arrival).count();
       if (!gave_up && waited >= patience) {
-        uint64_t open = generation << 1;
-        state_.compare_exchange_strong(open, open | 1, std::memory_order_acq_rel);
+        uint64_t shut = generation << 1;
+        state_.compare_exchange_strong(shut, shut | 1, std::memory_order_acq_rel);
         gave_up = true;
       }
       // Only once the team has broken up: the late thread may need this core to finish its
@@ -267,7 +274,7 @@ class Barrier {
         std::this_thread::yield();
       }
     }
-    return (state & 1) == 0;
+    return (state >> 1) == generation + 1;
   }
 
   // After a break-up, the threads that left sleep here until the one going on alone is done
@@ -288,6 +295,9 @@ class Barrier {
  private:
   static constexpr int64_t kPausesPerLook = 16;
 
+  // The state that opens the barrier shut in state `shut`.
+  static uint64_t opened(uint64_t shut) { return (shut & 1) ? shut + 3 : shut + 2; }
+
   static void pause() {
 #if defined(__x86_64__) || defined(__i386__)
     __builtin_ia32_pause();
@@ -295,7 +305,7 @@ class Barrier {
   }
 
   alignas(64) std::atomic<int> arrived_{0};
-  alignas(64) std::atomic<uint64_t> state_{0};  // generation << 1 | broken-up bit
+  alignas(64) std::atomic<uint64_t> state_{0};  // generation << 1 | break-up asked for
   std::mutex mutex_;
   std::condition_variable woken_;
   bool done_ = false;

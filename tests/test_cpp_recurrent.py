@@ -178,6 +178,22 @@ def test_team_breakup_gives_the_same_bits(variant, batch, hidden, threads, reque
         assert torch.equal(a, e), name
 
 
+@pytest.mark.parametrize("variant,batch,hidden", BREAKUP_CASES[:2], ids=lambda v: str(v))
+def test_team_breakups_at_any_barrier_give_the_same_bits(variant, batch, hidden, threads, impatient_teams):
+    """With a patience of about a step, teams break up at whichever barrier a thread happens
+    to wait at, or not at all: every run must end (no thread left waiting at a barrier the
+    others have left) with the same bits."""
+    threads(2)
+    layer = Layer(variant, steps=40, batch=batch, input_size=9, hidden=hidden, proj=97, dtype=torch.float32)
+    _C._set_team_patience(1000)
+    expected = layer.run(_C)
+    _C._set_team_patience(10)
+    for _ in range(10):
+        actual = layer.run(_C)
+        for name, a, e in zip(FORWARD_NAMES + GRAD_NAMES, actual[0] + actual[1], expected[0] + expected[1]):
+            assert torch.equal(a, e), name
+
+
 def test_team_patience_must_not_be_negative():
     with pytest.raises(ValueError, match="microseconds must be >= 0, got -1"):
         _C._set_team_patience(-1)
