@@ -220,10 +220,14 @@ int team_size(int64_t step_product, int64_t hidden, int64_t lanes) {
   return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), vectors)));
 }
 
-// How long a thread waits at a team's barrier for the others before the team breaks up (see
-// Barrier). A step takes microseconds, a thread that the scheduler has taken off its core
-// is gone for milliseconds.
+// How long a thread may wait at a team's barriers for the others before the team breaks up
+// (see Barrier): team_patience_ns, plus a kWaitShare-th of the time since its loop began,
+// less what it has waited already. A small step takes microseconds, a thread that the
+// scheduler has taken off its core is gone for milliseconds; the share lets a loop of big
+// steps (each about a millisecond) ride out a rare slice without being halved for good, and
+// still breaks up a team that keeps waiting. 0 breaks a team up at its first wait (tests).
 constexpr int64_t kDefaultPatienceNs = 300 * 1000;
+constexpr int64_t kWaitShare = 4;
 std::atomic<int64_t> team_patience_ns{kDefaultPatienceNs};
 // Teams broken up so far (for tests).
 std::atomic<int64_t> team_breakups{0};
@@ -231,7 +235,7 @@ std::atomic<int64_t> team_breakups{0};
 // The barrier of a team's time loop. A team only moves at the pace of its slowest thread:
 // on a machine with more busy threads than cores, one of them is often off its core for
 // a scheduler slice (milliseconds), and then every step waits for it. So a thread that has
-// waited longer than team_patience_ns breaks the team up, and from then on one thread runs
+// waited too long (team_patience_ns) breaks the team up, and from then on one thread runs
 // the rest of the loop alone. A waiting thread asks for the break-up with a bit beside the
 // generation count, while that barrier is still shut; the last thread to arrive opens it by
 // advancing the generation by one, or by two where the bit was set (and clears the bit). So
@@ -239,8 +243,12 @@ std::atomic<int64_t> team_breakups{0};
 // after another thread has already asked to break up at the next barrier.
 class Barrier {
  public:
-  // Waits for all `size` threads; false when the team has broken up at this barrier.
-  bool wait(int size) {
+  using Clock = std::chrono::steady_clock;
+
+  // Waits for all `size` threads; false when the team has broken up at this barrier. The
+  // team's loop began at `start`; this thread has waited `waited_ns` in it so far, and
+  // adds this wait.
+  bool wait(int size, Clock::time_point start, int64_t& waited_ns) {
     const uint64_t generation = state_.load(std::memory_order_relaxed) >> 1;
     if (arrived_.fetch_add(1, std::memory_order_acq_rel) == size - 1) {
       arrived_.store(0, std::memory_order_relaxed);
@@ -250,9 +258,10 @@ class Barrier {
       }
       return (shut & 1) == 0;
     }
-    using clock = std::chrono::steady_clock;
-    const auto arrival = clock::now();
-    const int64_t patience = team_patience_ns.load(std::memory_order_relaxed);
+    const auto arrival = Clock::now();
+    const int64_t base = team_patience_ns.load(std::memory_order_relaxed);
+    const int64_t patience = base == 0 ? 0 : base + nanoseconds(arrival - start) / kWaitShare - waited_ns;
+    int64_t waited = 0;
     bool gave_up = false;
     uint64_t state;
     for (int64_t round = 0; ((state = state_.load(std::memory_order_acquire)) >> 1) == generation; ++round) {
@@ -260,8 +269,7 @@ class Barrier {
         pause();
         continue;
       }
-      const int64_t waited =
-          std::chrono::duration_cast<std::chrono::nanoseconds>(clock::now() - arrival).count();
+      waited = nanoseconds(Clock::now() - arrival);
       if (!gave_up && waited >= patience) {
         uint64_t shut = generation << 1;
         state_.compare_exchange_strong(shut, shut | 1, std::memory_order_acq_rel);
@@ -274,6 +282,7 @@ class Barrier {
         std::this_thread::yield();
       }
     }
+    waited_ns += waited;
     return (state >> 1) == generation + 1;
   }
 
@@ -294,6 +303,10 @@ class Barrier {
 
  private:
   static constexpr int64_t kPausesPerLook = 16;
+
+  static int64_t nanoseconds(Clock::duration time) {
+    return std::chrono::duration_cast<std::chrono::nanoseconds>(time).count();
+  }
 
   // The state that opens the barrier shut in state `shut`.
   static uint64_t opened(uint64_t shut) { return (shut & 1) ? shut + 3 : shut + 2; }
@@ -345,7 +358,7 @@ class Team {
   // Waits for the whole team: what any thread wrote before is visible to all after. False
   // when this thread must leave the loop: the team broke up and thread 0 goes on alone.
   bool sync() {
-    if (size_ == 1 || alone_ || barrier_->wait(size_)) {
+    if (size_ == 1 || alone_ || barrier_->wait(size_, start_, waited_ns_)) {
       return true;
     }
     if (id_ != 0) {
@@ -369,6 +382,8 @@ class Team {
  private:
   int id_, size_;
   Barrier* barrier_;
+  Barrier::Clock::time_point start_ = Barrier::Clock::now();
+  int64_t waited_ns_ = 0;
   bool alone_ = false, left_ = false;
 };
 
@@ -1487,8 +1502,9 @@ void register_recurrent(pybind11::module_& module) {
         TORCH_CHECK_VALUE(microseconds >= 0, "_set_team_patience: microseconds must be >= 0, got ", microseconds);
         return team_patience_ns.exchange(microseconds * 1000) / 1000;
       },
-      "For tests: how long (us) a team's thread waits at a barrier before the team breaks up and one thread "
-      "goes on alone; 0 breaks every team up at its first barrier. Returns the previous value.",
+      "For tests: how long (us) a team's thread waits at barriers (plus a share of the loop's time) before the "
+      "team breaks up and one thread goes on alone; 0 breaks every team up at its first barrier. Returns the "
+      "previous value.",
       py::arg("microseconds"));
   module.def(
       "_team_breakups", [] { return team_breakups.load(); },
