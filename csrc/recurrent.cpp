@@ -823,7 +823,9 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> forward_kernel(const Layer& layer, co
   // The reset-before GRU's step product covers r and z only; n's comes after the reset.
   const int64_t step_gates = layer.cell == Cell::GruResetBefore ? 2 : layer.gates;
   const int64_t step_work = B * Hout * GH + (layer.projection ? B * H * Hout : 0);
-  gemm::StepProduct<scalar_t> recurrent(w_hh_c.narrow(0, 0, step_gates * H).t(), step_gates);
+  // A single step (the cells) runs its main product once through BLAS, without packing.
+  const bool single_step = T == 1;
+  gemm::StepProduct<scalar_t> recurrent(w_hh_c.narrow(0, 0, step_gates * H).t(), step_gates, !single_step);
   gemm::StepProduct<scalar_t> projection, reset_product;
   if (layer.projection) {
     projection = gemm::StepProduct<scalar_t>(w_hr->t(), 1);
@@ -862,7 +864,9 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> forward_kernel(const Layer& layer, co
   // Each thread packs the weight columns of its own share, into its own caches.
   const auto pack = [&](const Share& share) {
     const auto units = share.of(H, lanes), outs = share.of(Hout, lanes);
-    recurrent.pack(units.first, units.second);
+    if (!single_step) {
+      recurrent.pack(units.first, units.second);
+    }
     if (layer.projection) {
       projection.pack(outs.first, outs.second);
     }
@@ -872,14 +876,19 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> forward_kernel(const Layer& layer, co
   };
   // The projection and the reset-before GRU's n product read the pass of every share.
   const bool second_product = layer.projection || layer.cell == Cell::GruResetBefore;
-  run_team(team_size(step_work, H, lanes), [&](Team& team) {
+  if (single_step) {
+    recurrent.once(h_other, hidden_gates, false);
+  }
+  run_team(single_step ? 1 : team_size(step_work, H, lanes), [&](Team& team) {
     team.each_share(pack);
     for (int64_t index = 0; index < T; ++index) {
       const StepStates<scalar_t> step{order.time(index), h_buffers[index % 2], h_buffers[(index + 1) % 2]};
       const int64_t t = step.t;
       team.each_share([&](const Share& share) {
         const auto units = share.of(H, lanes);
-        recurrent.columns(step.h_prev, Hout, s.hidden_gates, s.ld_gates, B, units.first, units.second, false);
+        if (!single_step) {
+          recurrent.columns(step.h_prev, Hout, s.hidden_gates, s.ld_gates, B, units.first, units.second, false);
+        }
         switch (layer.cell) {
           case Cell::Lstm:
           case Cell::LstmCoupled:
@@ -1222,7 +1231,9 @@ RecurrentGrads backward_kernel(const Layer& layer, const Tensor& grad_output, co
   // reset-before GRU's n block goes through r first.
   const int64_t step_rows = layer.cell == Cell::GruResetBefore ? 2 * H : GH;
   const int64_t step_work = B * Hout * GH + (layer.projection ? B * H * Hout : 0);
-  gemm::StepProduct<scalar_t> recurrent(w_hh_c.narrow(0, 0, step_rows), 1);
+  // A single step (the cells) runs its main product once through BLAS, without packing.
+  const bool single_step = T == 1;
+  gemm::StepProduct<scalar_t> recurrent(w_hh_c.narrow(0, 0, step_rows), 1, !single_step);
   gemm::StepProduct<scalar_t> projection, reset_product;
   if (layer.projection) {
     projection = gemm::StepProduct<scalar_t>(*w_hr, 1);
@@ -1264,7 +1275,9 @@ RecurrentGrads backward_kernel(const Layer& layer, const Tensor& grad_output, co
   // Each thread packs the weight columns of its own share, into its own caches.
   const auto pack = [&](const Share& share) {
     const auto units = share.of(H, lanes), outs = share.of(Hout, lanes);
-    recurrent.pack(outs.first, outs.second);
+    if (!single_step) {
+      recurrent.pack(outs.first, outs.second);
+    }
     if (layer.projection) {
       projection.pack(units.first, units.second);
     }
@@ -1275,7 +1288,7 @@ RecurrentGrads backward_kernel(const Layer& layer, const Tensor& grad_output, co
   // The projection's product and the reset-before GRU's n product read the first pass of
   // every share.
   const bool first_pass = layer.projection || layer.cell == Cell::GruResetBefore;
-  run_team(team_size(step_work, H, lanes), [&](Team& team) {
+  run_team(single_step ? 1 : team_size(step_work, H, lanes), [&](Team& team) {
     team.each_share(pack);
     for (int64_t index = T - 1; index >= 0; --index) {
       const int64_t t = s.order.time(index);
@@ -1323,12 +1336,18 @@ RecurrentGrads backward_kernel(const Layer& layer, const Tensor& grad_output, co
       if (!team.sync()) {
         return;
       }
-      team.each_share([&](const Share& share) {
-        const auto outs = share.of(Hout, lanes);
-        recurrent.columns(s.grad_gates + s.offset(t, 0, GH), GH, s.grad_h, s.ld_h, B, outs.first, outs.second, true);
-      });
+      if (!single_step) {
+        team.each_share([&](const Share& share) {
+          const auto outs = share.of(Hout, lanes);
+          recurrent.columns(s.grad_gates + s.offset(t, 0, GH), GH, s.grad_h, s.ld_h, B, outs.first, outs.second,
+                            true);
+        });
+      }
     }
   });
+  if (single_step) {
+    recurrent.once(grad_gates.view({B, GH}).narrow(1, 0, step_rows), grad_h, true);
+  }
 
   // Each absent result is a tensor of its own: results must not alias one another.
   auto none = [&] { return at::empty({0}, options); };

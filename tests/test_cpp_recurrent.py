@@ -127,6 +127,13 @@ def test_shapes_match_reference(variant, batch, hidden, input_size):
     assert_matches_reference(layer)
 
 
+@pytest.mark.parametrize("variant", ["lstm_proj_peephole", "lstm_coupled", "gru", "gru_reset_before", "rnn_relu"])
+def test_single_step_matches_reference(variant):
+    """T = 1 (the cells) runs its step product through BLAS without packing; H = 37 pads its
+    gate blocks."""
+    assert_matches_reference(Layer(variant, steps=1, lengths=[1, 0, 1]))
+
+
 @pytest.fixture
 def threads():
     """Sets torch's intra-op thread count for one test, then restores it."""
