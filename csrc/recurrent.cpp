@@ -19,8 +19,10 @@
 // The per-step products run on the packed register-blocked kernel of recurrent_gemm.h.
 // When a step has enough work, the threads share every step as a team: each owns a slice
 // of the hidden units (of every gate) through both the product and the pointwise pass,
-// and they meet at one barrier per step (two where a second product follows a pass). All
-// loops work on raw pointers and allocate nothing.
+// and they meet at one barrier per step (two where a second product follows a pass). A
+// thread that waits too long at a barrier (another was descheduled on a busy machine)
+// breaks the team up, and thread 0 runs the rest of the loop alone, with the same numbers.
+// All loops work on raw pointers and allocate nothing.
 #include <ATen/Parallel.h>
 #include <omp.h>
 #if defined(__linux__)
@@ -28,8 +30,13 @@
 #endif
 
 #include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <mutex>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <tuple>
 #include <type_traits>
 #include <vector>
@@ -213,23 +220,171 @@ int team_size(int64_t step_product, int64_t hidden, int64_t lanes) {
   return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), vectors)));
 }
 
-// One thread of the team that runs a time loop.
-struct Team {
-  int id, size;
+// How long a thread may wait at a team's barriers for the others before the team breaks up
+// (see Barrier): team_patience_ns, plus a kWaitShare-th of the time since its loop began,
+// less what it has waited already. A small step takes microseconds, a thread that the
+// scheduler has taken off its core is gone for milliseconds; the share lets a loop of big
+// steps (each about a millisecond) ride out a rare slice without being halved for good, and
+// still breaks up a team that keeps waiting. 0 breaks a team up at its first wait (tests).
+constexpr int64_t kDefaultPatienceNs = 300 * 1000;
+constexpr int64_t kWaitShare = 4;
+std::atomic<int64_t> team_patience_ns{kDefaultPatienceNs};
+// Teams broken up so far (for tests).
+std::atomic<int64_t> team_breakups{0};
 
-  // Waits for the whole team: what any thread wrote before is visible to all after.
-  void sync() const {
-    if (size > 1) {
-#pragma omp barrier
+// The barrier of a team's time loop. A team only moves at the pace of its slowest thread:
+// on a machine with more busy threads than cores, one of them is often off its core for
+// a scheduler slice (milliseconds), and then every step waits for it. So a thread that has
+// waited too long (team_patience_ns) breaks the team up, and from then on one thread runs
+// the rest of the loop alone. A waiting thread asks for the break-up with a bit beside the
+// generation count, while that barrier is still shut; the last thread to arrive opens it by
+// advancing the generation by one, or by two where the bit was set (and clears the bit). So
+// every thread leaves a barrier with the same answer, even one that sees the state only
+// after another thread has already asked to break up at the next barrier.
+class Barrier {
+ public:
+  using Clock = std::chrono::steady_clock;
+
+  // Waits for all `size` threads; false when the team has broken up at this barrier. The
+  // team's loop began at `start`; this thread has waited `waited_ns` in it so far, and
+  // adds this wait.
+  bool wait(int size, Clock::time_point start, int64_t& waited_ns) {
+    const uint64_t generation = state_.load(std::memory_order_relaxed) >> 1;
+    if (arrived_.fetch_add(1, std::memory_order_acq_rel) == size - 1) {
+      arrived_.store(0, std::memory_order_relaxed);
+      uint64_t shut = state_.load(std::memory_order_relaxed);
+      while (!state_.compare_exchange_weak(shut, opened(shut), std::memory_order_acq_rel,
+                                           std::memory_order_relaxed)) {
+      }
+      return (shut & 1) == 0;
+    }
+    const auto arrival = Clock::now();
+    const int64_t base = team_patience_ns.load(std::memory_order_relaxed);
+    const int64_t patience = base == 0 ? 0 : base + nanoseconds(arrival - start) / kWaitShare - waited_ns;
+    int64_t waited = 0;
+    bool gave_up = false;
+    uint64_t state;
+    for (int64_t round = 0; ((state = state_.load(std::memory_order_acquire)) >> 1) == generation; ++round) {
+      if (round % kPausesPerLook != 0) {
+        pause();
+        continue;
+      }
+      waited = nanoseconds(Clock::now() - arrival);
+      if (!gave_up && waited >= patience) {
+        uint64_t shut = generation << 1;
+        state_.compare_exchange_strong(shut, shut | 1, std::memory_order_acq_rel);
+        gave_up = true;
+      }
+      // Only once the team has broken up: the late thread may need this core to finish its
+      // share. Before, a yield on a busy machine can hand the core to another process for a
+      // whole scheduler slice, and then the others wait for this thread.
+      if (gave_up) {
+        std::this_thread::yield();
+      }
+    }
+    waited_ns += waited;
+    return (state >> 1) == generation + 1;
+  }
+
+  // After a break-up, the threads that left sleep here until the one going on alone is done
+  // (wake), rather than spin at OpenMP's barrier at the end of the region on a core it may
+  // need.
+  void sleep_until_woken() {
+    std::unique_lock<std::mutex> lock(mutex_);
+    woken_.wait(lock, [&] { return done_; });
+  }
+  void wake() {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      done_ = true;
+    }
+    woken_.notify_all();
+  }
+
+ private:
+  static constexpr int64_t kPausesPerLook = 16;
+
+  static int64_t nanoseconds(Clock::duration time) {
+    return std::chrono::duration_cast<std::chrono::nanoseconds>(time).count();
+  }
+
+  // The state that opens the barrier shut in state `shut`.
+  static uint64_t opened(uint64_t shut) { return (shut & 1) ? shut + 3 : shut + 2; }
+
+  static void pause() {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+  }
+
+  alignas(64) std::atomic<int> arrived_{0};
+  alignas(64) std::atomic<uint64_t> state_{0};  // generation << 1 | break-up asked for
+  std::mutex mutex_;
+  std::condition_variable woken_;
+  bool done_ = false;
+};
+
+// A slice of the columns: share `id` of `count`.
+struct Share {
+  int id, count;
+
+  // This share [begin, end) of `columns` columns, in whole vectors of `lanes`; the last
+  // share ends at the padded width.
+  std::pair<int64_t, int64_t> of(int64_t columns, int64_t lanes) const {
+    const int64_t vectors = (columns + lanes - 1) / lanes;
+    return {vectors * id / count * lanes, vectors * (id + 1) / count * lanes};
+  }
+};
+
+// One thread of the team that runs a time loop. Each phase of a step (the work between two
+// barriers) runs on this thread's share; once the team has broken up, thread 0 runs every
+// share in turn, so each column is computed by the same code over the same range as
+// before, and the results do not depend on whether or when the team broke up.
+class Team {
+ public:
+  Team(int id, int size, Barrier* barrier) : id_(id), size_(size), barrier_(barrier) {}
+
+  template <typename Phase>
+  void each_share(const Phase& phase) const {
+    if (alone_) {
+      for (int id = 0; id < size_; ++id) {
+        phase(Share{id, size_});
+      }
+    } else {
+      phase(Share{id_, size_});
     }
   }
 
-  // This thread's share [begin, end) of `columns` columns, in whole vectors of `lanes`;
-  // the last share ends at the padded width.
-  std::pair<int64_t, int64_t> share(int64_t columns, int64_t lanes) const {
-    const int64_t vectors = (columns + lanes - 1) / lanes;
-    return {vectors * id / size * lanes, vectors * (id + 1) / size * lanes};
+  // Waits for the whole team: what any thread wrote before is visible to all after. False
+  // when this thread must leave the loop: the team broke up and thread 0 goes on alone.
+  bool sync() {
+    if (size_ == 1 || alone_ || barrier_->wait(size_, start_, waited_ns_)) {
+      return true;
+    }
+    if (id_ != 0) {
+      left_ = true;
+      return false;
+    }
+    alone_ = true;
+    team_breakups.fetch_add(1, std::memory_order_relaxed);
+    return true;
   }
+
+  // Called by every thread once its time loop is over.
+  void finish() {
+    if (alone_) {
+      barrier_->wake();
+    } else if (left_) {
+      barrier_->sleep_until_woken();
+    }
+  }
+
+ private:
+  int id_, size_;
+  Barrier* barrier_;
+  Barrier::Clock::time_point start_ = Barrier::Clock::now();
+  int64_t waited_ns_ = 0;
+  bool alone_ = false, left_ = false;
 };
 
 // Runs pass(j_begin, j_end) on a share of columns, clipped to the real (unpadded) width.
@@ -244,12 +399,18 @@ void on_share(std::pair<int64_t, int64_t> share, int64_t columns, const Pass& pa
 template <typename Body>
 void run_team(int threads, const Body& body) {
   if (threads <= 1) {
-    body(Team{0, 1});
+    Team team(0, 1, nullptr);
+    body(team);
     return;
   }
+  Barrier barrier;
   // The team is as large as OpenMP makes it (one thread when nested in another region).
 #pragma omp parallel num_threads(threads)
-  body(Team{omp_get_thread_num(), omp_get_num_threads()});
+  {
+    Team team(omp_get_thread_num(), omp_get_num_threads(), &barrier);
+    body(team);
+    team.finish();
+  }
 }
 
 template <typename scalar_t>
@@ -662,7 +823,9 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> forward_kernel(const Layer& layer, co
   // The reset-before GRU's step product covers r and z only; n's comes after the reset.
   const int64_t step_gates = layer.cell == Cell::GruResetBefore ? 2 : layer.gates;
   const int64_t step_work = B * Hout * GH + (layer.projection ? B * H * Hout : 0);
-  gemm::StepProduct<scalar_t> recurrent(w_hh_c.narrow(0, 0, step_gates * H).t(), step_gates);
+  // A single step (the cells) runs its main product once through BLAS, without packing.
+  const bool single_step = T == 1;
+  gemm::StepProduct<scalar_t> recurrent(w_hh_c.narrow(0, 0, step_gates * H).t(), step_gates, !single_step);
   gemm::StepProduct<scalar_t> projection, reset_product;
   if (layer.projection) {
     projection = gemm::StepProduct<scalar_t>(w_hr->t(), 1);
@@ -698,47 +861,74 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> forward_kernel(const Layer& layer, co
   scalar_t* h_buffers[2] = {(T % 2 == 0 ? h_n : h_other).data_ptr<scalar_t>(),
                             (T % 2 == 0 ? h_other : h_n).data_ptr<scalar_t>()};
   const TimeOrder order{T, layer.reverse};
-  run_team(team_size(step_work, H, lanes), [&](const Team& team) {
-    const auto units = team.share(H, lanes), outs = team.share(Hout, lanes);
-    recurrent.pack(units.first, units.second);
+  // Each thread packs the weight columns of its own share, into its own caches.
+  const auto pack = [&](const Share& share) {
+    const auto units = share.of(H, lanes), outs = share.of(Hout, lanes);
+    if (!single_step) {
+      recurrent.pack(units.first, units.second);
+    }
     if (layer.projection) {
       projection.pack(outs.first, outs.second);
     }
     if (layer.cell == Cell::GruResetBefore) {
       reset_product.pack(units.first, units.second);
     }
+  };
+  // The projection and the reset-before GRU's n product read the pass of every share.
+  const bool second_product = layer.projection || layer.cell == Cell::GruResetBefore;
+  if (single_step) {
+    recurrent.once(h_other, hidden_gates, false);
+  }
+  run_team(single_step ? 1 : team_size(step_work, H, lanes), [&](Team& team) {
+    team.each_share(pack);
     for (int64_t index = 0; index < T; ++index) {
       const StepStates<scalar_t> step{order.time(index), h_buffers[index % 2], h_buffers[(index + 1) % 2]};
       const int64_t t = step.t;
-      recurrent.columns(step.h_prev, Hout, s.hidden_gates, s.ld_gates, B, units.first, units.second, false);
-      switch (layer.cell) {
-        case Cell::Lstm:
-        case Cell::LstmCoupled:
-          on_share(units, H, [&](int64_t j0, int64_t j1) { lstm_forward_pointwise(s, step, j0, j1); });
+      team.each_share([&](const Share& share) {
+        const auto units = share.of(H, lanes);
+        if (!single_step) {
+          recurrent.columns(step.h_prev, Hout, s.hidden_gates, s.ld_gates, B, units.first, units.second, false);
+        }
+        switch (layer.cell) {
+          case Cell::Lstm:
+          case Cell::LstmCoupled:
+            on_share(units, H, [&](int64_t j0, int64_t j1) { lstm_forward_pointwise(s, step, j0, j1); });
+            break;
+          case Cell::Gru:
+            on_share(units, H, [&](int64_t j0, int64_t j1) { gru_forward_pointwise(s, step, j0, j1); });
+            break;
+          case Cell::GruResetBefore:
+            on_share(units, H, [&](int64_t j0, int64_t j1) { gru_reset_gates_pointwise(s, step, j0, j1); });
+            break;
+          case Cell::RnnTanh:
+            on_share(units, H,
+                     [&](int64_t j0, int64_t j1) { rnn_forward_pointwise<scalar_t, false>(s, step, j0, j1); });
+            break;
+          case Cell::RnnRelu:
+            on_share(units, H, [&](int64_t j0, int64_t j1) { rnn_forward_pointwise<scalar_t, true>(s, step, j0, j1); });
+            break;
+        }
+      });
+      if (second_product) {
+        if (!team.sync()) {
+          return;
+        }
+        team.each_share([&](const Share& share) {
           if (layer.projection) {
-            team.sync();
+            const auto outs = share.of(Hout, lanes);
             projection.columns(s.cell_output, H, s.projected, s.ld_projected, B, outs.first, outs.second, false);
             on_share(outs, Hout, [&](int64_t j0, int64_t j1) { projection_forward_pointwise(s, step, j0, j1); });
+          } else {
+            const auto units = share.of(H, lanes);
+            reset_product.columns(s.row(s.workspace, t, 0, W) + 3 * H, W, s.reset_hidden, s.ld_reset, B, units.first,
+                                  units.second, false);
+            on_share(units, H, [&](int64_t j0, int64_t j1) { gru_reset_before_pointwise(s, step, j0, j1); });
           }
-          break;
-        case Cell::Gru:
-          on_share(units, H, [&](int64_t j0, int64_t j1) { gru_forward_pointwise(s, step, j0, j1); });
-          break;
-        case Cell::GruResetBefore:
-          on_share(units, H, [&](int64_t j0, int64_t j1) { gru_reset_gates_pointwise(s, step, j0, j1); });
-          team.sync();
-          reset_product.columns(s.row(s.workspace, t, 0, W) + 3 * H, W, s.reset_hidden, s.ld_reset, B, units.first,
-                                units.second, false);
-          on_share(units, H, [&](int64_t j0, int64_t j1) { gru_reset_before_pointwise(s, step, j0, j1); });
-          break;
-        case Cell::RnnTanh:
-          on_share(units, H, [&](int64_t j0, int64_t j1) { rnn_forward_pointwise<scalar_t, false>(s, step, j0, j1); });
-          break;
-        case Cell::RnnRelu:
-          on_share(units, H, [&](int64_t j0, int64_t j1) { rnn_forward_pointwise<scalar_t, true>(s, step, j0, j1); });
-          break;
+        });
       }
-      team.sync();
+      if (!team.sync()) {
+        return;
+      }
     }
   });
   return {output, h_n, c_n, workspace};
@@ -1041,7 +1231,9 @@ RecurrentGrads backward_kernel(const Layer& layer, const Tensor& grad_output, co
   // reset-before GRU's n block goes through r first.
   const int64_t step_rows = layer.cell == Cell::GruResetBefore ? 2 * H : GH;
   const int64_t step_work = B * Hout * GH + (layer.projection ? B * H * Hout : 0);
-  gemm::StepProduct<scalar_t> recurrent(w_hh_c.narrow(0, 0, step_rows), 1);
+  // A single step (the cells) runs its main product once through BLAS, without packing.
+  const bool single_step = T == 1;
+  gemm::StepProduct<scalar_t> recurrent(w_hh_c.narrow(0, 0, step_rows), 1, !single_step);
   gemm::StepProduct<scalar_t> projection, reset_product;
   if (layer.projection) {
     projection = gemm::StepProduct<scalar_t>(*w_hr, 1);
@@ -1080,49 +1272,82 @@ RecurrentGrads backward_kernel(const Layer& layer, const Tensor& grad_output, co
                                   grad_cell.stride(0),
                                   TimeOrder{T, layer.reverse}};
 
-  run_team(team_size(step_work, H, lanes), [&](const Team& team) {
-    const auto units = team.share(H, lanes), outs = team.share(Hout, lanes);
-    recurrent.pack(outs.first, outs.second);
+  // Each thread packs the weight columns of its own share, into its own caches.
+  const auto pack = [&](const Share& share) {
+    const auto units = share.of(H, lanes), outs = share.of(Hout, lanes);
+    if (!single_step) {
+      recurrent.pack(outs.first, outs.second);
+    }
     if (layer.projection) {
       projection.pack(units.first, units.second);
     }
     if (layer.cell == Cell::GruResetBefore) {
       reset_product.pack(units.first, units.second);
     }
+  };
+  // The projection's product and the reset-before GRU's n product read the first pass of
+  // every share.
+  const bool first_pass = layer.projection || layer.cell == Cell::GruResetBefore;
+  run_team(single_step ? 1 : team_size(step_work, H, lanes), [&](Team& team) {
+    team.each_share(pack);
     for (int64_t index = T - 1; index >= 0; --index) {
       const int64_t t = s.order.time(index);
-      switch (layer.cell) {
-        case Cell::Lstm:
-        case Cell::LstmCoupled:
+      if (first_pass) {
+        team.each_share([&](const Share& share) {
           if (layer.projection) {
-            on_share(outs, Hout, [&](int64_t j0, int64_t j1) { projection_backward_pointwise(s, t, j0, j1); });
-            team.sync();
-            projection.columns(s.grad_h_out + s.offset(t, 0, Hout), Hout, s.grad_cell, s.ld_cell, B, units.first,
-                               units.second, false);
+            on_share(share.of(Hout, lanes), Hout,
+                     [&](int64_t j0, int64_t j1) { projection_backward_pointwise(s, t, j0, j1); });
+          } else {
+            on_share(share.of(H, lanes), H,
+                     [&](int64_t j0, int64_t j1) { gru_update_backward_pointwise(s, t, j0, j1); });
           }
-          on_share(units, H, [&](int64_t j0, int64_t j1) { lstm_backward_pointwise(s, t, j0, j1); });
-          break;
-        case Cell::Gru:
-          on_share(units, H, [&](int64_t j0, int64_t j1) { gru_backward_pointwise(s, t, j0, j1); });
-          break;
-        case Cell::GruResetBefore:
-          on_share(units, H, [&](int64_t j0, int64_t j1) { gru_update_backward_pointwise(s, t, j0, j1); });
-          team.sync();
-          reset_product.columns(s.grad_gates + s.offset(t, 0, GH) + 2 * H, GH, s.grad_cell, s.ld_cell, B,
-                                units.first, units.second, false);
-          on_share(units, H, [&](int64_t j0, int64_t j1) { gru_reset_backward_pointwise(s, t, j0, j1); });
-          break;
-        case Cell::RnnTanh:
-          on_share(units, H, [&](int64_t j0, int64_t j1) { rnn_backward_pointwise<scalar_t, false>(s, t, j0, j1); });
-          break;
-        case Cell::RnnRelu:
-          on_share(units, H, [&](int64_t j0, int64_t j1) { rnn_backward_pointwise<scalar_t, true>(s, t, j0, j1); });
-          break;
+        });
+        if (!team.sync()) {
+          return;
+        }
       }
-      team.sync();
-      recurrent.columns(s.grad_gates + s.offset(t, 0, GH), GH, s.grad_h, s.ld_h, B, outs.first, outs.second, true);
+      team.each_share([&](const Share& share) {
+        const auto units = share.of(H, lanes);
+        switch (layer.cell) {
+          case Cell::Lstm:
+          case Cell::LstmCoupled:
+            if (layer.projection) {
+              projection.columns(s.grad_h_out + s.offset(t, 0, Hout), Hout, s.grad_cell, s.ld_cell, B, units.first,
+                                 units.second, false);
+            }
+            on_share(units, H, [&](int64_t j0, int64_t j1) { lstm_backward_pointwise(s, t, j0, j1); });
+            break;
+          case Cell::Gru:
+            on_share(units, H, [&](int64_t j0, int64_t j1) { gru_backward_pointwise(s, t, j0, j1); });
+            break;
+          case Cell::GruResetBefore:
+            reset_product.columns(s.grad_gates + s.offset(t, 0, GH) + 2 * H, GH, s.grad_cell, s.ld_cell, B,
+                                  units.first, units.second, false);
+            on_share(units, H, [&](int64_t j0, int64_t j1) { gru_reset_backward_pointwise(s, t, j0, j1); });
+            break;
+          case Cell::RnnTanh:
+            on_share(units, H, [&](int64_t j0, int64_t j1) { rnn_backward_pointwise<scalar_t, false>(s, t, j0, j1); });
+            break;
+          case Cell::RnnRelu:
+            on_share(units, H, [&](int64_t j0, int64_t j1) { rnn_backward_pointwise<scalar_t, true>(s, t, j0, j1); });
+            break;
+        }
+      });
+      if (!team.sync()) {
+        return;
+      }
+      if (!single_step) {
+        team.each_share([&](const Share& share) {
+          const auto outs = share.of(Hout, lanes);
+          recurrent.columns(s.grad_gates + s.offset(t, 0, GH), GH, s.grad_h, s.ld_h, B, outs.first, outs.second,
+                            true);
+        });
+      }
     }
   });
+  if (single_step) {
+    recurrent.once(grad_gates.view({B, GH}).narrow(1, 0, step_rows), grad_h, true);
+  }
 
   // Each absent result is a tensor of its own: results must not alias one another.
   auto none = [&] { return at::empty({0}, options); };
@@ -1290,6 +1515,19 @@ void register_recurrent(pybind11::module_& module) {
              py::arg("c0"), py::arg("w_ih"), py::arg("w_hh"), py::arg("b_ih"), py::arg("b_hh"), py::arg("w_hr"),
              py::arg("w_peep"), py::arg("lengths"), py::arg("output"), py::arg("workspace"), py::arg("cell"),
              py::arg("reverse"), py::arg("need_input_grad"), py::arg("need_weight_grad"));
+  module.def(
+      "_set_team_patience",
+      [](int64_t microseconds) {
+        TORCH_CHECK_VALUE(microseconds >= 0, "_set_team_patience: microseconds must be >= 0, got ", microseconds);
+        return team_patience_ns.exchange(microseconds * 1000) / 1000;
+      },
+      "For tests: how long (us) a team's thread waits at barriers (plus a share of the loop's time) before the "
+      "team breaks up and one thread goes on alone; 0 breaks every team up at its first barrier. Returns the "
+      "previous value.",
+      py::arg("microseconds"));
+  module.def(
+      "_team_breakups", [] { return team_breakups.load(); },
+      "For tests: how many time loops have gone on with one thread after their team broke up.");
 }
 
 }  // namespace seqkern

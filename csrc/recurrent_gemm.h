@@ -198,11 +198,14 @@ class StepProduct {
   StepProduct() = default;
   // b: (K, N) view of a weight (any strides; typically a transposed weight). Nothing is
   // packed yet: each thread packs the columns it will compute (pack), in its own caches.
-  StepProduct(const Tensor& b, int64_t blocks) : b_(b), blocks_(blocks) {
+  // Without `packed`, there is no room to pack into, and only `once` may be called.
+  StepProduct(const Tensor& b, int64_t blocks, bool packed = true) : b_(b), blocks_(blocks) {
     constexpr int64_t lanes = Vector<scalar_t>::lanes;
     block_cols_ = blocks > 0 ? b.size(1) / blocks : 0;
     block_ld_ = padded<scalar_t>(block_cols_);
-    packed_ = at::empty({blocks_ * block_ld_ / lanes, b.size(0), lanes}, b.options());
+    if (packed) {
+      packed_ = at::empty({blocks_ * block_ld_ / lanes, b.size(0), lanes}, b.options());
+    }
   }
 
   int64_t block_ld() const { return block_ld_; }
@@ -231,6 +234,15 @@ class StepProduct {
           std::fill(to + k * lanes + width, to + (k + 1) * lanes, scalar_t(0));
         }
       }
+    }
+  }
+
+  // The whole product c (M, width()) (+)= a (M, K) . b through BLAS, block by block, on b
+  // as it is: for a single step, where packing b costs more than the product gains by it.
+  void once(const Tensor& a, const Tensor& c, bool accumulate) const {
+    for (int64_t block = 0; block < blocks_; ++block) {
+      Tensor c_block = c.narrow(1, block * block_ld_, block_cols_);
+      blas(a, b_.narrow(1, block * block_cols_, block_cols_), c_block, accumulate);
     }
   }
 

@@ -127,6 +127,13 @@ def test_shapes_match_reference(variant, batch, hidden, input_size):
     assert_matches_reference(layer)
 
 
+@pytest.mark.parametrize("variant", ["lstm_proj_peephole", "lstm_coupled", "gru", "gru_reset_before", "rnn_relu"])
+def test_single_step_matches_reference(variant):
+    """T = 1 (the cells) runs its step product through BLAS without packing; H = 37 pads its
+    gate blocks."""
+    assert_matches_reference(Layer(variant, steps=1, lengths=[1, 0, 1]))
+
+
 @pytest.fixture
 def threads():
     """Sets torch's intra-op thread count for one test, then restores it."""
@@ -145,6 +152,58 @@ def test_thread_teams_match_reference(variant, count, threads):
     layer = Layer(variant, steps=4, batch=400, input_size=5, hidden=37, proj=21, lengths=[4, 0, 2, 3] * 100,
                   reverse=True)
     assert_matches_reference(layer)
+
+
+@pytest.fixture
+def impatient_teams():
+    """Every thread team breaks up at its first barrier (thread 0 goes on alone), for one
+    test; the patience before is restored after."""
+    before = _C._set_team_patience(0)
+    yield
+    _C._set_team_patience(before)
+
+
+# (variant, batch, hidden): each step big enough for a team of two (see
+# test_thread_teams_match_reference); the projection and the reset-before GRU meet twice per
+# step, so they break up between the two products.
+BREAKUP_CASES = [("lstm_proj", 17, 131), ("gru_reset_before", 17, 131), ("rnn_tanh", 33, 131)]
+
+
+@pytest.mark.parametrize("variant,batch,hidden", BREAKUP_CASES, ids=lambda v: str(v))
+def test_team_breakup_gives_the_same_bits(variant, batch, hidden, threads, request):
+    """A team whose thread waits too long at a barrier (descheduled on a busy machine) goes
+    on with one thread; the numbers must not change by a bit."""
+    threads(2)
+    layer = Layer(variant, steps=6, batch=batch, input_size=9, hidden=hidden, proj=97,
+                  lengths=[6, 3, 0, 5] * (batch // 4) + [6] * (batch % 4), reverse=True, dtype=torch.float32)
+    expected = layer.run(_C)
+    request.getfixturevalue("impatient_teams")
+    breakups = _C._team_breakups()
+    actual = layer.run(_C)
+    assert _C._team_breakups() == breakups + 2, "the forward and the backward team should both break up"
+    for name, a, e in zip(FORWARD_NAMES + GRAD_NAMES, actual[0] + actual[1], expected[0] + expected[1]):
+        assert torch.equal(a, e), name
+
+
+@pytest.mark.parametrize("variant,batch,hidden", BREAKUP_CASES[:2], ids=lambda v: str(v))
+def test_team_breakups_at_any_barrier_give_the_same_bits(variant, batch, hidden, threads, impatient_teams):
+    """With a patience of about a step, teams break up at whichever barrier a thread happens
+    to wait at, or not at all: every run must end (no thread left waiting at a barrier the
+    others have left) with the same bits."""
+    threads(2)
+    layer = Layer(variant, steps=40, batch=batch, input_size=9, hidden=hidden, proj=97, dtype=torch.float32)
+    _C._set_team_patience(1000)
+    expected = layer.run(_C)
+    _C._set_team_patience(10)
+    for _ in range(10):
+        actual = layer.run(_C)
+        for name, a, e in zip(FORWARD_NAMES + GRAD_NAMES, actual[0] + actual[1], expected[0] + expected[1]):
+            assert torch.equal(a, e), name
+
+
+def test_team_patience_must_not_be_negative():
+    with pytest.raises(ValueError, match="microseconds must be >= 0, got -1"):
+        _C._set_team_patience(-1)
 
 
 @pytest.mark.parametrize("variant", ["lstm", "lstm_proj_peephole", "lstm_coupled", "gru", "gru_reset_before",
