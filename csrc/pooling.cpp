@@ -36,11 +36,8 @@
 #include <utility>
 #include <vector>
 
+#include "memory.h"
 #include "seqkern.h"
-
-#ifdef __linux__
-#include <sys/mman.h>
-#endif
 
 namespace seqkern {
 namespace {
@@ -225,27 +222,6 @@ bool is_nan(T value) {
 template <typename T>
 bool replaces(T value, T best) {
   return value > best || is_nan(value);
-}
-
-// A fresh large tensor costs a page fault per 4 KiB on first touch, which is most of the
-// time of a pool over a large input. Backing it with transparent huge pages ("madvise"
-// mode, the common kernel default) leaves one fault per 2 MiB. Advisory: errors are ignored.
-void advise_huge_pages(const Tensor& tensor) {
-#if defined(__linux__) && defined(MADV_HUGEPAGE)
-  constexpr uintptr_t kHugePage = uintptr_t{1} << 21;
-  const uintptr_t bytes = static_cast<uintptr_t>(tensor.numel()) * tensor.element_size();
-  if (bytes < 4 * kHugePage) return;
-  const uintptr_t begin = reinterpret_cast<uintptr_t>(tensor.data_ptr());
-  const uintptr_t first = (begin + kHugePage - 1) & ~(kHugePage - 1);
-  const uintptr_t last = (begin + bytes) & ~(kHugePage - 1);
-  if (last > first) madvise(reinterpret_cast<void*>(first), last - first, MADV_HUGEPAGE);
-#endif
-}
-
-Tensor empty_for_kernel(at::IntArrayRef sizes, const at::TensorOptions& options) {
-  Tensor tensor = at::empty(sizes, options);
-  advise_huge_pages(tensor);
-  return tensor;
 }
 
 // Chunk sizes for at::parallel_for: about this many elements of work per task.
@@ -610,8 +586,8 @@ std::tuple<Tensor, Tensor> max_pool_forward(const Tensor& input_arg, std::vector
   const Tensor input = input_arg.contiguous(format);
   std::vector<int64_t> sizes = {g.batch, g.channels};
   for (int64_t i = 3 - (input.dim() - 2); i < 3; ++i) sizes.push_back(g.axis[i].out);
-  Tensor output = empty_for_kernel(sizes, input.options().memory_format(format));
-  Tensor indices = need_indices ? empty_for_kernel(sizes, input.options().dtype(*index_dtype).memory_format(format))
+  Tensor output = empty_large(sizes, input.options().memory_format(format));
+  Tensor indices = need_indices ? empty_large(sizes, input.options().dtype(*index_dtype).memory_format(format))
                                 : at::empty({0}, input.options().dtype(at::kLong));
   if (output.numel() == 0) return {output, indices};
   AT_DISPATCH_ALL_TYPES_AND2(at::kBFloat16, at::kHalf, input.scalar_type(), "max_pool_forward", [&] {
@@ -795,7 +771,7 @@ Tensor max_pool_backward(const Tensor& grad_output_arg, const Tensor& indices_ar
   g.channels_last = format != at::MemoryFormat::Contiguous;
   const Tensor grad_output = grad_output_arg.contiguous(format);
   const Tensor indices = indices_arg.contiguous(format);
-  Tensor grad_input = empty_for_kernel(input_size, grad_output.options().memory_format(format));
+  Tensor grad_input = empty_large(input_size, grad_output.options().memory_format(format));
   if (grad_input.numel() == 0) return grad_input;
   if (grad_output.numel() == 0) return grad_input.zero_();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, grad_output.scalar_type(), "max_pool_backward", [&] {

@@ -25,9 +25,6 @@
 // All loops work on raw pointers and allocate nothing.
 #include <ATen/Parallel.h>
 #include <omp.h>
-#if defined(__linux__)
-#include <sys/mman.h>
-#endif
 
 #include <algorithm>
 #include <atomic>
@@ -41,6 +38,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "memory.h"
 #include "recurrent_gemm.h"
 #include "recurrent_math.h"
 #include "seqkern.h"
@@ -432,24 +430,6 @@ void column_sums(const scalar_t* matrix, int64_t rows, int64_t cols, int64_t ld,
       }
     }
   });
-}
-
-// A large tensor for results and buffers: a fresh allocation costs one page fault per
-// 4 KiB on first touch, which at T = 100, B = 64, H = 512 took a tenth of the forward
-// pass. Transparent huge pages ("madvise" mode, the usual default) leave one per 2 MiB.
-// The advice is a hint: a kernel that ignores or refuses it costs nothing.
-Tensor empty_large(at::IntArrayRef sizes, const at::TensorOptions& options) {
-  Tensor tensor = at::empty(sizes, options);
-#if defined(__linux__) && defined(MADV_HUGEPAGE)
-  constexpr uintptr_t kHugePage = uintptr_t{1} << 21;
-  const uintptr_t begin = reinterpret_cast<uintptr_t>(tensor.data_ptr());
-  const uintptr_t end = begin + static_cast<uintptr_t>(tensor.nbytes());
-  const uintptr_t first = (begin + kHugePage - 1) & ~(kHugePage - 1), last = end & ~(kHugePage - 1);
-  if (last >= first + 2 * kHugePage) {
-    madvise(reinterpret_cast<void*>(first), last - first, MADV_HUGEPAGE);
-  }
-#endif
-  return tensor;
 }
 
 // Raw pointers of a call's input tensors (all contiguous) that the time loops read.

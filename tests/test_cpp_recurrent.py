@@ -8,32 +8,12 @@ import torch
 import seqkern  # noqa: F401  (registers torch.ops.seqkern)
 from seqkern import _C
 from seqkern.ops import _reference_backend as reference
-from support import Inputs, assert_close
+from seqkern.reference import CELL_GATES as GATES, LSTM_CELLS
+from support import RECURRENT_VARIANTS as VARIANTS, Inputs, assert_close
 
-GATES = {"rnn_tanh": 1, "rnn_relu": 1, "lstm": 4, "lstm_coupled": 3, "gru": 3, "gru_reset_before": 3}
-LSTM_CELLS = ("lstm", "lstm_coupled")
 FORWARD_NAMES = ("output", "h_n", "c_n", "workspace")
 GRAD_NAMES = ("grad_input", "grad_h0", "grad_c0", "grad_w_ih", "grad_w_hh", "grad_b_ih", "grad_b_hh",
               "grad_w_hr", "grad_w_peep")
-
-# name: (cell, projection, peephole, bias)
-VARIANTS = {
-    "rnn_tanh": ("rnn_tanh", False, False, True),
-    "rnn_relu": ("rnn_relu", False, False, True),
-    "rnn_tanh_no_bias": ("rnn_tanh", False, False, False),
-    "lstm": ("lstm", False, False, True),
-    "lstm_no_bias": ("lstm", False, False, False),
-    "lstm_proj": ("lstm", True, False, True),
-    "lstm_peephole": ("lstm", False, True, True),
-    "lstm_proj_peephole": ("lstm", True, True, True),
-    "lstm_coupled": ("lstm_coupled", False, False, True),
-    "lstm_coupled_peephole": ("lstm_coupled", False, True, True),
-    "lstm_coupled_proj_peephole_no_bias": ("lstm_coupled", True, True, False),
-    "gru": ("gru", False, False, True),
-    "gru_no_bias": ("gru", False, False, False),
-    "gru_reset_before": ("gru_reset_before", False, False, True),
-    "gru_reset_before_no_bias": ("gru_reset_before", False, False, False),
-}
 
 
 class Layer:
