@@ -103,6 +103,10 @@ const c10::TypedOperatorHandle<BackwardSignature>& backward_op() {
   return op;
 }
 
+variable_list as_list(const RecurrentGrads& grads) {
+  return std::apply([](const auto&... grad) { return variable_list{grad...}; }, grads);
+}
+
 OptionalTensor present(const Tensor& tensor) { return tensor.defined() ? OptionalTensor(tensor) : std::nullopt; }
 
 // Forward arguments in schema order; the optional ones may be undefined.
@@ -155,9 +159,7 @@ class RecurrentLayerFunction : public torch::autograd::Function<RecurrentLayerFu
         present(saved[kBIh]), present(saved[kBHh]), present(saved[kWHr]), present(saved[kWPeep]),
         present(saved[kLengths]), output, workspace, cell, ctx->saved_data["reverse"].toBool(), needs[kInput],
         need_weight_grad);
-    const Tensor computed[] = {std::get<0>(result), std::get<1>(result), std::get<2>(result),
-                               std::get<3>(result), std::get<4>(result), std::get<5>(result),
-                               std::get<6>(result), std::get<7>(result), std::get<8>(result)};
+    const variable_list computed = as_list(result);
     variable_list grad_inputs(kTensorArguments + 2);  // + cell, reverse
     for (int argument = 0; argument < kLengths; ++argument) {
       if (needs[argument]) {
@@ -192,7 +194,7 @@ class RecurrentLayerBackwardFunction : public torch::autograd::Function<Recurren
     const RecurrentGrads grads =
         backward_op().call(grad_output, grad_h_n, grad_c_n, input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, w_peep,
                            lengths, output, workspace, cell, reverse, need_input_grad, need_weight_grad);
-    return std::apply([](const auto&... grad) { return variable_list{grad...}; }, grads);
+    return as_list(grads);
   }
 
   static variable_list backward(AutogradContext*, variable_list) {

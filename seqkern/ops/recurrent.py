@@ -183,17 +183,17 @@ def _recurrent_layer_backward_fake(grad_output, grad_h_n, grad_c_n, input, h0, c
     )
 
 
-def _extension_missing(*args, **kwargs):
-    _backend.load_cpp()
-    raise AssertionError("unreachable: seqkern._C loaded after all")
-
-
 # The schemas, the CPU kernels and autograd are registered in C++ (csrc/recurrent_op.cpp) when
 # seqkern._C loads; this module adds what must be Python. Without the extension the ops do not
 # exist, and calling them says how to build it.
 try:
     _C = _backend.load_cpp()
-except _backend.BackendUnavailableError:
+except _backend.BackendUnavailableError as error:
+    _load_error = error  # the `as` name is cleared when the except block ends
+
+    def _extension_missing(*args, **kwargs):
+        raise _backend.BackendUnavailableError(str(_load_error)) from _load_error
+
     recurrent_layer = recurrent_layer_backward = recurrent_cell = _extension_missing
 else:
     _C._set_recurrent_override(_forward_on_backend, _backward_on_backend)
