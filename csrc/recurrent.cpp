@@ -202,20 +202,49 @@ std::vector<int64_t> sequence_lengths(const Layer& layer, const OptionalTensor& 
 
 // ---------------------------------------------------------------- threads
 
-// Per-step products from this many multiply-adds on are shared by a team of threads
-// (one barrier or two per step); below, one thread runs the whole time loop.
+// How the threads of a time loop share each step. By columns: each owns a slice of the
+// hidden units (of every gate) of all sequences, and the team meets at a barrier after every
+// product and pass, since each product reads the whole previous state. By rows: each owns a
+// slice of the batch, whose sequences no other thread's work touches, so the threads run
+// their steps without ever waiting for one another; but each streams the whole weight
+// through its caches on every step, so rows need a weight that fits beside the rest in a
+// core's L2 cache, and enough sequences to give each thread a tile's worth of rows.
+enum class Split { Columns, Rows };
+
+// Per-step products from this many multiply-adds on are shared by columns; below, the
+// barriers cost more than the second thread saves.
 constexpr int64_t kTeamProduct = int64_t{1} << 19;
+// Rows need far less work to pay: the team meets once per call, not per step.
+constexpr int64_t kRowTeamProduct = int64_t{1} << 15;
+constexpr int64_t kMinRowsPerThread = 4;
+constexpr int64_t kRowSplitWeightBytes = int64_t{1} << 20;
 // Hidden units per work item of the passes after the time loop.
 constexpr int64_t kColumnBlock = 64;
 
-// Threads that share each step of the time loop, each owning a slice of the hidden units
-// (of every gate) through products and pointwise passes alike.
-int team_size(int64_t step_product, int64_t hidden, int64_t lanes) {
-  if (step_product < kTeamProduct) {
-    return 1;
+// The split a team takes where both would do (tests force one: _set_team_split).
+enum class SplitChoice { Auto, Columns, Rows };
+std::atomic<SplitChoice> split_choice{SplitChoice::Auto};
+
+struct TeamPlan {
+  int threads;
+  Split split;
+};
+
+// The team of a time loop whose step computes `step_product` multiply-adds over a step
+// weight of `weight_bytes` (packed), for `batch` sequences of `hidden` units.
+TeamPlan plan_team(int64_t batch, int64_t hidden, int64_t step_product, int64_t weight_bytes, int64_t lanes) {
+  const int64_t threads = at::get_num_threads();
+  const SplitChoice choice = split_choice.load(std::memory_order_relaxed);
+  const bool rows = batch >= 2 * kMinRowsPerThread && step_product >= kRowTeamProduct &&
+                    (choice == SplitChoice::Rows || (choice == SplitChoice::Auto && weight_bytes <= kRowSplitWeightBytes));
+  if (rows) {
+    return {static_cast<int>(std::min(threads, batch / kMinRowsPerThread)), Split::Rows};
   }
-  const int64_t vectors = (hidden + lanes - 1) / lanes;
-  return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), vectors)));
+  if (step_product >= kTeamProduct && choice != SplitChoice::Rows) {
+    const int64_t vectors = (hidden + lanes - 1) / lanes;
+    return {static_cast<int>(std::max<int64_t>(1, std::min(threads, vectors))), Split::Columns};
+  }
+  return {1, Split::Columns};
 }
 
 // How long a thread may wait at a team's barriers for the others before the team breaks up
@@ -322,40 +351,79 @@ class Barrier {
   bool done_ = false;
 };
 
-// A slice of the columns: share `id` of `count`.
+// Batch rows [begin, end).
+struct Rows {
+  int64_t begin, end;
+};
+
+// A thread's slice of a step: share `id` of `count`, of the batch rows or of the columns.
 struct Share {
   int id, count;
+  Split split;
 
-  // This share [begin, end) of `columns` columns, in whole vectors of `lanes`; the last
-  // share ends at the padded width.
+  // The batch rows [begin, end) of this share.
+  Rows rows(int64_t batch) const {
+    if (split == Split::Columns) {
+      return {0, batch};
+    }
+    return {batch * id / count, batch * (id + 1) / count};
+  }
+
+  // The columns [begin, end) of `columns` that this share computes, in whole vectors of
+  // `lanes`; the last share ends at the padded width.
   std::pair<int64_t, int64_t> of(int64_t columns, int64_t lanes) const {
+    return split == Split::Columns ? packs(columns, lanes) : std::pair<int64_t, int64_t>{0, padded(columns, lanes)};
+  }
+
+  // The columns of a weight that this share packs: a slice of them whatever the split, so
+  // that the threads share the packing.
+  std::pair<int64_t, int64_t> packs(int64_t columns, int64_t lanes) const {
     const int64_t vectors = (columns + lanes - 1) / lanes;
     return {vectors * id / count * lanes, vectors * (id + 1) / count * lanes};
   }
+
+  static int64_t padded(int64_t columns, int64_t lanes) { return (columns + lanes - 1) / lanes * lanes; }
 };
 
 // One thread of the team that runs a time loop. Each phase of a step (the work between two
 // barriers) runs on this thread's share; once the team has broken up, thread 0 runs every
-// share in turn, so each column is computed by the same code over the same range as
+// share in turn, so each value is computed by the same code over the same range as
 // before, and the results do not depend on whether or when the team broke up.
 class Team {
  public:
-  Team(int id, int size, Barrier* barrier) : id_(id), size_(size), barrier_(barrier) {}
+  Team(int id, int size, Split split, Barrier* barrier) : id_(id), size_(size), split_(split), barrier_(barrier) {}
 
   template <typename Phase>
   void each_share(const Phase& phase) const {
     if (alone_) {
       for (int id = 0; id < size_; ++id) {
-        phase(Share{id, size_});
+        phase(Share{id, size_, split_});
       }
     } else {
-      phase(Share{id_, size_});
+      phase(Share{id_, size_, split_});
     }
   }
 
-  // Waits for the whole team: what any thread wrote before is visible to all after. False
-  // when this thread must leave the loop: the team broke up and thread 0 goes on alone.
-  bool sync() {
+  // Waits, where the split needs it, until what every thread wrote in this step is visible
+  // to all. False when this thread must leave the loop: the team broke up and thread 0 goes
+  // on alone.
+  bool sync() { return split_ == Split::Rows || meet(); }
+
+  // Waits until the whole weight is packed: each thread packed a slice, but with rows each
+  // reads all of it.
+  bool packed() { return split_ == Split::Columns || meet(); }
+
+  // Called by every thread once its time loop is over.
+  void finish() {
+    if (alone_) {
+      barrier_->wake();
+    } else if (left_) {
+      barrier_->sleep_until_woken();
+    }
+  }
+
+ private:
+  bool meet() {
     if (size_ == 1 || alone_ || barrier_->wait(size_, start_, waited_ns_)) {
       return true;
     }
@@ -368,44 +436,37 @@ class Team {
     return true;
   }
 
-  // Called by every thread once its time loop is over.
-  void finish() {
-    if (alone_) {
-      barrier_->wake();
-    } else if (left_) {
-      barrier_->sleep_until_woken();
-    }
-  }
-
- private:
   int id_, size_;
+  Split split_;
   Barrier* barrier_;
   Barrier::Clock::time_point start_ = Barrier::Clock::now();
   int64_t waited_ns_ = 0;
   bool alone_ = false, left_ = false;
 };
 
-// Runs pass(j_begin, j_end) on a share of columns, clipped to the real (unpadded) width.
+// Runs pass(rows, j_begin, j_end) on a share's rows of `batch` and its columns of
+// `columns`, clipped to the real (unpadded) width.
 template <typename Pass>
-void on_share(std::pair<int64_t, int64_t> share, int64_t columns, const Pass& pass) {
-  const int64_t end = std::min(share.second, columns);
-  if (share.first < end) {
-    pass(share.first, end);
+void on_share(const Share& share, int64_t batch, int64_t columns, int64_t lanes, const Pass& pass) {
+  const auto range = share.of(columns, lanes);
+  const int64_t end = std::min(range.second, columns);
+  if (range.first < end) {
+    pass(share.rows(batch), range.first, end);
   }
 }
 
 template <typename Body>
-void run_team(int threads, const Body& body) {
-  if (threads <= 1) {
-    Team team(0, 1, nullptr);
+void run_team(const TeamPlan& plan, const Body& body) {
+  if (plan.threads <= 1) {
+    Team team(0, 1, Split::Columns, nullptr);
     body(team);
     return;
   }
   Barrier barrier;
   // The team is as large as OpenMP makes it (one thread when nested in another region).
-#pragma omp parallel num_threads(threads)
+#pragma omp parallel num_threads(plan.threads)
   {
-    Team team(omp_get_thread_num(), omp_get_num_threads(), &barrier);
+    Team team(omp_get_thread_num(), omp_get_num_threads(), plan.split, &barrier);
     body(team);
     team.finish();
   }
@@ -518,7 +579,7 @@ void freeze(const StepStates<scalar_t>& step, int64_t b, int64_t width, scalar_t
 }
 
 template <typename scalar_t, bool kPeephole, bool kCoupled, bool kProjection>
-void lstm_forward_pointwise(const ForwardState<scalar_t>& s, const StepStates<scalar_t>& step, int64_t j_begin,
+void lstm_forward_pointwise(const ForwardState<scalar_t>& s, const StepStates<scalar_t>& step, Rows rows, int64_t j_begin,
                             int64_t j_end) {
   const Layer& layer = s.layer;
   const int64_t H = layer.hidden, GH = layer.gate_rows(), Hout = layer.out_size, t = step.t;
@@ -532,7 +593,7 @@ void lstm_forward_pointwise(const ForwardState<scalar_t>& s, const StepStates<sc
   const scalar_t* peep_f = kPeephole ? s.in.w_peep + (kCoupled ? 0 : H) : nullptr;
   const scalar_t* peep_o = kPeephole ? s.in.w_peep + (kCoupled ? H : 2 * H) : nullptr;
   const scalar_t* bias = s.bias;
-  for (int64_t b = 0; b < layer.batch; ++b) {
+  for (int64_t b = rows.begin; b < rows.end; ++b) {
     scalar_t* gates = s.row(s.workspace, t, b, layer.width);
     // o * tanh(c) is h itself, or the input of the projection.
     scalar_t* h_out = kProjection ? s.cell_output + b * H : s.row(s.output, t, b, Hout);
@@ -591,20 +652,20 @@ void lstm_forward_pointwise(const ForwardState<scalar_t>& s, const StepStates<sc
 }
 
 template <typename scalar_t>
-void lstm_forward_pointwise(const ForwardState<scalar_t>& s, const StepStates<scalar_t>& step, int64_t j_begin,
+void lstm_forward_pointwise(const ForwardState<scalar_t>& s, const StepStates<scalar_t>& step, Rows rows, int64_t j_begin,
                             int64_t j_end) {
   with_lstm_variant(s.layer, [&](auto peephole, auto coupled, auto projection) {
     lstm_forward_pointwise<scalar_t, decltype(peephole)::value, decltype(coupled)::value,
-                           decltype(projection)::value>(s, step, j_begin, j_end);
+                           decltype(projection)::value>(s, step, rows, j_begin, j_end);
   });
 }
 
 // The projected h of every running sequence becomes its output and its state.
 template <typename scalar_t>
 void projection_forward_pointwise(const ForwardState<scalar_t>& s, const StepStates<scalar_t>& step,
-                                  int64_t j_begin, int64_t j_end) {
+                                  Rows rows, int64_t j_begin, int64_t j_end) {
   const int64_t P = s.layer.out_size;
-  for (int64_t b = 0; b < s.layer.batch; ++b) {
+  for (int64_t b = rows.begin; b < rows.end; ++b) {
     scalar_t* out = s.row(s.output, step.t, b, P);
     if (!s.active(step.t, b)) {
       freeze(step, b, P, out, j_begin, j_end);
@@ -617,13 +678,13 @@ void projection_forward_pointwise(const ForwardState<scalar_t>& s, const StepSta
 }
 
 template <typename scalar_t>
-void gru_forward_pointwise(const ForwardState<scalar_t>& s, const StepStates<scalar_t>& step, int64_t j_begin,
+void gru_forward_pointwise(const ForwardState<scalar_t>& s, const StepStates<scalar_t>& step, Rows rows, int64_t j_begin,
                            int64_t j_end) {
   const Layer& layer = s.layer;
   const int64_t H = layer.hidden, gate_ld = s.gate_ld, t = step.t;
   const scalar_t* bias = s.bias;
   const scalar_t* bias_hn = s.bias_hn;
-  for (int64_t b = 0; b < layer.batch; ++b) {
+  for (int64_t b = rows.begin; b < rows.end; ++b) {
     scalar_t* gates = s.row(s.workspace, t, b, layer.width);
     scalar_t* out = s.row(s.output, t, b, H);
     if (!s.active(t, b)) {
@@ -653,12 +714,12 @@ void gru_forward_pointwise(const ForwardState<scalar_t>& s, const StepStates<sca
 
 // The reset-before GRU's first pass: r, z and r * h, the input of the n block's product.
 template <typename scalar_t>
-void gru_reset_gates_pointwise(const ForwardState<scalar_t>& s, const StepStates<scalar_t>& step, int64_t j_begin,
+void gru_reset_gates_pointwise(const ForwardState<scalar_t>& s, const StepStates<scalar_t>& step, Rows rows, int64_t j_begin,
                                int64_t j_end) {
   const Layer& layer = s.layer;
   const int64_t H = layer.hidden, gate_ld = s.gate_ld, t = step.t;
   const scalar_t* bias = s.bias;
-  for (int64_t b = 0; b < layer.batch; ++b) {
+  for (int64_t b = rows.begin; b < rows.end; ++b) {
     scalar_t* gates = s.row(s.workspace, t, b, layer.width);
     if (!s.active(t, b)) {
       s.zero_workspace(gates, j_begin, j_end);
@@ -679,12 +740,12 @@ void gru_reset_gates_pointwise(const ForwardState<scalar_t>& s, const StepStates
 
 // The reset-before GRU's second pass, after (r * h) W_hn^T: n and the new h.
 template <typename scalar_t>
-void gru_reset_before_pointwise(const ForwardState<scalar_t>& s, const StepStates<scalar_t>& step, int64_t j_begin,
+void gru_reset_before_pointwise(const ForwardState<scalar_t>& s, const StepStates<scalar_t>& step, Rows rows, int64_t j_begin,
                                 int64_t j_end) {
   const Layer& layer = s.layer;
   const int64_t H = layer.hidden, t = step.t;
   const scalar_t* bias = s.bias;
-  for (int64_t b = 0; b < layer.batch; ++b) {
+  for (int64_t b = rows.begin; b < rows.end; ++b) {
     if (!s.active(t, b)) {
       continue;
     }
@@ -705,12 +766,12 @@ void gru_reset_before_pointwise(const ForwardState<scalar_t>& s, const StepState
 }
 
 template <typename scalar_t, bool kRelu>
-void rnn_forward_pointwise(const ForwardState<scalar_t>& s, const StepStates<scalar_t>& step, int64_t j_begin,
+void rnn_forward_pointwise(const ForwardState<scalar_t>& s, const StepStates<scalar_t>& step, Rows rows, int64_t j_begin,
                            int64_t j_end) {
   const Layer& layer = s.layer;
   const int64_t H = layer.hidden, t = step.t;
   const scalar_t* bias = s.bias;
-  for (int64_t b = 0; b < layer.batch; ++b) {
+  for (int64_t b = rows.begin; b < rows.end; ++b) {
     scalar_t* saved = s.row(s.workspace, t, b, H);
     scalar_t* out = s.row(s.output, t, b, H);
     if (!s.active(t, b)) {
@@ -841,9 +902,9 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> forward_kernel(const Layer& layer, co
   scalar_t* h_buffers[2] = {(T % 2 == 0 ? h_n : h_other).data_ptr<scalar_t>(),
                             (T % 2 == 0 ? h_other : h_n).data_ptr<scalar_t>()};
   const TimeOrder order{T, layer.reverse};
-  // Each thread packs the weight columns of its own share, into its own caches.
+  // Each thread packs a slice of the weight columns, into its own caches.
   const auto pack = [&](const Share& share) {
-    const auto units = share.of(H, lanes), outs = share.of(Hout, lanes);
+    const auto units = share.packs(H, lanes), outs = share.packs(Hout, lanes);
     if (!single_step) {
       recurrent.pack(units.first, units.second);
     }
@@ -859,33 +920,41 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> forward_kernel(const Layer& layer, co
   if (single_step) {
     recurrent.once(h_other, hidden_gates, false);
   }
-  run_team(single_step ? 1 : team_size(step_work, H, lanes), [&](Team& team) {
+  const int64_t weight_bytes =
+      (recurrent.width() * Hout + projection.width() * H + reset_product.width() * H) * int64_t{sizeof(scalar_t)};
+  const TeamPlan plan = single_step ? TeamPlan{1, Split::Columns} : plan_team(B, H, step_work, weight_bytes, lanes);
+  run_team(plan, [&](Team& team) {
     team.each_share(pack);
+    if (!team.packed()) {
+      return;
+    }
     for (int64_t index = 0; index < T; ++index) {
       const StepStates<scalar_t> step{order.time(index), h_buffers[index % 2], h_buffers[(index + 1) % 2]};
       const int64_t t = step.t;
       team.each_share([&](const Share& share) {
         const auto units = share.of(H, lanes);
+        const Rows rows = share.rows(B);
         if (!single_step) {
-          recurrent.columns(step.h_prev, Hout, s.hidden_gates, s.ld_gates, B, units.first, units.second, false);
+          recurrent.columns(step.h_prev + rows.begin * Hout, Hout, s.hidden_gates + rows.begin * s.ld_gates,
+                            s.ld_gates, rows.end - rows.begin, units.first, units.second, false);
         }
+        const auto pass = [&](const auto& pointwise) { on_share(share, B, H, lanes, pointwise); };
         switch (layer.cell) {
           case Cell::Lstm:
           case Cell::LstmCoupled:
-            on_share(units, H, [&](int64_t j0, int64_t j1) { lstm_forward_pointwise(s, step, j0, j1); });
+            pass([&](Rows r, int64_t j0, int64_t j1) { lstm_forward_pointwise(s, step, r, j0, j1); });
             break;
           case Cell::Gru:
-            on_share(units, H, [&](int64_t j0, int64_t j1) { gru_forward_pointwise(s, step, j0, j1); });
+            pass([&](Rows r, int64_t j0, int64_t j1) { gru_forward_pointwise(s, step, r, j0, j1); });
             break;
           case Cell::GruResetBefore:
-            on_share(units, H, [&](int64_t j0, int64_t j1) { gru_reset_gates_pointwise(s, step, j0, j1); });
+            pass([&](Rows r, int64_t j0, int64_t j1) { gru_reset_gates_pointwise(s, step, r, j0, j1); });
             break;
           case Cell::RnnTanh:
-            on_share(units, H,
-                     [&](int64_t j0, int64_t j1) { rnn_forward_pointwise<scalar_t, false>(s, step, j0, j1); });
+            pass([&](Rows r, int64_t j0, int64_t j1) { rnn_forward_pointwise<scalar_t, false>(s, step, r, j0, j1); });
             break;
           case Cell::RnnRelu:
-            on_share(units, H, [&](int64_t j0, int64_t j1) { rnn_forward_pointwise<scalar_t, true>(s, step, j0, j1); });
+            pass([&](Rows r, int64_t j0, int64_t j1) { rnn_forward_pointwise<scalar_t, true>(s, step, r, j0, j1); });
             break;
         }
       });
@@ -894,15 +963,21 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> forward_kernel(const Layer& layer, co
           return;
         }
         team.each_share([&](const Share& share) {
+          const Rows rows = share.rows(B);
+          const int64_t M = rows.end - rows.begin;
           if (layer.projection) {
             const auto outs = share.of(Hout, lanes);
-            projection.columns(s.cell_output, H, s.projected, s.ld_projected, B, outs.first, outs.second, false);
-            on_share(outs, Hout, [&](int64_t j0, int64_t j1) { projection_forward_pointwise(s, step, j0, j1); });
+            projection.columns(s.cell_output + rows.begin * H, H, s.projected + rows.begin * s.ld_projected,
+                               s.ld_projected, M, outs.first, outs.second, false);
+            on_share(share, B, Hout, lanes,
+                     [&](Rows r, int64_t j0, int64_t j1) { projection_forward_pointwise(s, step, r, j0, j1); });
           } else {
             const auto units = share.of(H, lanes);
-            reset_product.columns(s.row(s.workspace, t, 0, W) + 3 * H, W, s.reset_hidden, s.ld_reset, B, units.first,
-                                  units.second, false);
-            on_share(units, H, [&](int64_t j0, int64_t j1) { gru_reset_before_pointwise(s, step, j0, j1); });
+            reset_product.columns(s.row(s.workspace, t, rows.begin, W) + 3 * H, W,
+                                  s.reset_hidden + rows.begin * s.ld_reset, s.ld_reset, M, units.first, units.second,
+                                  false);
+            on_share(share, B, H, lanes,
+                     [&](Rows r, int64_t j0, int64_t j1) { gru_reset_before_pointwise(s, step, r, j0, j1); });
           }
         });
       }
@@ -956,14 +1031,14 @@ struct BackwardState {
 };
 
 template <typename scalar_t, bool kPeephole, bool kCoupled, bool kProjection>
-void lstm_backward_pointwise(const BackwardState<scalar_t>& s, int64_t t, int64_t j_begin, int64_t j_end) {
+void lstm_backward_pointwise(const BackwardState<scalar_t>& s, int64_t t, Rows rows, int64_t j_begin, int64_t j_end) {
   const Layer& layer = s.layer;
   const int64_t H = layer.hidden, GH = layer.gate_rows(), Hout = layer.out_size;
   const int64_t f_at = kCoupled ? 0 : H, g_at = kCoupled ? H : 2 * H, o_at = kCoupled ? 2 * H : 3 * H;
   const scalar_t* peep_i = kPeephole ? s.in.w_peep : nullptr;
   const scalar_t* peep_f = kPeephole ? s.in.w_peep + (kCoupled ? 0 : H) : nullptr;
   const scalar_t* peep_o = kPeephole ? s.in.w_peep + (kCoupled ? H : 2 * H) : nullptr;
-  for (int64_t b = 0; b < layer.batch; ++b) {
+  for (int64_t b = rows.begin; b < rows.end; ++b) {
     scalar_t* cell_out = kProjection ? s.cell_out + s.offset(t, b, H) : nullptr;
     if (!s.active(t, b)) {
       s.no_gate_gradients(t, b, j_begin, j_end);
@@ -1019,19 +1094,19 @@ void lstm_backward_pointwise(const BackwardState<scalar_t>& s, int64_t t, int64_
 }
 
 template <typename scalar_t>
-void lstm_backward_pointwise(const BackwardState<scalar_t>& s, int64_t t, int64_t j_begin, int64_t j_end) {
+void lstm_backward_pointwise(const BackwardState<scalar_t>& s, int64_t t, Rows rows, int64_t j_begin, int64_t j_end) {
   with_lstm_variant(s.layer, [&](auto peephole, auto coupled, auto projection) {
     lstm_backward_pointwise<scalar_t, decltype(peephole)::value, decltype(coupled)::value,
-                            decltype(projection)::value>(s, t, j_begin, j_end);
+                            decltype(projection)::value>(s, t, rows, j_begin, j_end);
   });
 }
 
 // Gradient of this step's projected h (kept for grad_w_hr); the state gradient restarts
 // from zero, to be filled by the recurrent product.
 template <typename scalar_t>
-void projection_backward_pointwise(const BackwardState<scalar_t>& s, int64_t t, int64_t j_begin, int64_t j_end) {
+void projection_backward_pointwise(const BackwardState<scalar_t>& s, int64_t t, Rows rows, int64_t j_begin, int64_t j_end) {
   const int64_t P = s.layer.out_size;
-  for (int64_t b = 0; b < s.layer.batch; ++b) {
+  for (int64_t b = rows.begin; b < rows.end; ++b) {
     scalar_t* grad_h_out = s.grad_h_out + s.offset(t, b, P);
     if (!s.active(t, b)) {
       zero(grad_h_out + j_begin, j_end - j_begin);
@@ -1048,10 +1123,10 @@ void projection_backward_pointwise(const BackwardState<scalar_t>& s, int64_t t, 
 }
 
 template <typename scalar_t>
-void gru_backward_pointwise(const BackwardState<scalar_t>& s, int64_t t, int64_t j_begin, int64_t j_end) {
+void gru_backward_pointwise(const BackwardState<scalar_t>& s, int64_t t, Rows rows, int64_t j_begin, int64_t j_end) {
   const Layer& layer = s.layer;
   const int64_t H = layer.hidden, GH = layer.gate_rows();
-  for (int64_t b = 0; b < layer.batch; ++b) {
+  for (int64_t b = rows.begin; b < rows.end; ++b) {
     scalar_t* grad_x_n = s.grad_x_n + s.offset(t, b, H);
     if (!s.active(t, b)) {
       s.no_gate_gradients(t, b, j_begin, j_end);
@@ -1079,10 +1154,10 @@ void gru_backward_pointwise(const BackwardState<scalar_t>& s, int64_t t, int64_t
 
 // The reset-before GRU's first pass: z and n, and h's direct share (z * dh).
 template <typename scalar_t>
-void gru_update_backward_pointwise(const BackwardState<scalar_t>& s, int64_t t, int64_t j_begin, int64_t j_end) {
+void gru_update_backward_pointwise(const BackwardState<scalar_t>& s, int64_t t, Rows rows, int64_t j_begin, int64_t j_end) {
   const Layer& layer = s.layer;
   const int64_t H = layer.hidden, GH = layer.gate_rows();
-  for (int64_t b = 0; b < layer.batch; ++b) {
+  for (int64_t b = rows.begin; b < rows.end; ++b) {
     if (!s.active(t, b)) {
       s.no_gate_gradients(t, b, j_begin, j_end);
       continue;
@@ -1105,10 +1180,10 @@ void gru_update_backward_pointwise(const BackwardState<scalar_t>& s, int64_t t, 
 
 // The reset-before GRU's second pass, after the gradient of r * h came through W_hn.
 template <typename scalar_t>
-void gru_reset_backward_pointwise(const BackwardState<scalar_t>& s, int64_t t, int64_t j_begin, int64_t j_end) {
+void gru_reset_backward_pointwise(const BackwardState<scalar_t>& s, int64_t t, Rows rows, int64_t j_begin, int64_t j_end) {
   const Layer& layer = s.layer;
   const int64_t GH = layer.gate_rows();
-  for (int64_t b = 0; b < layer.batch; ++b) {
+  for (int64_t b = rows.begin; b < rows.end; ++b) {
     if (!s.active(t, b)) {
       continue;
     }
@@ -1127,10 +1202,10 @@ void gru_reset_backward_pointwise(const BackwardState<scalar_t>& s, int64_t t, i
 }
 
 template <typename scalar_t, bool kRelu>
-void rnn_backward_pointwise(const BackwardState<scalar_t>& s, int64_t t, int64_t j_begin, int64_t j_end) {
+void rnn_backward_pointwise(const BackwardState<scalar_t>& s, int64_t t, Rows rows, int64_t j_begin, int64_t j_end) {
   const Layer& layer = s.layer;
   const int64_t H = layer.hidden;
-  for (int64_t b = 0; b < layer.batch; ++b) {
+  for (int64_t b = rows.begin; b < rows.end; ++b) {
     if (!s.active(t, b)) {
       s.no_gate_gradients(t, b, j_begin, j_end);
       continue;
@@ -1252,9 +1327,9 @@ RecurrentGrads backward_kernel(const Layer& layer, const Tensor& grad_output, co
                                   grad_cell.stride(0),
                                   TimeOrder{T, layer.reverse}};
 
-  // Each thread packs the weight columns of its own share, into its own caches.
+  // Each thread packs a slice of the weight columns, into its own caches.
   const auto pack = [&](const Share& share) {
-    const auto units = share.of(H, lanes), outs = share.of(Hout, lanes);
+    const auto units = share.packs(H, lanes), outs = share.packs(Hout, lanes);
     if (!single_step) {
       recurrent.pack(outs.first, outs.second);
     }
@@ -1268,18 +1343,24 @@ RecurrentGrads backward_kernel(const Layer& layer, const Tensor& grad_output, co
   // The projection's product and the reset-before GRU's n product read the first pass of
   // every share.
   const bool first_pass = layer.projection || layer.cell == Cell::GruResetBefore;
-  run_team(single_step ? 1 : team_size(step_work, H, lanes), [&](Team& team) {
+  const int64_t weight_bytes =
+      (recurrent.width() * step_rows + projection.width() * Hout + reset_product.width() * H) * int64_t{sizeof(scalar_t)};
+  const TeamPlan plan = single_step ? TeamPlan{1, Split::Columns} : plan_team(B, H, step_work, weight_bytes, lanes);
+  run_team(plan, [&](Team& team) {
     team.each_share(pack);
+    if (!team.packed()) {
+      return;
+    }
     for (int64_t index = T - 1; index >= 0; --index) {
       const int64_t t = s.order.time(index);
       if (first_pass) {
         team.each_share([&](const Share& share) {
           if (layer.projection) {
-            on_share(share.of(Hout, lanes), Hout,
-                     [&](int64_t j0, int64_t j1) { projection_backward_pointwise(s, t, j0, j1); });
+            on_share(share, B, Hout, lanes,
+                     [&](Rows rows, int64_t j0, int64_t j1) { projection_backward_pointwise(s, t, rows, j0, j1); });
           } else {
-            on_share(share.of(H, lanes), H,
-                     [&](int64_t j0, int64_t j1) { gru_update_backward_pointwise(s, t, j0, j1); });
+            on_share(share, B, H, lanes,
+                     [&](Rows rows, int64_t j0, int64_t j1) { gru_update_backward_pointwise(s, t, rows, j0, j1); });
           }
         });
         if (!team.sync()) {
@@ -1288,28 +1369,31 @@ RecurrentGrads backward_kernel(const Layer& layer, const Tensor& grad_output, co
       }
       team.each_share([&](const Share& share) {
         const auto units = share.of(H, lanes);
+        const Rows rows = share.rows(B);
+        const int64_t M = rows.end - rows.begin;
+        const auto pass = [&](const auto& pointwise) { on_share(share, B, H, lanes, pointwise); };
         switch (layer.cell) {
           case Cell::Lstm:
           case Cell::LstmCoupled:
             if (layer.projection) {
-              projection.columns(s.grad_h_out + s.offset(t, 0, Hout), Hout, s.grad_cell, s.ld_cell, B, units.first,
-                                 units.second, false);
+              projection.columns(s.grad_h_out + s.offset(t, rows.begin, Hout), Hout,
+                                 s.grad_cell + rows.begin * s.ld_cell, s.ld_cell, M, units.first, units.second, false);
             }
-            on_share(units, H, [&](int64_t j0, int64_t j1) { lstm_backward_pointwise(s, t, j0, j1); });
+            pass([&](Rows r, int64_t j0, int64_t j1) { lstm_backward_pointwise(s, t, r, j0, j1); });
             break;
           case Cell::Gru:
-            on_share(units, H, [&](int64_t j0, int64_t j1) { gru_backward_pointwise(s, t, j0, j1); });
+            pass([&](Rows r, int64_t j0, int64_t j1) { gru_backward_pointwise(s, t, r, j0, j1); });
             break;
           case Cell::GruResetBefore:
-            reset_product.columns(s.grad_gates + s.offset(t, 0, GH) + 2 * H, GH, s.grad_cell, s.ld_cell, B,
-                                  units.first, units.second, false);
-            on_share(units, H, [&](int64_t j0, int64_t j1) { gru_reset_backward_pointwise(s, t, j0, j1); });
+            reset_product.columns(s.grad_gates + s.offset(t, rows.begin, GH) + 2 * H, GH,
+                                  s.grad_cell + rows.begin * s.ld_cell, s.ld_cell, M, units.first, units.second, false);
+            pass([&](Rows r, int64_t j0, int64_t j1) { gru_reset_backward_pointwise(s, t, r, j0, j1); });
             break;
           case Cell::RnnTanh:
-            on_share(units, H, [&](int64_t j0, int64_t j1) { rnn_backward_pointwise<scalar_t, false>(s, t, j0, j1); });
+            pass([&](Rows r, int64_t j0, int64_t j1) { rnn_backward_pointwise<scalar_t, false>(s, t, r, j0, j1); });
             break;
           case Cell::RnnRelu:
-            on_share(units, H, [&](int64_t j0, int64_t j1) { rnn_backward_pointwise<scalar_t, true>(s, t, j0, j1); });
+            pass([&](Rows r, int64_t j0, int64_t j1) { rnn_backward_pointwise<scalar_t, true>(s, t, r, j0, j1); });
             break;
         }
       });
@@ -1319,8 +1403,9 @@ RecurrentGrads backward_kernel(const Layer& layer, const Tensor& grad_output, co
       if (!single_step) {
         team.each_share([&](const Share& share) {
           const auto outs = share.of(Hout, lanes);
-          recurrent.columns(s.grad_gates + s.offset(t, 0, GH), GH, s.grad_h, s.ld_h, B, outs.first, outs.second,
-                            true);
+          const Rows rows = share.rows(B);
+          recurrent.columns(s.grad_gates + s.offset(t, rows.begin, GH), GH, s.grad_h + rows.begin * s.ld_h, s.ld_h,
+                            rows.end - rows.begin, outs.first, outs.second, true);
         });
       }
     }
@@ -1505,6 +1590,20 @@ void register_recurrent(pybind11::module_& module) {
       "team breaks up and one thread goes on alone; 0 breaks every team up at its first barrier. Returns the "
       "previous value.",
       py::arg("microseconds"));
+  module.def(
+      "_set_team_split",
+      [](const std::string& split) {
+        const char* names[] = {"auto", "columns", "rows"};  // in SplitChoice's order
+        const auto named = std::find(std::begin(names), std::end(names), split);
+        TORCH_CHECK_VALUE(named != std::end(names), "_set_team_split: split must be 'auto', 'columns' or 'rows', got '",
+                          split, "'");
+        const auto before = split_choice.exchange(static_cast<SplitChoice>(named - std::begin(names)));
+        return std::string(names[static_cast<int>(before)]);
+      },
+      "For tests: how a time loop's team shares its steps where either would do: 'columns' (hidden units, a "
+      "barrier per step), 'rows' (sequences, no barrier) or 'auto' (rows where the weight fits a core's cache). "
+      "Returns the previous choice.",
+      py::arg("split"));
   module.def(
       "_team_breakups", [] { return team_breakups.load(); },
       "For tests: how many time loops have gone on with one thread after their team broke up.");

@@ -107,41 +107,48 @@ inline void tile(int64_t K, const scalar_t* a, int64_t lda, const scalar_t* b, i
   }
 }
 
-// Rows [0, M) of one column panel of kVectors strips: 6 rows per tile (2 for the widest
-// panels), at most 24 sums in registers.
+// Rows [0, M) of one column panel of kVectors strips, in tiles of at most 6 rows (2 for the
+// widest panels: at most 24 sums in registers) and of even heights: 8 rows as 4 + 4 rather
+// than 6 + 2, whose short tile has too few independent sums to hide the latency of its
+// multiply-adds. Every row sums its k in the same order whatever its tile, except a lone
+// row, which splits its sums because it reuses each loaded vector of b only once.
 template <typename scalar_t, int kVectors>
 inline void panel(int64_t M, int64_t K, const scalar_t* a, int64_t lda, const scalar_t* b, int64_t strip,
                   scalar_t* c, int64_t ldc, bool accumulate) {
-  constexpr int kRows = kVectors > 4 ? 2 : 6;
-  // A lone row reuses each loaded vector of b once, so it splits its sums.
+  constexpr int64_t kMaxRows = kVectors > 4 ? 2 : 6;
   constexpr int kSplit = kVectors <= 4 ? 2 : 1;
-  int64_t m = 0;
-  for (; m + kRows <= M; m += kRows) {
-    tile<scalar_t, kRows, kVectors, 1>(K, a + m * lda, lda, b, strip, c + m * ldc, ldc, accumulate);
-  }
-  a += m * lda;
-  c += m * ldc;
-  const int64_t rest = M - m;
-  if constexpr (kRows == 6) {
-    switch (rest) {
-      case 5:
-        tile<scalar_t, 5, kVectors, 1>(K, a, lda, b, strip, c, ldc, accumulate);
-        return;
-      case 4:
-        tile<scalar_t, 4, kVectors, 1>(K, a, lda, b, strip, c, ldc, accumulate);
-        return;
-      case 3:
-        tile<scalar_t, 3, kVectors, 1>(K, a, lda, b, strip, c, ldc, accumulate);
-        return;
+  const int64_t tiles = (M + kMaxRows - 1) / kMaxRows;
+  for (int64_t index = 0, m = 0; index < tiles; ++index) {
+    const int64_t rows = M / tiles + (index < M % tiles ? 1 : 0);
+    const scalar_t* a_m = a + m * lda;
+    scalar_t* c_m = c + m * ldc;
+    switch (rows) {
+      case 1:
+        tile<scalar_t, 1, kVectors, kSplit>(K, a_m, lda, b, strip, c_m, ldc, accumulate);
+        break;
       case 2:
-        tile<scalar_t, 2, kVectors, 1>(K, a, lda, b, strip, c, ldc, accumulate);
-        return;
+        tile<scalar_t, 2, kVectors, 1>(K, a_m, lda, b, strip, c_m, ldc, accumulate);
+        break;
       default:
+        if constexpr (kMaxRows == 6) {
+          switch (rows) {
+            case 3:
+              tile<scalar_t, 3, kVectors, 1>(K, a_m, lda, b, strip, c_m, ldc, accumulate);
+              break;
+            case 4:
+              tile<scalar_t, 4, kVectors, 1>(K, a_m, lda, b, strip, c_m, ldc, accumulate);
+              break;
+            case 5:
+              tile<scalar_t, 5, kVectors, 1>(K, a_m, lda, b, strip, c_m, ldc, accumulate);
+              break;
+            default:
+              tile<scalar_t, 6, kVectors, 1>(K, a_m, lda, b, strip, c_m, ldc, accumulate);
+              break;
+          }
+        }
         break;
     }
-  }
-  if (rest == 1) {
-    tile<scalar_t, 1, kVectors, kSplit>(K, a, lda, b, strip, c, ldc, accumulate);
+    m += rows;
   }
 }
 

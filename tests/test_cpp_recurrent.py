@@ -122,12 +122,23 @@ def threads():
     torch.set_num_threads(before)
 
 
+@pytest.fixture(params=["columns", "rows"])
+def team_split(request):
+    """Each way a team can share the steps of a time loop (csrc/recurrent.cpp, Split), forced
+    for one test where the step is big enough for either; the automatic choice after."""
+    before = _C._set_team_split(request.param)
+    assert before == "auto"
+    yield request.param
+    _C._set_team_split(before)
+
+
 @pytest.mark.parametrize("count", [1, 3])
 @pytest.mark.parametrize("variant", ["lstm_proj_peephole", "gru_reset_before", "rnn_relu"])
-def test_thread_teams_match_reference(variant, count, threads):
+def test_thread_teams_match_reference(variant, count, threads, team_split):
     """Big enough for the threads to share each step (B * Hout * G * H >= kTeamProduct in
-    csrc/recurrent.cpp; by hidden units: 37 of them in float64's 8-wide vectors make three
-    uneven shares), on one thread and on three."""
+    csrc/recurrent.cpp), on one thread and on three: by hidden units, 37 of them in float64's
+    8-wide vectors make three uneven shares; by rows, 400 sequences of uneven lengths make
+    three shares of 133 or 134."""
     threads(count)
     layer = Layer(variant, steps=4, batch=400, input_size=5, hidden=37, proj=21, lengths=[4, 0, 2, 3] * 100,
                   reverse=True)
@@ -150,9 +161,10 @@ BREAKUP_CASES = [("lstm_proj", 17, 131), ("gru_reset_before", 17, 131), ("rnn_ta
 
 
 @pytest.mark.parametrize("variant,batch,hidden", BREAKUP_CASES, ids=lambda v: str(v))
-def test_team_breakup_gives_the_same_bits(variant, batch, hidden, threads, request):
+def test_team_breakup_gives_the_same_bits(variant, batch, hidden, threads, team_split, request):
     """A team whose thread waits too long at a barrier (descheduled on a busy machine) goes
-    on with one thread; the numbers must not change by a bit."""
+    on with one thread; the numbers must not change by a bit. (A team sharing rows meets
+    once, when the weight is packed.)"""
     threads(2)
     layer = Layer(variant, steps=6, batch=batch, input_size=9, hidden=hidden, proj=97,
                   lengths=[6, 3, 0, 5] * (batch // 4) + [6] * (batch % 4), reverse=True, dtype=torch.float32)
@@ -166,7 +178,8 @@ def test_team_breakup_gives_the_same_bits(variant, batch, hidden, threads, reque
 
 
 @pytest.mark.parametrize("variant,batch,hidden", BREAKUP_CASES[:2], ids=lambda v: str(v))
-def test_team_breakups_at_any_barrier_give_the_same_bits(variant, batch, hidden, threads, impatient_teams):
+def test_team_breakups_at_any_barrier_give_the_same_bits(variant, batch, hidden, threads, team_split,
+                                                         impatient_teams):
     """With a patience of about a step, teams break up at whichever barrier a thread happens
     to wait at, or not at all: every run must end (no thread left waiting at a barrier the
     others have left) with the same bits."""
@@ -184,6 +197,12 @@ def test_team_breakups_at_any_barrier_give_the_same_bits(variant, batch, hidden,
 def test_team_patience_must_not_be_negative():
     with pytest.raises(ValueError, match="microseconds must be >= 0, got -1"):
         _C._set_team_patience(-1)
+
+
+def test_team_split_must_be_known():
+    with pytest.raises(ValueError, match="split must be 'auto', 'columns' or 'rows', got 'diagonal'"):
+        _C._set_team_split("diagonal")
+    assert _C._set_team_split("auto") == "auto"
 
 
 @pytest.mark.parametrize("variant", ["lstm", "lstm_proj_peephole", "lstm_coupled", "gru", "gru_reset_before",
