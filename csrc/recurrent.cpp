@@ -17,12 +17,14 @@
 // GEMMs over all steps after the loop.
 //
 // The per-step products run on the packed register-blocked kernel of recurrent_gemm.h.
-// When a step has enough work, the threads share every step as a team: each owns a slice
-// of the hidden units (of every gate) through both the product and the pointwise pass,
-// and they meet at one barrier per step (two where a second product follows a pass). A
-// thread that waits too long at a barrier (another was descheduled on a busy machine)
-// breaks the team up, and thread 0 runs the rest of the loop alone, with the same numbers.
-// All loops work on raw pointers and allocate nothing.
+// When a step has enough work, the threads share the time loop as a team (see Split). Where
+// the step weight fits a core's L2 cache and there are sequences enough, each thread owns a
+// slice of the batch and runs its steps without ever waiting for the others. Otherwise each
+// owns a slice of the hidden units (of every gate) through both the product and the
+// pointwise pass, and they meet at one barrier per step (two where a second product
+// follows a pass). A thread that waits too long at a barrier (another was descheduled on a
+// busy machine) breaks the team up, and thread 0 runs the rest of the loop alone, with the
+// same numbers. All loops work on raw pointers and allocate nothing.
 #include <ATen/Parallel.h>
 #include <omp.h>
 
