@@ -2,9 +2,10 @@
 from . import ops
 from . import functional
 from . import nn
-from ._backend import BackendUnavailableError, backend_for
+from ._backend import BackendUnavailableError, backend_for, release_cpu_buffers
 from .convert import convert
 
 __version__ = "0.1.0"
 
-__all__ = ["convert", "functional", "nn", "ops", "BackendUnavailableError", "backend_for", "__version__"]
+__all__ = ["convert", "functional", "nn", "ops", "BackendUnavailableError", "backend_for", "release_cpu_buffers",
+           "__version__"]
