@@ -1467,16 +1467,20 @@ RecurrentGrads backward_kernel(const Layer& layer, const Tensor& grad_output, co
                  false);
     }
 
-    if (b_ih) {
-      grad_b_ih = at::empty({GH}, options);
-      column_sums(s.grad_gates, T * B, shared_rows, GH, grad_b_ih.data_ptr<scalar_t>());
-      if (layer.cell == Cell::Gru) {
-        column_sums(s.grad_x_n, T * B, H, H, grad_b_ih.data_ptr<scalar_t>() + 2 * H);
+    if (b_ih || b_hh) {
+      // Both biases sit beside the same pre-activations, so their gradients are the same
+      // sums, summed once; only the reset-after GRU's b_in sees the input side's n block.
+      Tensor sums = at::empty({GH}, options);
+      column_sums(s.grad_gates, T * B, GH, GH, sums.data_ptr<scalar_t>());
+      if (b_ih) {
+        grad_b_ih = b_hh ? sums.clone() : sums;
+        if (layer.cell == Cell::Gru) {
+          column_sums(s.grad_x_n, T * B, H, H, grad_b_ih.data_ptr<scalar_t>() + 2 * H);
+        }
       }
-    }
-    if (b_hh) {
-      grad_b_hh = at::empty({GH}, options);
-      column_sums(s.grad_gates, T * B, GH, GH, grad_b_hh.data_ptr<scalar_t>());
+      if (b_hh) {
+        grad_b_hh = sums;
+      }
     }
     if (w_hr) {
       grad_w_hr = at::empty({Hout, H}, options);
