@@ -7,5 +7,4 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, module) {
   seqkern::register_recurrent(module);
   seqkern::register_recurrent_override(module);
   seqkern::register_pooling(module);
-  seqkern::register_memory(module);
 }

@@ -38,5 +38,4 @@ RecurrentGrads recurrent_layer_backward(const at::Tensor& grad_output, const at:
 void register_recurrent(pybind11::module_& module);
 void register_recurrent_override(pybind11::module_& module);
 void register_pooling(pybind11::module_& module);
-void register_memory(pybind11::module_& module);
 }  // namespace seqkern

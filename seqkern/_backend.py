@@ -38,13 +38,6 @@ def load_cpp():
         ) from error
 
 
-def release_cpu_buffers() -> int:
-    """Frees the large CPU buffers that seqkern's C++ kernels keep for reuse after the tensors
-    that used them died (at most 256 MiB; see csrc/memory.cpp), and returns the bytes freed:
-    for a process that is done with recurrent layers or pooling, as ``torch.cuda.empty_cache``."""
-    return load_cpp().release_large_buffers()
-
-
 def _load_triton(family: str):
     try:
         importlib.import_module("triton")
