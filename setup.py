@@ -16,7 +16,7 @@ cmdclass = {}
 if sources:
     from torch.utils.cpp_extension import BuildExtension, CppExtension
 
-    cxx_flags = ["-O3", "-fopenmp", "-std=c++17", "-fno-math-errno"]
+    cxx_flags = ["-O3", "-fopenmp", "-std=c++17", "-fno-math-errno", "-fno-trapping-math"]
     if os.environ.get("SEQKERN_PORTABLE", "0") != "1":
         cxx_flags.append("-march=native")
     ext_modules.append(

@@ -850,7 +850,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> forward_kernel(const Layer& layer, co
   const int64_t GH = layer.gate_rows(), Hout = layer.out_size, W = layer.width;
   const int64_t lanes = gemm::Vector<scalar_t>::lanes;
   const auto options = input.options();
-  const Tensor x = input.contiguous(), w_hh_c = w_hh.contiguous();
+  // Contiguous weights too: BLAS takes other paths (other roundings) for other layouts.
+  const Tensor x = input.contiguous(), w_ih_c = w_ih.contiguous(), w_hh_c = w_hh.contiguous();
   const Tensor w_peep_c = w_peep ? w_peep->contiguous() : Tensor();
   Tensor output = empty_large({T, B, Hout}, options);
   Tensor workspace = empty_large({T, B, W}, options);
@@ -899,7 +900,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> forward_kernel(const Layer& layer, co
 
   // Input projection of every step, into the gate columns of the workspace.
   Tensor gate_columns = workspace.view({T * B, W}).narrow(1, 0, GH);
-  gemm::blas(x.view({T * B, I}), w_ih.t(), gate_columns, false);
+  gemm::blas(x.view({T * B, I}), w_ih_c.t(), gate_columns, false);
 
   scalar_t* h_buffers[2] = {(T % 2 == 0 ? h_n : h_other).data_ptr<scalar_t>(),
                             (T % 2 == 0 ? h_other : h_n).data_ptr<scalar_t>()};
@@ -1278,7 +1279,7 @@ RecurrentGrads backward_kernel(const Layer& layer, const Tensor& grad_output, co
   const int64_t GH = layer.gate_rows(), Hout = layer.out_size, W = layer.width;
   const int64_t lanes = gemm::Vector<scalar_t>::lanes;
   const auto options = input.options();
-  const Tensor x = input.contiguous(), h0_c = h0.contiguous(), w_hh_c = w_hh.contiguous();
+  const Tensor x = input.contiguous(), h0_c = h0.contiguous(), w_ih_c = w_ih.contiguous(), w_hh_c = w_hh.contiguous();
   const Tensor c0_c = c0 ? c0->contiguous() : Tensor();
   const Tensor w_peep_c = w_peep ? w_peep->contiguous() : Tensor();
   const Tensor grad_out_c = grad_output.contiguous(), output_c = output.contiguous();
@@ -1426,9 +1427,9 @@ RecurrentGrads backward_kernel(const Layer& layer, const Tensor& grad_output, co
   if (need_input_grad) {
     grad_input = empty_large({T, B, I}, options);
     Tensor dx = grad_input.view({T * B, I});
-    gemm::blas(grad_gates_flat.narrow(1, 0, shared_rows), w_ih.narrow(0, 0, shared_rows), dx, false);
+    gemm::blas(grad_gates_flat.narrow(1, 0, shared_rows), w_ih_c.narrow(0, 0, shared_rows), dx, false);
     if (layer.cell == Cell::Gru) {
-      gemm::blas(grad_x_n_flat, w_ih.narrow(0, 2 * H, H), dx, true);
+      gemm::blas(grad_x_n_flat, w_ih_c.narrow(0, 2 * H, H), dx, true);
     }
   }
   Tensor grad_w_ih = none(), grad_w_hh = none(), grad_b_ih = none(), grad_b_hh = none();

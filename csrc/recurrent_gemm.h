@@ -16,7 +16,7 @@
 
 #include <algorithm>
 #include <cstdint>
-#include <cstring>
+#include <type_traits>
 
 namespace seqkern::gemm {
 
@@ -36,16 +36,47 @@ inline void blas(const Tensor& a, const Tensor& b, Tensor& c, bool accumulate) {
 
 #if defined(__AVX512F__)
 constexpr int kVectorBytes = 64;
+constexpr int kVectorRegisters = 32;
 #elif defined(__AVX__)
 constexpr int kVectorBytes = 32;
+constexpr int kVectorRegisters = 16;
 #else
 constexpr int kVectorBytes = 16;
+constexpr int kVectorRegisters = 16;
 #endif
+
+// Column panels of c, in vectors. A tile's sums, the vectors of b it loads per k and a
+// broadcast of a must all fit the vector registers, or the compiler spills sums to the
+// stack in the innermost loop (a 6-by-4 tile of 24 sums runs at half speed with AVX2's 16
+// registers). Narrow panels take tiles of up to 6 rows; wide ones (for 1 or 2 rows of a)
+// tiles of 2.
+constexpr int kNarrowPanel = kVectorRegisters / 8;
+constexpr int kWidePanel = kVectorRegisters / 4;
+
+// Calls body(std::integral_constant<int, value>) for value in [kFirst, kLast], so that a
+// run-time size picks a kernel compiled for it.
+template <int kFirst, int kLast, typename Body>
+inline void with_constant(int64_t value, const Body& body) {
+  if constexpr (kFirst <= kLast) {
+    if (value == kFirst) {
+      body(std::integral_constant<int, kFirst>{});
+    } else {
+      with_constant<kFirst + 1, kLast>(value, body);
+    }
+  }
+}
 
 template <typename scalar_t>
 struct Vector {
   typedef scalar_t type __attribute__((vector_size(kVectorBytes)));
   static constexpr int64_t lanes = kVectorBytes / sizeof(scalar_t);
+
+  // Loads and stores at any scalar alignment, one instruction each. (A std::memcpy of a
+  // vector array can become a copy through the stack in 16-byte pieces, whose wider reload
+  // then stalls on store forwarding: that made the AVX2 step product several times slower.)
+  typedef scalar_t unaligned __attribute__((vector_size(kVectorBytes), aligned(alignof(scalar_t)), may_alias));
+  static type load(const scalar_t* from) { return *reinterpret_cast<const unaligned*>(from); }
+  static void store(scalar_t* to, type value) { *reinterpret_cast<unaligned*>(to) = value; }
 };
 
 template <typename scalar_t>
@@ -73,7 +104,7 @@ inline void tile(int64_t K, const scalar_t* a, int64_t lda, const scalar_t* b, i
   auto step = [&](int s, int64_t k) {
     vector row[kVectors];
     for (int q = 0; q < kVectors; ++q) {
-      std::memcpy(&row[q], b + q * strip + k * lanes, sizeof(vector));
+      row[q] = Vector<scalar_t>::load(b + q * strip + k * lanes);
     }
     for (int r = 0; r < kRows; ++r) {
       const scalar_t scale = a[r * lda + k];
@@ -98,56 +129,32 @@ inline void tile(int64_t K, const scalar_t* a, int64_t lda, const scalar_t* b, i
         total += sum[s][r][q];
       }
       if (accumulate) {
-        vector old;
-        std::memcpy(&old, c + r * ldc + q * lanes, sizeof(vector));
-        total += old;
+        total += Vector<scalar_t>::load(c + r * ldc + q * lanes);
       }
-      std::memcpy(c + r * ldc + q * lanes, &total, sizeof(vector));
+      Vector<scalar_t>::store(c + r * ldc + q * lanes, total);
     }
   }
 }
 
-// Rows [0, M) of one column panel of kVectors strips, in tiles of at most 6 rows (2 for the
-// widest panels: at most 24 sums in registers) and of even heights: 8 rows as 4 + 4 rather
-// than 6 + 2, whose short tile has too few independent sums to hide the latency of its
-// multiply-adds. Every row sums its k in the same order whatever its tile, except a lone
-// row, which splits its sums because it reuses each loaded vector of b only once.
+// Rows [0, M) of one column panel of kVectors strips, in tiles of at most 6 rows (2 for
+// wide panels) and of even heights: 8 rows as 4 + 4 rather than 6 + 2, whose short tile has
+// too few independent sums to hide the latency of its multiply-adds. Every row sums its k
+// in the same order whatever its tile, except a lone row of a narrow panel, which splits
+// its sums because it reuses each loaded vector of b only once.
 template <typename scalar_t, int kVectors>
 inline void panel(int64_t M, int64_t K, const scalar_t* a, int64_t lda, const scalar_t* b, int64_t strip,
                   scalar_t* c, int64_t ldc, bool accumulate) {
-  constexpr int64_t kMaxRows = kVectors > 4 ? 2 : 6;
-  constexpr int kSplit = kVectors <= 4 ? 2 : 1;
+  constexpr int kMaxRows = kVectors > kNarrowPanel ? 2 : 6;
+  constexpr int kLoneRowSplit = kVectors <= kNarrowPanel ? 2 : 1;
   const int64_t tiles = (M + kMaxRows - 1) / kMaxRows;
   for (int64_t index = 0, m = 0; index < tiles; ++index) {
     const int64_t rows = M / tiles + (index < M % tiles ? 1 : 0);
     const scalar_t* a_m = a + m * lda;
     scalar_t* c_m = c + m * ldc;
-    switch (rows) {
-      case 1:
-        tile<scalar_t, 1, kVectors, kSplit>(K, a_m, lda, b, strip, c_m, ldc, accumulate);
-        break;
-      case 2:
-        tile<scalar_t, 2, kVectors, 1>(K, a_m, lda, b, strip, c_m, ldc, accumulate);
-        break;
-      default:
-        if constexpr (kMaxRows == 6) {
-          switch (rows) {
-            case 3:
-              tile<scalar_t, 3, kVectors, 1>(K, a_m, lda, b, strip, c_m, ldc, accumulate);
-              break;
-            case 4:
-              tile<scalar_t, 4, kVectors, 1>(K, a_m, lda, b, strip, c_m, ldc, accumulate);
-              break;
-            case 5:
-              tile<scalar_t, 5, kVectors, 1>(K, a_m, lda, b, strip, c_m, ldc, accumulate);
-              break;
-            default:
-              tile<scalar_t, 6, kVectors, 1>(K, a_m, lda, b, strip, c_m, ldc, accumulate);
-              break;
-          }
-        }
-        break;
-    }
+    with_constant<1, kMaxRows>(rows, [&](auto height) {
+      constexpr int kRows = decltype(height)::value;
+      tile<scalar_t, kRows, kVectors, kRows == 1 ? kLoneRowSplit : 1>(K, a_m, lda, b, strip, c_m, ldc, accumulate);
+    });
     m += rows;
   }
 }
@@ -161,10 +168,10 @@ void strip_product(int64_t M, int64_t K, int64_t N, const scalar_t* a, int64_t l
            scalar_t* c, int64_t ldc, bool accumulate) {
   constexpr int64_t lanes = Vector<scalar_t>::lanes;
   constexpr int64_t k_block = 32 * 1024 / (4 * lanes * static_cast<int64_t>(sizeof(scalar_t)));
-  const int64_t widest = M <= 2 ? 8 : 4;
+  const int64_t widest = M <= 2 ? kWidePanel : kNarrowPanel;
   for (int64_t n = 0; n < N;) {
     const int64_t left = (N - n) / lanes;
-    const int64_t vectors = left >= widest ? widest : std::min<int64_t>(left, 4);
+    const int64_t vectors = left >= widest ? widest : std::min<int64_t>(left, kNarrowPanel);
     const scalar_t* b_panel = b + (n / lanes) * strip;
     int64_t k = 0;
     do {
@@ -172,22 +179,13 @@ void strip_product(int64_t M, int64_t K, int64_t N, const scalar_t* a, int64_t l
       const bool add = accumulate || k > 0;
       const scalar_t* a_k = a + k;
       const scalar_t* b_k = b_panel + k * lanes;
-      switch (vectors) {
-        case 8:
-          panel<scalar_t, 8>(M, depth, a_k, lda, b_k, strip, c + n, ldc, add);
-          break;
-        case 4:
-          panel<scalar_t, 4>(M, depth, a_k, lda, b_k, strip, c + n, ldc, add);
-          break;
-        case 3:
-          panel<scalar_t, 3>(M, depth, a_k, lda, b_k, strip, c + n, ldc, add);
-          break;
-        case 2:
-          panel<scalar_t, 2>(M, depth, a_k, lda, b_k, strip, c + n, ldc, add);
-          break;
-        default:
-          panel<scalar_t, 1>(M, depth, a_k, lda, b_k, strip, c + n, ldc, add);
-          break;
+      const auto run = [&](auto width) {
+        panel<scalar_t, decltype(width)::value>(M, depth, a_k, lda, b_k, strip, c + n, ldc, add);
+      };
+      if (vectors == kWidePanel) {
+        run(std::integral_constant<int, kWidePanel>{});
+      } else {
+        with_constant<1, kNarrowPanel>(vectors, run);
       }
       k += k_block;
     } while (k < K);
