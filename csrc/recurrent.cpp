@@ -243,8 +243,8 @@ TeamPlan plan_team(int64_t batch, int64_t hidden, int64_t step_product, int64_t 
     return {static_cast<int>(std::min(threads, batch / kMinRowsPerThread)), Split::Rows};
   }
   if (step_product >= kTeamProduct && choice != SplitChoice::Rows) {
-    const int64_t vectors = (hidden + lanes - 1) / lanes;
-    return {static_cast<int>(std::max<int64_t>(1, std::min(threads, vectors))), Split::Columns};
+    return {static_cast<int>(std::max<int64_t>(1, std::min(threads, gemm::whole_vectors(hidden, lanes)))),
+            Split::Columns};
   }
   return {1, Split::Columns};
 }
@@ -374,17 +374,16 @@ struct Share {
   // The columns [begin, end) of `columns` that this share computes, in whole vectors of
   // `lanes`; the last share ends at the padded width.
   std::pair<int64_t, int64_t> of(int64_t columns, int64_t lanes) const {
-    return split == Split::Columns ? packs(columns, lanes) : std::pair<int64_t, int64_t>{0, padded(columns, lanes)};
+    return split == Split::Columns ? packs(columns, lanes)
+                                   : std::pair<int64_t, int64_t>{0, gemm::whole_vectors(columns, lanes) * lanes};
   }
 
   // The columns of a weight that this share packs: a slice of them whatever the split, so
   // that the threads share the packing.
   std::pair<int64_t, int64_t> packs(int64_t columns, int64_t lanes) const {
-    const int64_t vectors = (columns + lanes - 1) / lanes;
+    const int64_t vectors = gemm::whole_vectors(columns, lanes);
     return {vectors * id / count * lanes, vectors * (id + 1) / count * lanes};
   }
-
-  static int64_t padded(int64_t columns, int64_t lanes) { return (columns + lanes - 1) / lanes * lanes; }
 };
 
 // One thread of the team that runs a time loop. Each phase of a step (the work between two
@@ -923,8 +922,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> forward_kernel(const Layer& layer, co
   if (single_step) {
     recurrent.once(h_other, hidden_gates, false);
   }
-  const int64_t weight_bytes =
-      (recurrent.width() * Hout + projection.width() * H + reset_product.width() * H) * int64_t{sizeof(scalar_t)};
+  const int64_t weight_bytes = recurrent.packed_bytes() + projection.packed_bytes() + reset_product.packed_bytes();
   const TeamPlan plan = single_step ? TeamPlan{1, Split::Columns} : plan_team(B, H, step_work, weight_bytes, lanes);
   run_team(plan, [&](Team& team) {
     team.each_share(pack);
@@ -1346,8 +1344,7 @@ RecurrentGrads backward_kernel(const Layer& layer, const Tensor& grad_output, co
   // The projection's product and the reset-before GRU's n product read the first pass of
   // every share.
   const bool first_pass = layer.projection || layer.cell == Cell::GruResetBefore;
-  const int64_t weight_bytes =
-      (recurrent.width() * step_rows + projection.width() * Hout + reset_product.width() * H) * int64_t{sizeof(scalar_t)};
+  const int64_t weight_bytes = recurrent.packed_bytes() + projection.packed_bytes() + reset_product.packed_bytes();
   const TeamPlan plan = single_step ? TeamPlan{1, Split::Columns} : plan_team(B, H, step_work, weight_bytes, lanes);
   run_team(plan, [&](Team& team) {
     team.each_share(pack);

@@ -79,10 +79,13 @@ struct Vector {
   static void store(scalar_t* to, type value) { *reinterpret_cast<unaligned*>(to) = value; }
 };
 
+// Vectors of `lanes` scalars that hold `columns` columns (the last one padded).
+inline int64_t whole_vectors(int64_t columns, int64_t lanes) { return (columns + lanes - 1) / lanes; }
+
 template <typename scalar_t>
 int64_t padded(int64_t columns) {
   const int64_t lanes = Vector<scalar_t>::lanes;
-  return (columns + lanes - 1) / lanes * lanes;
+  return whole_vectors(columns, lanes) * lanes;
 }
 
 // One tile of c: kRows rows by kVectors vectors, summed over k < K in registers. b is in
@@ -225,6 +228,10 @@ class StepProduct {
 
   int64_t block_ld() const { return block_ld_; }
   int64_t width() const { return blocks_ * block_ld_; }
+  // Bytes of the packed copy of b (whether or not it is packed): what every step streams.
+  int64_t packed_bytes() const {
+    return b_.defined() ? width() * b_.size(0) * static_cast<int64_t>(sizeof(scalar_t)) : 0;
+  }
 
   // Copies columns [begin, end) of every block of b into packed_ (strips, K, L): strip q
   // holds columns [q L, (q + 1) L) of the padded blocks, row after row, zero in each
