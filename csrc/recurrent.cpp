@@ -32,6 +32,7 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <initializer_list>
 #include <mutex>
 #include <sstream>
 #include <string>
@@ -453,6 +454,18 @@ void on_share(const Share& share, int64_t batch, int64_t columns, int64_t lanes,
   const int64_t end = std::min(range.second, columns);
   if (range.first < end) {
     pass(share.rows(batch), range.first, end);
+  }
+}
+
+// A thread packs its share of the columns of every step product that runs packed, into its
+// own caches (with columns, the very columns it will compute).
+template <typename scalar_t>
+void pack_share(const Share& share, std::initializer_list<gemm::StepProduct<scalar_t>*> products) {
+  for (gemm::StepProduct<scalar_t>* product : products) {
+    if (product->packs()) {
+      const auto columns = share.packs(product->block_cols(), gemm::Vector<scalar_t>::lanes);
+      product->pack(columns.first, columns.second);
+    }
   }
 }
 
@@ -904,19 +917,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> forward_kernel(const Layer& layer, co
   scalar_t* h_buffers[2] = {(T % 2 == 0 ? h_n : h_other).data_ptr<scalar_t>(),
                             (T % 2 == 0 ? h_other : h_n).data_ptr<scalar_t>()};
   const TimeOrder order{T, layer.reverse};
-  // Each thread packs a slice of the weight columns, into its own caches.
-  const auto pack = [&](const Share& share) {
-    const auto units = share.packs(H, lanes), outs = share.packs(Hout, lanes);
-    if (!single_step) {
-      recurrent.pack(units.first, units.second);
-    }
-    if (layer.projection) {
-      projection.pack(outs.first, outs.second);
-    }
-    if (layer.cell == Cell::GruResetBefore) {
-      reset_product.pack(units.first, units.second);
-    }
-  };
+  const auto pack = [&](const Share& share) { pack_share(share, {&recurrent, &projection, &reset_product}); };
   // The projection and the reset-before GRU's n product read the pass of every share.
   const bool second_product = layer.projection || layer.cell == Cell::GruResetBefore;
   if (single_step) {
@@ -1328,19 +1329,7 @@ RecurrentGrads backward_kernel(const Layer& layer, const Tensor& grad_output, co
                                   grad_cell.stride(0),
                                   TimeOrder{T, layer.reverse}};
 
-  // Each thread packs a slice of the weight columns, into its own caches.
-  const auto pack = [&](const Share& share) {
-    const auto units = share.packs(H, lanes), outs = share.packs(Hout, lanes);
-    if (!single_step) {
-      recurrent.pack(outs.first, outs.second);
-    }
-    if (layer.projection) {
-      projection.pack(units.first, units.second);
-    }
-    if (layer.cell == Cell::GruResetBefore) {
-      reset_product.pack(units.first, units.second);
-    }
-  };
+  const auto pack = [&](const Share& share) { pack_share(share, {&recurrent, &projection, &reset_product}); };
   // The projection's product and the reset-before GRU's n product read the first pass of
   // every share.
   const bool first_pass = layer.projection || layer.cell == Cell::GruResetBefore;

@@ -227,7 +227,10 @@ class StepProduct {
   }
 
   int64_t block_ld() const { return block_ld_; }
+  int64_t block_cols() const { return block_cols_; }
   int64_t width() const { return blocks_ * block_ld_; }
+  // Whether steps run on a packed copy (pack, then columns), rather than once or not at all.
+  bool packs() const { return packed_.defined(); }
   // Bytes of the packed copy of b (whether or not it is packed): what every step streams.
   int64_t packed_bytes() const {
     return b_.defined() ? width() * b_.size(0) * static_cast<int64_t>(sizeof(scalar_t)) : 0;
