@@ -215,8 +215,11 @@ std::vector<int64_t> sequence_lengths(const Layer& layer, const OptionalTensor& 
 enum class Split { Columns, Rows };
 
 // Per-step products from this many multiply-adds on are shared by columns; below, the
-// barriers cost more than the second thread saves.
-constexpr int64_t kTeamProduct = int64_t{1} << 19;
+// barriers cost more than the second thread saves. Even a one-sequence step of 64 units
+// (2^14 for an LSTM) gains: each thread streams half the weight through its own caches,
+// and the step is bound by that stream (AMD EPYC Zen 3, 2 threads: LSTM B = 1, H = 128 went
+// from 0.67 to 0.54 ms forward, 1.64 to 1.22 ms training; H = 64 from 0.25 to 0.22 ms).
+constexpr int64_t kTeamProduct = int64_t{1} << 14;
 // Rows need far less work to pay: the team meets once per call, not per step.
 constexpr int64_t kRowTeamProduct = int64_t{1} << 15;
 constexpr int64_t kMinRowsPerThread = 4;
