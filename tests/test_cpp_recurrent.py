@@ -92,9 +92,10 @@ def test_float64_matches_reference(variant, reverse, lengths):
 
 
 # (batch, hidden, input) for the step-product kernel: row tails of its 6-row tiles (1, 2 on
-# the wide path for at most two rows, 5, 4), vector padding of H, K past one cache block
+# the wide path for at most two rows, 5, 4 in even tiles; with AVX2's narrow panels 7 and 8
+# rows go as 6 + 1 and 6 + 2, full tiles first), vector padding of H, K past one cache block
 # (G * H in backward), and at 70 x 250 a step big enough for the threads to share it.
-SHAPES = [(1, 16, 3), (2, 9, 1), (11, 128, 40), (70, 250, 9)]
+SHAPES = [(1, 16, 3), (2, 9, 1), (7, 20, 5), (8, 33, 6), (11, 128, 40), (70, 250, 9)]
 
 
 @pytest.mark.parametrize("batch,hidden,input_size", SHAPES, ids=lambda v: str(v))
