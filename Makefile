@@ -6,7 +6,9 @@ PY := $(VENV)/bin/python
 TORCH_VERSION ?= 2.13.0
 # Extra pip arguments for torch, e.g. TORCH_PIP_ARGS="--index-url https://download.pytorch.org/whl/cpu"
 TORCH_PIP_ARGS ?=
-STAMP := $(VENV)/.seqkern-installed
+# Kept in build/, beside what it records: removing the build (make clean, git clean) also
+# removes the stamp, so the next run reinstalls the extension rather than finding it gone.
+STAMP := build/.seqkern-installed
 
 .PHONY: test bench install clean
 
@@ -22,7 +24,7 @@ $(STAMP): $(PY) requirements.txt pyproject.toml setup.py $(wildcard csrc/*.cpp c
 	@$(PY) -c "import torch" >/dev/null 2>&1 || $(PY) -m pip install $(TORCH_PIP_ARGS) torch==$(TORCH_VERSION)
 	$(PY) -m pip install -r requirements.txt
 	$(PY) -m pip install --no-build-isolation -e .[test]
-	@touch $(STAMP)
+	@mkdir -p $(dir $(STAMP)) && touch $(STAMP)
 
 install: $(STAMP)
 
