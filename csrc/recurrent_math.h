@@ -15,10 +15,17 @@
 
 namespace seqkern::math {
 
+// The range exp_approx clamps its argument to, defined in recurrent_math.cpp: GCC expands
+// `x < bound ? bound : x` into vmaxps only when it cannot see the bound's value (for a literal
+// it emits a compare and a blend per side, a fifth of the LSTM gate pass on AVX2). Both forms
+// return x where x is NaN, so NaN still propagates.
+extern const float kExpLowest, kExpHighest;
+
 SEQKERN_ALWAYS_INLINE float exp_approx(float x) {
   // Keeps 2^n a normal float: below the lower bound the result stays ~1e-38 instead of
   // underflowing, which no gate can tell apart from zero.
-  x = x < -87.3f ? -87.3f : (x > 88.3f ? 88.3f : x);
+  x = x < kExpLowest ? kExpLowest : x;
+  x = x > kExpHighest ? kExpHighest : x;
   // n = round(x / ln 2): adding 1.5 * 2^23 leaves no fraction bits in the sum. (std::floor
   // would do, but the compiler does not vectorise it unless trapping math is off.)
   const float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
