@@ -234,6 +234,18 @@ def test_gates_saturate_without_nan():
         assert_close(actual, expected)
 
 
+@pytest.mark.parametrize("variant", ["lstm", "gru", "rnn_tanh"])
+def test_nan_input_propagates_like_torch(variant):
+    """A NaN in one sequence's input makes that sequence's output NaN from that step on (as in
+    torch): the activations' clamp must not turn NaN into a saturated gate."""
+    layer = Layer(variant, dtype=torch.float32)
+    layer.input[2, 1, 0] = float("nan")
+    output, h_n = _C.recurrent_layer_forward(*layer.forward_args())[:2]
+    assert torch.isnan(output[2:, 1]).all() and torch.isnan(h_n[1]).all()
+    assert torch.isfinite(output[:2]).all()
+    assert torch.isfinite(output[:, [0, 2]]).all() and torch.isfinite(h_n[[0, 2]]).all()
+
+
 def test_non_contiguous_inputs_give_the_same_numbers():
     layer = Layer("lstm_proj_peephole", lengths=UNEVEN)
     expected = layer.run(_C)
