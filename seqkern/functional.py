@@ -150,9 +150,11 @@ def _run_stack(input, hx, cx, weights, cell, has_biases, num_layers, dropout, tr
     hidden = first_w_ih.size(0) // _recurrent.CELL_GATES[cell]
     out_size = first_w_hr.size(0) if projection else hidden
     if hx is None:
-        hx = sequence.new_zeros((count, batch, out_size))
-        if is_lstm:
-            cx = sequence.new_zeros((count, batch, hidden))
+        # The op only reads its initial states, so every layer-direction starts from the same
+        # zeros (h and c share them when they have one size): each tensor op costs a few
+        # microseconds, as much as a time step at B = 1.
+        h_zeros = sequence.new_zeros((batch, out_size))
+        c_zeros = (h_zeros if out_size == hidden else sequence.new_zeros((batch, hidden))) if is_lstm else None
     else:
         _check_matmul_dtypes(hx, first_w_hh)
         if is_lstm:
@@ -170,8 +172,12 @@ def _run_stack(input, hx, cx, weights, cell, has_biases, num_layers, dropout, tr
         for direction in range(directions):
             index = layer * directions + direction
             w_ih, w_hh, b_ih, b_hh, w_hr, w_peep = groups[index]
+            if hx is None:
+                h0, c0 = h_zeros, c_zeros
+            else:
+                h0, c0 = hx[index].contiguous(), cx[index].contiguous() if is_lstm else None
             output, h_n, c_n, _ = _recurrent.recurrent_layer(
-                layer_input, hx[index].contiguous(), cx[index].contiguous() if is_lstm else None,
+                layer_input, h0, c0,
                 w_ih.contiguous(), w_hh.contiguous(), _contiguous(b_ih), _contiguous(b_hh),
                 _contiguous(w_hr), _contiguous(w_peep), lengths, cell, direction == 1,
             )
