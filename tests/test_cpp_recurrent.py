@@ -159,6 +159,7 @@ def impatient_teams():
 # test_thread_teams_match_reference); the projection and the reset-before GRU meet twice per
 # step, so they break up between the two products.
 BREAKUP_CASES = [("lstm_proj", 17, 131), ("gru_reset_before", 17, 131), ("rnn_tanh", 33, 131)]
+BREAKUP_ATTEMPTS = 20
 
 
 @pytest.mark.parametrize("variant,batch,hidden", BREAKUP_CASES, ids=lambda v: str(v))
@@ -171,11 +172,18 @@ def test_team_breakup_gives_the_same_bits(variant, batch, hidden, threads, team_
                   lengths=[6, 3, 0, 5] * (batch // 4) + [6] * (batch % 4), reverse=True, dtype=torch.float32)
     expected = layer.run(_C)
     request.getfixturevalue("impatient_teams")
-    breakups = _C._team_breakups()
-    actual = layer.run(_C)
-    assert _C._team_breakups() == breakups + 2, "the forward and the backward team should both break up"
-    for name, a, e in zip(FORWARD_NAMES + GRAD_NAMES, actual[0] + actual[1], expected[0] + expected[1]):
-        assert torch.equal(a, e), name
+    # A team breaks up only where a thread finds a barrier still shut; on a busy machine the
+    # other thread can arrive before the first one looks, so a run may keep a team whole.
+    # Every run must give the same bits, and some run must break up both teams.
+    for _ in range(BREAKUP_ATTEMPTS):
+        breakups = _C._team_breakups()
+        actual = layer.run(_C)
+        for name, a, e in zip(FORWARD_NAMES + GRAD_NAMES, actual[0] + actual[1], expected[0] + expected[1]):
+            assert torch.equal(a, e), name
+        if _C._team_breakups() == breakups + 2:
+            break
+    else:
+        pytest.fail(f"the forward and the backward team did not both break up in {BREAKUP_ATTEMPTS} runs")
 
 
 @pytest.mark.parametrize("variant,batch,hidden", BREAKUP_CASES[:2], ids=lambda v: str(v))
