@@ -476,6 +476,20 @@ void pack_share(const Share& share, std::initializer_list<gemm::StepProduct<scal
   }
 }
 
+// The team of a time loop over the step products it packs; a single step runs alone.
+template <typename scalar_t>
+TeamPlan plan_loop_team(bool single_step, int64_t batch, int64_t hidden, int64_t step_product,
+                        std::initializer_list<const gemm::StepProduct<scalar_t>*> products) {
+  if (single_step) {
+    return {1, Split::Columns};
+  }
+  int64_t weight_bytes = 0;
+  for (const gemm::StepProduct<scalar_t>* product : products) {
+    weight_bytes += product->packed_bytes();
+  }
+  return plan_team(batch, hidden, step_product, weight_bytes, gemm::Vector<scalar_t>::lanes);
+}
+
 template <typename Body>
 void run_team(const TeamPlan& plan, const Body& body) {
   if (plan.threads <= 1) {
@@ -930,8 +944,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> forward_kernel(const Layer& layer, co
   if (single_step) {
     recurrent.once(h_other, hidden_gates, false);
   }
-  const int64_t weight_bytes = recurrent.packed_bytes() + projection.packed_bytes() + reset_product.packed_bytes();
-  const TeamPlan plan = single_step ? TeamPlan{1, Split::Columns} : plan_team(B, H, step_work, weight_bytes, lanes);
+  const TeamPlan plan = plan_loop_team(single_step, B, H, step_work, {&recurrent, &projection, &reset_product});
   run_team(plan, [&](Team& team) {
     team.each_share(pack);
     if (!team.packed()) {
@@ -1340,8 +1353,7 @@ RecurrentGrads backward_kernel(const Layer& layer, const Tensor& grad_output, co
   // The projection's product and the reset-before GRU's n product read the first pass of
   // every share.
   const bool first_pass = layer.projection || layer.cell == Cell::GruResetBefore;
-  const int64_t weight_bytes = recurrent.packed_bytes() + projection.packed_bytes() + reset_product.packed_bytes();
-  const TeamPlan plan = single_step ? TeamPlan{1, Split::Columns} : plan_team(B, H, step_work, weight_bytes, lanes);
+  const TeamPlan plan = plan_loop_team(single_step, B, H, step_work, {&recurrent, &projection, &reset_product});
   run_team(plan, [&](Team& team) {
     team.each_share(pack);
     if (!team.packed()) {
