@@ -155,6 +155,7 @@ def _run_stack(input, hx, cx, weights, cell, has_biases, num_layers, dropout, tr
         # microseconds, as much as a time step at B = 1.
         h_zeros = sequence.new_zeros((batch, out_size))
         c_zeros = (h_zeros if out_size == hidden else sequence.new_zeros((batch, hidden))) if is_lstm else None
+        initial_states = [(h_zeros, c_zeros)] * count
     else:
         _check_matmul_dtypes(hx, first_w_hh)
         if is_lstm:
@@ -164,6 +165,8 @@ def _run_stack(input, hx, cx, weights, cell, has_biases, num_layers, dropout, tr
             hx = hx.index_select(1, sorted_indices)
             if is_lstm:
                 cx = cx.index_select(1, sorted_indices)
+        initial_states = [(hx[index].contiguous(), cx[index].contiguous() if is_lstm else None)
+                          for index in range(count)]
 
     layer_input = sequence.contiguous()
     final_h, final_c = [], []
@@ -172,10 +175,7 @@ def _run_stack(input, hx, cx, weights, cell, has_biases, num_layers, dropout, tr
         for direction in range(directions):
             index = layer * directions + direction
             w_ih, w_hh, b_ih, b_hh, w_hr, w_peep = groups[index]
-            if hx is None:
-                h0, c0 = h_zeros, c_zeros
-            else:
-                h0, c0 = hx[index].contiguous(), cx[index].contiguous() if is_lstm else None
+            h0, c0 = initial_states[index]
             output, h_n, c_n, _ = _recurrent.recurrent_layer(
                 layer_input, h0, c0,
                 w_ih.contiguous(), w_hh.contiguous(), _contiguous(b_ih), _contiguous(b_hh),
