@@ -139,28 +139,43 @@ inline void tile(int64_t K, const scalar_t* a, int64_t lda, const scalar_t* b, i
   }
 }
 
-// Rows [0, M) of one column panel of kVectors strips, in tiles of at most 6 rows (2 for
-// wide panels). A tile needs about 10 independent sums to hide the latency of its
-// multiply-adds: with that many, the tiles take even heights (8 rows of 4 vectors as 4 + 4
+// A tile needs about this many independent sums to hide the latency of its multiply-adds.
+constexpr int64_t kMinTileSums = 10;
+
+// The most rows of a tile in a panel of kVectors strips: a tile's sums, the vectors of b it
+// loads per k and a broadcast of a must fit the vector registers.
+template <int kVectors>
+constexpr int max_tile_rows() {
+  return kVectors > kNarrowPanel ? 2 : 6;
+}
+
+// Whether a panel of `vectors` strips tiles M rows in even heights (see panel).
+inline bool even_tiles(int64_t M, int64_t vectors, int64_t max_rows) {
+  const int64_t tiles = (M + max_rows - 1) / max_rows;
+  return M / tiles * vectors >= kMinTileSums;
+}
+
+// Rows [0, M) of one column panel of kVectors strips, in tiles of at most max_tile_rows. With
+// kMinTileSums sums or more, the tiles take even heights (8 rows of 4 vectors as 4 + 4
 // rather than 6 + 2, whose short tile has too few); where even tiles would have fewer, full
 // tiles come first and the rest last (8 rows of 2 vectors as 6 + 2: 1.6x the rate of 4 + 4
-// with AVX2). Every row sums its k in the same order whatever its tile, except the single
-// row of a one-row product (B = 1) in a narrow panel, which splits its sums because it
-// reuses each loaded vector of b only once.
+// with AVX2). Every row sums its k in the same order whatever its tile, except a `lone_row`
+// (the one row of a one-row product, B = 1) in a narrow panel, which splits its sums because
+// it reuses each loaded vector of b only once.
 template <typename scalar_t, int kVectors>
 inline void panel(int64_t M, int64_t K, const scalar_t* a, int64_t lda, const scalar_t* b, int64_t strip,
-                  scalar_t* c, int64_t ldc, bool accumulate) {
-  constexpr int kMaxRows = kVectors > kNarrowPanel ? 2 : 6;
-  constexpr int kLoneRowSplit = kVectors <= kNarrowPanel ? 2 : 1;
-  constexpr int64_t kMinTileSums = 10;
+                  scalar_t* c, int64_t ldc, bool accumulate, bool lone_row) {
+  constexpr int kMaxRows = max_tile_rows<kVectors>();
   if (M <= 1) {
-    if (M == 1) {
-      tile<scalar_t, 1, kVectors, kLoneRowSplit>(K, a, lda, b, strip, c, ldc, accumulate);
+    if (M == 1 && lone_row && kVectors <= kNarrowPanel) {
+      tile<scalar_t, 1, kVectors, 2>(K, a, lda, b, strip, c, ldc, accumulate);
+    } else if (M == 1) {
+      tile<scalar_t, 1, kVectors, 1>(K, a, lda, b, strip, c, ldc, accumulate);
     }
     return;
   }
   const int64_t tiles = (M + kMaxRows - 1) / kMaxRows;
-  const bool even = M / tiles * kVectors >= kMinTileSums;
+  const bool even = even_tiles(M, kVectors, kMaxRows);
   for (int64_t index = 0, m = 0; index < tiles; ++index) {
     const int64_t rows = even ? M / tiles + (index < M % tiles ? 1 : 0) : std::min<int64_t>(kMaxRows, M - m);
     const scalar_t* a_m = a + m * lda;
@@ -172,16 +187,14 @@ inline void panel(int64_t M, int64_t K, const scalar_t* a, int64_t lda, const sc
   }
 }
 
-// c (M, N) (+)= a (M, K) . b (K, N), N a multiple of L, b packed in strips of L columns
-// (strip q holds its K rows contiguously, `strip` scalars apart). Column panels outside,
-// and each panel in blocks of K that fit the L1 cache, so that a block of b serves every
-// row of a while it is there.
+// Rows [0, M) of c in column panels of `widest` strips (fewer at the right edge), each panel
+// in blocks of K that fit the L1 cache, so that a block of b serves every row of a while it
+// is there.
 template <typename scalar_t>
-void strip_product(int64_t M, int64_t K, int64_t N, const scalar_t* a, int64_t lda, const scalar_t* b, int64_t strip,
-           scalar_t* c, int64_t ldc, bool accumulate) {
+void panels(int64_t M, int64_t K, int64_t N, int64_t widest, const scalar_t* a, int64_t lda, const scalar_t* b,
+            int64_t strip, scalar_t* c, int64_t ldc, bool accumulate, bool lone_row) {
   constexpr int64_t lanes = Vector<scalar_t>::lanes;
   constexpr int64_t k_block = 32 * 1024 / (4 * lanes * static_cast<int64_t>(sizeof(scalar_t)));
-  const int64_t widest = M <= 2 ? kWidePanel : kNarrowPanel;
   for (int64_t n = 0; n < N;) {
     const int64_t left = (N - n) / lanes;
     const int64_t vectors = left >= widest ? widest : std::min<int64_t>(left, kNarrowPanel);
@@ -193,7 +206,7 @@ void strip_product(int64_t M, int64_t K, int64_t N, const scalar_t* a, int64_t l
       const scalar_t* a_k = a + k;
       const scalar_t* b_k = b_panel + k * lanes;
       const auto run = [&](auto width) {
-        panel<scalar_t, decltype(width)::value>(M, depth, a_k, lda, b_k, strip, c + n, ldc, add);
+        panel<scalar_t, decltype(width)::value>(M, depth, a_k, lda, b_k, strip, c + n, ldc, add, lone_row);
       };
       if (vectors == kWidePanel) {
         run(std::integral_constant<int, kWidePanel>{});
@@ -203,6 +216,30 @@ void strip_product(int64_t M, int64_t K, int64_t N, const scalar_t* a, int64_t l
       k += k_block;
     } while (k < K);
     n += vectors * lanes;
+  }
+}
+
+// c (M, N) (+)= a (M, K) . b (K, N), N a multiple of L, b packed in strips of L columns
+// (strip q holds its K rows contiguously, `strip` scalars apart). Few rows take wide panels,
+// whose short tiles still hold enough sums (AVX2, M = 4: 2 + 2 rows of 4 vectors run 1.15 to
+// 1.25x the rate of one 4-row tile of 2); so do the one or two rows that narrow panels
+// would leave to a short last tile (M = 8: 6 rows narrow and 2 wide, 1.05 to 1.1x 6 + 2 in
+// narrow panels; Zen 3, one thread, K = 64 and 128). The tiling only decides which sums run
+// side by side, never a row's order of summation, so every split gives the same bits.
+template <typename scalar_t>
+void strip_product(int64_t M, int64_t K, int64_t N, const scalar_t* a, int64_t lda, const scalar_t* b, int64_t strip,
+                   scalar_t* c, int64_t ldc, bool accumulate) {
+  constexpr int64_t kNarrowRows = max_tile_rows<kNarrowPanel>();
+  const auto too_few_sums = [](int64_t rows) { return rows * kNarrowPanel < kMinTileSums; };
+  if (too_few_sums(M)) {
+    panels(M, K, N, kWidePanel, a, lda, b, strip, c, ldc, accumulate, M == 1);
+    return;
+  }
+  const int64_t rest = M % kNarrowRows;
+  const int64_t tail = !even_tiles(M, kNarrowPanel, kNarrowRows) && too_few_sums(rest) ? rest : 0;
+  panels(M - tail, K, N, kNarrowPanel, a, lda, b, strip, c, ldc, accumulate, false);
+  if (tail > 0) {
+    panels(tail, K, N, kWidePanel, a + (M - tail) * lda, lda, b, strip, c + (M - tail) * ldc, ldc, accumulate, false);
   }
 }
 
