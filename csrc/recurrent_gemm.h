@@ -13,6 +13,9 @@
 //                                      padded to a multiple of L in the packed copy
 #pragma once
 #include <ATen/ATen.h>
+#if defined(__AVX__)
+#include <immintrin.h>
+#endif
 
 #include <algorithm>
 #include <cstdint>
@@ -88,6 +91,32 @@ int64_t padded(int64_t columns) {
   return whole_vectors(columns, lanes) * lanes;
 }
 
+// sum + scale * b, fused wherever the machine can fuse it (scale: one scalar in every lane).
+// Left to itself, the compiler fuses `sum += scale * b` in some instantiations of tile and
+// not in others (GCC 12: not in the tile of one row and one vector), and then a row's
+// numbers depended on the height of its tile, so on the batch and the thread count.
+template <typename vector>
+inline vector multiply_add(vector scale, vector b, vector sum) {
+#if defined(__FMA__) && !defined(__AVX512F__)
+  if constexpr (std::is_same_v<vector, Vector<float>::type>) {
+    return reinterpret_cast<vector>(_mm256_fmadd_ps(reinterpret_cast<__m256>(b), reinterpret_cast<__m256>(scale),
+                                                    reinterpret_cast<__m256>(sum)));
+  } else if constexpr (std::is_same_v<vector, Vector<double>::type>) {
+    return reinterpret_cast<vector>(_mm256_fmadd_pd(reinterpret_cast<__m256d>(b), reinterpret_cast<__m256d>(scale),
+                                                    reinterpret_cast<__m256d>(sum)));
+  }
+#elif defined(__AVX512F__)
+  if constexpr (std::is_same_v<vector, Vector<float>::type>) {
+    return reinterpret_cast<vector>(_mm512_fmadd_ps(reinterpret_cast<__m512>(b), reinterpret_cast<__m512>(scale),
+                                                    reinterpret_cast<__m512>(sum)));
+  } else if constexpr (std::is_same_v<vector, Vector<double>::type>) {
+    return reinterpret_cast<vector>(_mm512_fmadd_pd(reinterpret_cast<__m512d>(b), reinterpret_cast<__m512d>(scale),
+                                                    reinterpret_cast<__m512d>(sum)));
+  }
+#endif
+  return sum + scale * b;
+}
+
 // One tile of c: kRows rows by kVectors vectors, summed over k < K in registers. b is in
 // strips: vector q of row k at b + q * strip + k * L. With kSplit = 2 the even and odd k
 // go to separate sums, to keep enough independent multiply-adds in flight in a small tile.
@@ -110,9 +139,9 @@ inline void tile(int64_t K, const scalar_t* a, int64_t lda, const scalar_t* b, i
       row[q] = Vector<scalar_t>::load(b + q * strip + k * lanes);
     }
     for (int r = 0; r < kRows; ++r) {
-      const scalar_t scale = a[r * lda + k];
+      const vector scale = a[r * lda + k] - vector{};
       for (int q = 0; q < kVectors; ++q) {
-        sum[s][r][q] += scale * row[q];
+        sum[s][r][q] = multiply_add(scale, row[q], sum[s][r][q]);
       }
     }
   };
@@ -289,12 +318,55 @@ class StepProduct {
         const int64_t width = std::max<int64_t>(0, std::min(lanes, block_cols_ - first));
         const scalar_t* from = source + (block * block_cols_ + first) * stride_n;
         scalar_t* to = packed + ((block * block_ld_ + first) / lanes) * K * lanes;
-        for (int64_t k = 0; k < K; ++k) {
+        int64_t k = 0;
+        if (width == lanes && stride_k == 1) {
+          for (; k + lanes <= K; k += lanes) {
+            transpose_block(from + k, stride_n, to + k * lanes);
+          }
+        }
+        for (; k < K; ++k) {
           for (int64_t n = 0; n < width; ++n) {
             to[k * lanes + n] = from[k * stride_k + n * stride_n];
           }
           std::fill(to + k * lanes + width, to + (k + 1) * lanes, scalar_t(0));
         }
+      }
+    }
+  }
+
+  // to[k * L + n] = from[n * stride + k] for k, n < L: a square block of a transposed
+  // weight, whose L rows the scalar copy would read a scalar at a time from L cache lines
+  // (the forward products' weights: their packing was a twelfth of an LSTM forward at B = 1).
+  static void transpose_block(const scalar_t* from, int64_t stride, scalar_t* to) {
+#if defined(__AVX__) && !defined(__AVX512F__)
+    if constexpr (std::is_same_v<scalar_t, float>) {
+      __m256 row[8], pair[8], quad[8];
+      for (int n = 0; n < 8; ++n) {
+        row[n] = _mm256_loadu_ps(from + n * stride);
+      }
+      for (int n = 0; n < 8; n += 2) {
+        pair[n] = _mm256_unpacklo_ps(row[n], row[n + 1]);
+        pair[n + 1] = _mm256_unpackhi_ps(row[n], row[n + 1]);
+      }
+      for (int n = 0; n < 8; n += 4) {
+        for (int half = 0; half < 2; ++half) {
+          quad[n + half] = _mm256_shuffle_ps(pair[n + half], pair[n + 2 + half], _MM_SHUFFLE(1, 0, 1, 0));
+          quad[n + 2 + half] = _mm256_shuffle_ps(pair[n + half], pair[n + 2 + half], _MM_SHUFFLE(3, 2, 3, 2));
+        }
+      }
+      // quad[0..3] hold k = 0, 4, 1, 5 ... for rows 0-3 in each 128-bit half; pair the halves.
+      const int order[4] = {0, 2, 1, 3};
+      for (int q = 0; q < 4; ++q) {
+        _mm256_storeu_ps(to + q * 8, _mm256_permute2f128_ps(quad[order[q]], quad[4 + order[q]], 0x20));
+        _mm256_storeu_ps(to + (q + 4) * 8, _mm256_permute2f128_ps(quad[order[q]], quad[4 + order[q]], 0x31));
+      }
+      return;
+    }
+#endif
+    constexpr int64_t lanes = Vector<scalar_t>::lanes;
+    for (int64_t k = 0; k < lanes; ++k) {
+      for (int64_t n = 0; n < lanes; ++n) {
+        to[k * lanes + n] = from[n * stride + k];
       }
     }
   }
