@@ -92,9 +92,10 @@ def test_float64_matches_reference(variant, reverse, lengths):
 
 
 # (batch, hidden, input) for the step-product kernel: row tails of its 6-row tiles (1, 2 on
-# the wide path for at most two rows, 5, 4 in even tiles; with AVX2's narrow panels 7 and 8
-# rows go as 6 + 1 and 6 + 2, full tiles first), vector padding of H, K past one cache block
-# (G * H in backward), and at 70 x 250 a step big enough for the threads to share it.
+# the wide path, as 4 with AVX2's narrow panels of two vectors; 5 in one tile; 7 and 8 as 6
+# rows narrow and the 1 or 2 left wide), vector padding of H, K past one cache block (G * H
+# in backward), and at 70 x 250 a step big enough for the threads to share it. Where G * H
+# is whole vectors, the input projection runs on the same kernel (packed_rows_product).
 SHAPES = [(1, 16, 3), (2, 9, 1), (7, 20, 5), (8, 33, 6), (11, 128, 40), (70, 250, 9)]
 
 
@@ -318,6 +319,26 @@ def test_deterministic():
     first, second = layer.run(_C), layer.run(_C)
     for a, b in zip(first[0] + first[1], second[0] + second[1]):
         assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+@pytest.mark.parametrize("variant", ["lstm", "gru", "rnn_tanh"])
+def test_forward_gives_the_same_bits_on_any_thread_count(variant, dtype, threads):
+    """Where G * H is whole vectors (here H = 24) the forward runs on seqkern's kernels only:
+    the input projection shares its T * B = 7 * 50 rows among the threads in chunks, the
+    step product its 50 rows or its columns, and every row sums in one order whatever its
+    tile. One, two and three threads must give the same forward bits (the backward's weight
+    gradients are BLAS's, whose sums depend on its threads), and in float64 the reference's
+    numbers (float32's weight gradients sum 350 rows, beyond the table's float32 tolerance)."""
+    layer = Layer(variant, steps=7, batch=50, input_size=19, hidden=24, lengths=[7, 3, 5, 0, 6] * 10, dtype=dtype)
+    threads(1)
+    expected = layer.run(_C)[0]
+    for count in (1, 2, 3):
+        threads(count)
+        for name, actual, wanted in zip(FORWARD_NAMES, layer.run(_C)[0], expected):
+            assert torch.equal(actual, wanted), f"{name} on {count} threads"
+        if dtype == torch.float64:
+            assert_matches_reference(layer)
 
 
 # ---------------------------------------------------------------- through the op
