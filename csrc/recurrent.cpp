@@ -8,13 +8,14 @@
 //   G  gate blocks       GH = G * H (rows of w_ih and w_hh)
 //   W  workspace width per step (see the contract)
 //
-// Forward: the input projection of all steps is one GEMM (BLAS), written straight into the
+// Forward: the input projection of all steps is one product (seqkern's kernel shared by rows
+// where the weight is small, BLAS otherwise: packed_rows_product), written straight into the
 // gate columns of the workspace. Each step then runs one product h W_hh^T and one fused
 // pointwise pass that overwrites those columns with the activated gates (two of each for
 // the reset-before GRU and the projection, whose second product needs the first pass).
 // Backward runs the steps in reverse: a fused pointwise pass and one product for the state
-// gradient per step; the gradients of the weights and of the input are a few large BLAS
-// GEMMs over all steps after the loop.
+// gradient per step; the gradients of the weights and of the input are a few large
+// products over all steps after the loop (BLAS, and the input gradient as the projection).
 //
 // The per-step products run on the packed register-blocked kernel of recurrent_gemm.h.
 // When a step has enough work, the threads share the time loop as a team (see Split). Where

@@ -1,7 +1,8 @@
 // Matrix products of the recurrent kernels.
 //
 // The products over all steps at once (input projection, weight and input gradients) go
-// to ATen's BLAS on tensor views. The product of each step is short (at B = 1, H = 64 a
+// to ATen's BLAS on tensor views, or where the weight is small to the kernel below, shared by
+// rows (packed_rows_product in recurrent.cpp). The product of each step is short (at B = 1, H = 64 a
 // BLAS call's fixed cost is about that of the whole product) and repeats with the same
 // weight, which BLAS would pack again on every call. So it runs a register-blocked kernel
 // here, on a copy of the weight packed once per layer call, over any range of its
