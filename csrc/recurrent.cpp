@@ -541,8 +541,9 @@ void packed_rows_product(const Tensor& a, const Tensor& b, const Tensor& c) {
   }
   gemm::StepProduct<scalar_t> product(b, 1);
   const int64_t threads = at::get_num_threads();
-  // Every thread gets rows, and tiles of 6 rows stay whole.
-  const int64_t chunk = std::min(kProductChunkRows, (M + 6 * threads - 1) / (6 * threads) * 6);
+  // Every thread gets rows, and the kernel's tallest tiles stay whole.
+  constexpr int64_t kTileRows = gemm::max_tile_rows<gemm::kNarrowPanel>();
+  const int64_t chunk = std::min(kProductChunkRows, (M + kTileRows * threads - 1) / (kTileRows * threads) * kTileRows);
   const int64_t chunks = (M + chunk - 1) / chunk;
   const scalar_t* a_data = a.data_ptr<scalar_t>();
   scalar_t* c_data = c.data_ptr<scalar_t>();

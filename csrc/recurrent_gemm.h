@@ -2,9 +2,9 @@
 //
 // The products over all steps at once (input projection, weight and input gradients) go
 // to ATen's BLAS on tensor views, or where the weight is small to the kernel below, shared by
-// rows (packed_rows_product in recurrent.cpp). The product of each step is short (at B = 1, H = 64 a
-// BLAS call's fixed cost is about that of the whole product) and repeats with the same
-// weight, which BLAS would pack again on every call. So it runs a register-blocked kernel
+// rows (packed_rows_product in recurrent.cpp). The product of each step is short (at B = 1,
+// H = 64 a BLAS call's fixed cost is about that of the whole product) and repeats with the
+// same weight, which BLAS would pack again on every call. So it runs a register-blocked kernel
 // here, on a copy of the weight packed once per layer call, over any range of its
 // columns, so that threads can share one product by columns.
 //
@@ -355,7 +355,8 @@ class StepProduct {
           quad[n + 2 + half] = _mm256_shuffle_ps(pair[n + half], pair[n + 2 + half], _MM_SHUFFLE(3, 2, 3, 2));
         }
       }
-      // quad[0..3] hold k = 0, 4, 1, 5 ... for rows 0-3 in each 128-bit half; pair the halves.
+      // quad[j] (rows 0-3) and quad[4 + j] (rows 4-7) hold k = order[j] in their low halves
+      // and k = order[j] + 4 in their high halves.
       const int order[4] = {0, 2, 1, 3};
       for (int q = 0; q < 4; ++q) {
         _mm256_storeu_ps(to + q * 8, _mm256_permute2f128_ps(quad[order[q]], quad[4 + order[q]], 0x20));
