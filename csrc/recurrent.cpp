@@ -1516,21 +1516,26 @@ RecurrentGrads backward_kernel(const Layer& layer, const Tensor& grad_output, co
     // grad_w_hh = sum over steps of grad_gates^T h_prev. h_prev is the previous step's
     // output (zero where that step was past a sequence's end), plus h0 at each
     // sequence's first step.
-    grad_w_hh = at::zeros({GH, Hout}, options);
+    // Every row is written by a product below (the reset-before GRU's n rows by the last
+    // one), so no zero fill: at B = 1 each fill costs as much as a time step.
+    grad_w_hh = at::empty({GH, Hout}, options);
     Tensor step_w_hh = grad_w_hh.narrow(0, 0, step_rows);
     if (T > 1) {
       const Tensor later = grad_gates.narrow(0, layer.reverse ? 0 : 1, T - 1).view({(T - 1) * B, GH});
       const Tensor earlier = output_c.narrow(0, layer.reverse ? 1 : 0, T - 1).view({(T - 1) * B, Hout});
       gemm::blas(later.narrow(1, 0, step_rows).t(), earlier, step_w_hh, false);
     }
-    Tensor first_grads = at::zeros({B, GH}, options);
+    Tensor first_grads = at::empty({B, GH}, options);
     for (int64_t b = 0; b < B; ++b) {
+      scalar_t* first_row = first_grads.data_ptr<scalar_t>() + b * GH;
       if (lengths[b] > 0) {
         const int64_t t = layer.reverse ? lengths[b] - 1 : 0;
-        std::copy_n(s.grad_gates + s.offset(t, b, GH), GH, first_grads.data_ptr<scalar_t>() + b * GH);
+        std::copy_n(s.grad_gates + s.offset(t, b, GH), GH, first_row);
+      } else {
+        std::fill_n(first_row, GH, scalar_t(0));
       }
     }
-    gemm::blas(first_grads.narrow(1, 0, step_rows).t(), h0_c, step_w_hh, true);
+    gemm::blas(first_grads.narrow(1, 0, step_rows).t(), h0_c, step_w_hh, T > 1);
     if (layer.cell == Cell::GruResetBefore) {
       Tensor n_w_hh = grad_w_hh.narrow(0, 2 * H, H);
       gemm::blas(grad_gates_flat.narrow(1, 2 * H, H).t(), workspace_c.view({T * B, W}).narrow(1, 3 * H, H), n_w_hh,

@@ -123,6 +123,12 @@ def _contiguous(tensor: Optional[Tensor]) -> Optional[Tensor]:
     return None if tensor is None else tensor.contiguous()
 
 
+def _stack_states(states):
+    """(layers x directions, B, size) from each layer-direction's final state; one layer's
+    is a view, not a copy."""
+    return states[0].unsqueeze(0) if len(states) == 1 else torch.stack(states)
+
+
 def _run_stack(input, hx, cx, weights, cell, has_biases, num_layers, dropout, training,
                bidirectional, batch_first, peephole=False):
     """Shared body of rnn/lstm/gru; ``cx`` is None for cells without a cell state."""
@@ -189,8 +195,8 @@ def _run_stack(input, hx, cx, weights, cell, has_biases, num_layers, dropout, tr
             layer_output = torch.dropout(layer_output, dropout, True)
         layer_input = layer_output
 
-    h_n = torch.stack(final_h)
-    c_n = torch.stack(final_c) if is_lstm else None
+    h_n = _stack_states(final_h)
+    c_n = _stack_states(final_c) if is_lstm else None
     if unsorted_indices is not None:
         h_n = h_n.index_select(1, unsorted_indices)
         if is_lstm:
