@@ -124,8 +124,8 @@ def _contiguous(tensor: Optional[Tensor]) -> Optional[Tensor]:
 
 
 def _stack_states(states):
-    """(layers x directions, B, size) from each layer-direction's final state; one layer's
-    is a view, not a copy."""
+    """(layers x directions, B, size) from each layer-direction's final state; a lone
+    layer-direction's comes back as a view, not a copy."""
     return states[0].unsqueeze(0) if len(states) == 1 else torch.stack(states)
 
 
