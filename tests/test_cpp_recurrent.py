@@ -324,13 +324,14 @@ def test_deterministic():
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
 @pytest.mark.parametrize("variant", ["lstm", "gru", "rnn_tanh"])
 def test_forward_gives_the_same_bits_on_any_thread_count(variant, dtype, threads):
-    """Where G * H is whole vectors (here H = 24) the forward runs on seqkern's kernels only:
+    """Where G * H is whole vectors (here H = 48: whole 64-byte vectors, so AVX-512 builds
+    too, whose float32 vectors hold 16) the forward runs on seqkern's kernels only:
     the input projection shares its T * B = 7 * 50 rows among the threads in chunks, the
     step product its 50 rows or its columns, and every row sums in one order whatever its
     tile. One, two and three threads must give the same forward bits (the backward's weight
     gradients are BLAS's, whose sums depend on its threads), and in float64 the reference's
     numbers (float32's weight gradients sum 350 rows, beyond the table's float32 tolerance)."""
-    layer = Layer(variant, steps=7, batch=50, input_size=19, hidden=24, lengths=[7, 3, 5, 0, 6] * 10, dtype=dtype)
+    layer = Layer(variant, steps=7, batch=50, input_size=19, hidden=48, lengths=[7, 3, 5, 0, 6] * 10, dtype=dtype)
     threads(1)
     expected = layer.run(_C)[0]
     for count in (1, 2, 3):
