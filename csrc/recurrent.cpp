@@ -511,35 +511,40 @@ void run_team(const TeamPlan& plan, const Body& body) {
 // Rows of a product over all steps at a time (one chunk per work item), sized for the L1 and
 // L2 caches: a chunk's rows of a stay close while every column panel of b passes.
 constexpr int64_t kProductChunkRows = 96;
-// Weights of up to this many (packed) bytes go to packed_rows_product, larger to BLAS.
-constexpr int64_t kRowsProductWeightBytes = int64_t{1} << 20;
+// packed_rows_product packs and runs b in blocks of columns of up to this many (packed)
+// bytes, so that a block stays in a core's L2 cache while every chunk of rows passes it.
+constexpr int64_t kRowsProductBlockBytes = int64_t{1} << 20;
 
-// Whether packed_rows_product can compute c = a (M, K) . b (K, N) into `c`: N whole
-// vectors, and a packed b that a core's L2 cache holds.
+// Whether packed_rows_product can compute c = a (M, K) . b (K, N): N whole vectors.
 template <typename scalar_t>
 bool rows_product_fits(const Tensor& b) {
-  const int64_t columns = b.size(1);
-  return columns % gemm::Vector<scalar_t>::lanes == 0 &&
-         columns * b.size(0) * static_cast<int64_t>(sizeof(scalar_t)) <= kRowsProductWeightBytes;
+  return b.size(1) % gemm::Vector<scalar_t>::lanes == 0;
 }
 
-// c (M, N) = a (M, K) . b (K, N) on the step products' kernel: the threads pack b together,
-// then share the rows of a in chunks. BLAS splits such a product (the input projection of
-// every step, and the input gradient; M = T B, K and N the layer's sizes) poorly between two
-// threads. On Zen 3, two threads: at T B = 1600, K = N = 128, BLAS ran at 80 GFLOP/s and
-// this at 120 to 170; at T B = 100, K = 128, N = 512, 72 to 125 against 164 (without the
-// packing, which the transposed weights of the forward made costly until pack transposed in
-// blocks). In the layer: forward 1.02 to 1.14x faster at B = 1 and 16, H = 64 and 128;
-// backward 1.03 to 1.06x at B = 16, the same at B = 1. Every row sums its k in one order
-// whatever its chunk or thread, so the result does not depend on the thread count.
+// c (M, N) (+)= a (M, K) . b (K, N) on the step products' kernel: for each block of b's
+// columns, the threads pack it together, then share the rows of a in chunks. BLAS splits
+// such a product (the input projection of every step, and the input gradient; M = T B, K
+// and N the layer's sizes) poorly between two threads. On Zen 3, two threads: at T B = 1600,
+// K = N = 128, BLAS ran at 80 GFLOP/s and this at 120 to 170; at T B = 100, K = 128, N = 512,
+// 72 to 125 against 164 (without the packing, which the transposed weights of the forward
+// made costly until pack transposed in blocks). In the layer: forward 1.02 to 1.14x faster
+// at B = 1 and 16, H = 64 and 128; backward 1.03 to 1.06x at B = 16, the same at B = 1. On
+// Zen 4 (AVX-512), two threads, T B = 6400: K = 512, N = 2048 ran at 175 to 195 GFLOP/s
+// against BLAS's 87 to 115, and K = 2048, N = 512 at 185 to 210 against 111. Every row sums
+// its k in one order whatever its chunk, block or thread, so the result does not depend on
+// the thread count.
 // a: contiguous rows (any row stride); b: any strides; c: any row stride.
 template <typename scalar_t>
-void packed_rows_product(const Tensor& a, const Tensor& b, const Tensor& c) {
-  const int64_t M = a.size(0), N = b.size(1), lanes = gemm::Vector<scalar_t>::lanes;
+void packed_rows_product(const Tensor& a, const Tensor& b, const Tensor& c, bool accumulate) {
+  const int64_t M = a.size(0), K = b.size(0), N = b.size(1), lanes = gemm::Vector<scalar_t>::lanes;
   if (M == 0 || N == 0) {
     return;
   }
-  gemm::StepProduct<scalar_t> product(b, 1);
+  const int64_t block_vectors = std::max<int64_t>(1, kRowsProductBlockBytes / (K * lanes * sizeof(scalar_t)));
+  std::vector<gemm::StepProduct<scalar_t>> blocks;
+  for (int64_t first = 0; first < N; first += block_vectors * lanes) {
+    blocks.emplace_back(b.narrow(1, first, std::min(block_vectors * lanes, N - first)), 1);
+  }
   const int64_t threads = at::get_num_threads();
   // Every thread gets rows, and the kernel's tallest tiles stay whole.
   constexpr int64_t kTileRows = gemm::max_tile_rows<gemm::kNarrowPanel>();
@@ -550,15 +555,20 @@ void packed_rows_product(const Tensor& a, const Tensor& b, const Tensor& c) {
   const int64_t lda = a.stride(0), ldc = c.stride(0);
 #pragma omp parallel num_threads(static_cast<int>(std::min(threads, chunks)))
   {
+    for (size_t index = 0; index < blocks.size(); ++index) {
+      gemm::StepProduct<scalar_t>& block = blocks[index];
+      const int64_t width = block.width();
+      scalar_t* c_block = c_data + static_cast<int64_t>(index) * block_vectors * lanes;
 #pragma omp for schedule(static)
-    for (int64_t strip = 0; strip < N / lanes; ++strip) {
-      product.pack(strip * lanes, (strip + 1) * lanes);
-    }
-    // Dynamic, so that a thread the scheduler takes off its core holds up one chunk only.
+      for (int64_t strip = 0; strip < width / lanes; ++strip) {
+        block.pack(strip * lanes, (strip + 1) * lanes);
+      }
+      // Dynamic, so that a thread the scheduler takes off its core holds up one chunk only.
 #pragma omp for schedule(dynamic)
-    for (int64_t index = 0; index < chunks; ++index) {
-      const int64_t first = index * chunk, rows = std::min(chunk, M - first);
-      product.columns(a_data + first * lda, lda, c_data + first * ldc, ldc, rows, 0, N, false);
+      for (int64_t chunk_index = 0; chunk_index < chunks; ++chunk_index) {
+        const int64_t first = chunk_index * chunk, rows = std::min(chunk, M - first);
+        block.columns(a_data + first * lda, lda, c_block + first * ldc, ldc, rows, 0, width, accumulate);
+      }
     }
   }
 }
@@ -990,7 +1000,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> forward_kernel(const Layer& layer, co
   // Input projection of every step, into the gate columns of the workspace.
   Tensor gate_columns = workspace.view({T * B, W}).narrow(1, 0, GH);
   if (!single_step && rows_product_fits<scalar_t>(w_ih_c.t())) {
-    packed_rows_product<scalar_t>(x.view({T * B, I}), w_ih_c.t(), gate_columns);
+    packed_rows_product<scalar_t>(x.view({T * B, I}), w_ih_c.t(), gate_columns, false);
   } else {
     gemm::blas(x.view({T * B, I}), w_ih_c.t(), gate_columns, false);
   }
@@ -1492,13 +1502,18 @@ RecurrentGrads backward_kernel(const Layer& layer, const Tensor& grad_output, co
   if (need_input_grad) {
     grad_input = empty_large({T, B, I}, options);
     Tensor dx = grad_input.view({T * B, I});
-    if (layer.cell != Cell::Gru && T > 1 && rows_product_fits<scalar_t>(w_ih_c)) {
-      packed_rows_product<scalar_t>(grad_gates_flat, w_ih_c, dx);
-    } else {
-      gemm::blas(grad_gates_flat.narrow(1, 0, shared_rows), w_ih_c.narrow(0, 0, shared_rows), dx, false);
-    }
+    const bool packed = T > 1 && rows_product_fits<scalar_t>(w_ih_c);
+    const auto add_product = [&](const Tensor& a, const Tensor& b, bool accumulate) {
+      if (packed) {
+        packed_rows_product<scalar_t>(a, b, dx, accumulate);
+      } else {
+        gemm::blas(a, b, dx, accumulate);
+      }
+    };
+    add_product(grad_gates_flat.narrow(1, 0, shared_rows), w_ih_c.narrow(0, 0, shared_rows), false);
+    // The reset-after GRU's n block, on the input side's own gradient.
     if (layer.cell == Cell::Gru) {
-      gemm::blas(grad_x_n_flat, w_ih_c.narrow(0, 2 * H, H), dx, true);
+      add_product(grad_x_n_flat, w_ih_c.narrow(0, 2 * H, H), true);
     }
   }
   Tensor grad_w_ih = none(), grad_w_hh = none(), grad_b_ih = none(), grad_b_hh = none();

@@ -109,6 +109,15 @@ def test_shapes_match_reference(variant, batch, hidden, input_size):
     assert_matches_reference(layer)
 
 
+@pytest.mark.parametrize("variant", ["lstm", "gru"])
+def test_products_over_blocks_of_columns_match_reference(variant):
+    """With 2048 inputs, the products over all steps pack and run their weight in blocks of
+    columns that a core's L2 cache holds (kRowsProductBlockBytes in csrc/recurrent.cpp): the
+    input projection's G * 48 columns and the input gradient's 2048 each make two or more
+    blocks, most of them with a narrower last block."""
+    assert_matches_reference(Layer(variant, steps=3, batch=5, input_size=2048, hidden=48, lengths=[3, 1, 0, 2, 3]))
+
+
 @pytest.mark.parametrize("variant", ["lstm_proj_peephole", "lstm_coupled", "gru", "gru_reset_before", "rnn_relu"])
 def test_single_step_matches_reference(variant):
     """T = 1 (the cells) runs its step product through BLAS without packing; H = 37 pads its
