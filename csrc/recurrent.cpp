@@ -8,14 +8,14 @@
 //   G  gate blocks       GH = G * H (rows of w_ih and w_hh)
 //   W  workspace width per step (see the contract)
 //
-// Forward: the input projection of all steps is one product (seqkern's kernel shared by rows
-// where the weight is small, BLAS otherwise: packed_rows_product), written straight into the
-// gate columns of the workspace. Each step then runs one product h W_hh^T and one fused
+// Forward: the input projection of all steps is one product (seqkern's kernel shared by rows,
+// packed_rows_product; BLAS where the columns are not whole vectors), written straight into
+// the gate columns of the workspace. Each step then runs one product h W_hh^T and one fused
 // pointwise pass that overwrites those columns with the activated gates (two of each for
 // the reset-before GRU and the projection, whose second product needs the first pass).
 // Backward runs the steps in reverse: a fused pointwise pass and one product for the state
 // gradient per step; the gradients of the weights and of the input are a few large
-// products over all steps after the loop (BLAS, and the input gradient as the projection).
+// products over all steps after the loop, on the same kernel as the projection.
 //
 // The per-step products run on the packed register-blocked kernel of recurrent_gemm.h.
 // When a step has enough work, the threads share the time loop as a team (see Split). Where
@@ -34,6 +34,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <initializer_list>
+#include <memory>
 #include <mutex>
 #include <sstream>
 #include <string>
@@ -533,14 +534,21 @@ bool rows_product_fits(const Tensor& b) {
 // against BLAS's 87 to 115, and K = 2048, N = 512 at 185 to 210 against 111. Every row sums
 // its k in one order whatever its chunk, block or thread, so the result does not depend on
 // the thread count.
-// a: contiguous rows (any row stride); b: any strides; c: any row stride.
+// a, b: any strides (a transposed a, as in the weight gradients, reads k a row apart); c: any
+// row stride.
 template <typename scalar_t>
 void packed_rows_product(const Tensor& a, const Tensor& b, const Tensor& c, bool accumulate) {
   const int64_t M = a.size(0), K = b.size(0), N = b.size(1), lanes = gemm::Vector<scalar_t>::lanes;
   if (M == 0 || N == 0) {
     return;
   }
-  const int64_t block_vectors = std::max<int64_t>(1, kRowsProductBlockBytes / (K * lanes * sizeof(scalar_t)));
+  // Where K is so deep that an L2-sized block would be narrower than a wide panel, b is
+  // one block: it streams from the L3 cache once per chunk of rows, which costs less than
+  // streaming a once per block.
+  int64_t block_vectors = kRowsProductBlockBytes / (K * lanes * static_cast<int64_t>(sizeof(scalar_t)));
+  if (block_vectors < gemm::kWidePanel) {
+    block_vectors = N / lanes;
+  }
   std::vector<gemm::StepProduct<scalar_t>> blocks;
   for (int64_t first = 0; first < N; first += block_vectors * lanes) {
     blocks.emplace_back(b.narrow(1, first, std::min(block_vectors * lanes, N - first)), 1);
@@ -552,9 +560,14 @@ void packed_rows_product(const Tensor& a, const Tensor& b, const Tensor& c, bool
   const int64_t chunks = (M + chunk - 1) / chunk;
   const scalar_t* a_data = a.data_ptr<scalar_t>();
   scalar_t* c_data = c.data_ptr<scalar_t>();
-  const int64_t lda = a.stride(0), ldc = c.stride(0);
+  const int64_t lda = a.stride(0), ldk = a.stride(1), ldc = c.stride(0);
+  // A transposed a (the weight gradients': k a row apart) is read a chunk at a time into
+  // contiguous rows: in place, every k of a tile's rows is another row of the matrix, and
+  // the kernel ran at two thirds of its rate (Zen 4).
+  const bool gather = lda == 1 && ldk != 1;
 #pragma omp parallel num_threads(static_cast<int>(std::min(threads, chunks)))
   {
+    const std::unique_ptr<scalar_t[]> rows_buffer(gather ? new scalar_t[chunk * K] : nullptr);
     for (size_t index = 0; index < blocks.size(); ++index) {
       gemm::StepProduct<scalar_t>& block = blocks[index];
       const int64_t width = block.width();
@@ -567,7 +580,12 @@ void packed_rows_product(const Tensor& a, const Tensor& b, const Tensor& c, bool
 #pragma omp for schedule(dynamic)
       for (int64_t chunk_index = 0; chunk_index < chunks; ++chunk_index) {
         const int64_t first = chunk_index * chunk, rows = std::min(chunk, M - first);
-        block.columns(a_data + first * lda, lda, c_block + first * ldc, ldc, rows, 0, width, accumulate);
+        if (gather) {
+          gemm::gather_rows(a_data + first, ldk, rows, K, rows_buffer.get());
+          block.columns(rows_buffer.get(), K, c_block + first * ldc, ldc, rows, 0, width, accumulate);
+        } else {
+          block.columns(a_data + first * lda, lda, c_block + first * ldc, ldc, rows, 0, width, accumulate, ldk);
+        }
       }
     }
   }
@@ -1498,34 +1516,35 @@ RecurrentGrads backward_kernel(const Layer& layer, const Tensor& grad_output, co
   const Tensor grad_x_n_flat = grad_x_n.view({-1, H});
   // The input side's gate gradients: the hidden side's, except the reset-after GRU's n block.
   const int64_t shared_rows = layer.cell == Cell::Gru ? 2 * H : GH;
+  // c (+)= a . b over all steps: on seqkern's kernel where b's columns are whole vectors,
+  // except for a single step (the cells), where packing b would cost more than it saves.
+  const auto product = [&](const Tensor& a, const Tensor& b, Tensor c, bool accumulate) {
+    if (T > 1 && rows_product_fits<scalar_t>(b)) {
+      packed_rows_product<scalar_t>(a, b, c, accumulate);
+    } else {
+      gemm::blas(a, b, c, accumulate);
+    }
+  };
   Tensor grad_input = none();
   if (need_input_grad) {
     grad_input = empty_large({T, B, I}, options);
-    Tensor dx = grad_input.view({T * B, I});
-    const bool packed = T > 1 && rows_product_fits<scalar_t>(w_ih_c);
-    const auto add_product = [&](const Tensor& a, const Tensor& b, bool accumulate) {
-      if (packed) {
-        packed_rows_product<scalar_t>(a, b, dx, accumulate);
-      } else {
-        gemm::blas(a, b, dx, accumulate);
-      }
-    };
-    add_product(grad_gates_flat.narrow(1, 0, shared_rows), w_ih_c.narrow(0, 0, shared_rows), false);
+    const Tensor dx = grad_input.view({T * B, I});
+    product(grad_gates_flat.narrow(1, 0, shared_rows), w_ih_c.narrow(0, 0, shared_rows), dx, false);
     // The reset-after GRU's n block, on the input side's own gradient.
     if (layer.cell == Cell::Gru) {
-      add_product(grad_x_n_flat, w_ih_c.narrow(0, 2 * H, H), true);
+      product(grad_x_n_flat, w_ih_c.narrow(0, 2 * H, H), dx, true);
     }
   }
   Tensor grad_w_ih = none(), grad_w_hh = none(), grad_b_ih = none(), grad_b_hh = none();
   Tensor grad_w_hr = none(), grad_w_peep = none();
   if (need_weight_grad) {
     const Tensor x_flat = x.view({T * B, I});
+    // The weight gradients sum over all steps: transposed gate gradients times the inputs
+    // of the steps (the kernel reads a transposed a in place).
     grad_w_ih = at::empty({GH, I}, options);
-    Tensor shared_w_ih = grad_w_ih.narrow(0, 0, shared_rows);
-    gemm::blas(grad_gates_flat.narrow(1, 0, shared_rows).t(), x_flat, shared_w_ih, false);
+    product(grad_gates_flat.narrow(1, 0, shared_rows).t(), x_flat, grad_w_ih.narrow(0, 0, shared_rows), false);
     if (layer.cell == Cell::Gru) {
-      Tensor n_w_ih = grad_w_ih.narrow(0, 2 * H, H);
-      gemm::blas(grad_x_n_flat.t(), x_flat, n_w_ih, false);
+      product(grad_x_n_flat.t(), x_flat, grad_w_ih.narrow(0, 2 * H, H), false);
     }
 
     // grad_w_hh = sum over steps of grad_gates^T h_prev. h_prev is the previous step's
@@ -1538,7 +1557,7 @@ RecurrentGrads backward_kernel(const Layer& layer, const Tensor& grad_output, co
     if (T > 1) {
       const Tensor later = grad_gates.narrow(0, layer.reverse ? 0 : 1, T - 1).view({(T - 1) * B, GH});
       const Tensor earlier = output_c.narrow(0, layer.reverse ? 1 : 0, T - 1).view({(T - 1) * B, Hout});
-      gemm::blas(later.narrow(1, 0, step_rows).t(), earlier, step_w_hh, false);
+      product(later.narrow(1, 0, step_rows).t(), earlier, step_w_hh, false);
     }
     Tensor first_grads = at::empty({B, GH}, options);
     for (int64_t b = 0; b < B; ++b) {
@@ -1550,11 +1569,10 @@ RecurrentGrads backward_kernel(const Layer& layer, const Tensor& grad_output, co
         std::fill_n(first_row, GH, scalar_t(0));
       }
     }
-    gemm::blas(first_grads.narrow(1, 0, step_rows).t(), h0_c, step_w_hh, T > 1);
+    product(first_grads.narrow(1, 0, step_rows).t(), h0_c, step_w_hh, T > 1);
     if (layer.cell == Cell::GruResetBefore) {
-      Tensor n_w_hh = grad_w_hh.narrow(0, 2 * H, H);
-      gemm::blas(grad_gates_flat.narrow(1, 2 * H, H).t(), workspace_c.view({T * B, W}).narrow(1, 3 * H, H), n_w_hh,
-                 false);
+      product(grad_gates_flat.narrow(1, 2 * H, H).t(), workspace_c.view({T * B, W}).narrow(1, 3 * H, H),
+              grad_w_hh.narrow(0, 2 * H, H), false);
     }
 
     if (b_ih || b_hh) {
@@ -1574,7 +1592,7 @@ RecurrentGrads backward_kernel(const Layer& layer, const Tensor& grad_output, co
     }
     if (w_hr) {
       grad_w_hr = at::empty({Hout, H}, options);
-      gemm::blas(grad_h_out.view({T * B, Hout}).t(), cell_out.view({T * B, H}), grad_w_hr, false);
+      product(grad_h_out.view({T * B, Hout}).t(), cell_out.view({T * B, H}), grad_w_hr, false);
     }
     if (w_peep) {
       grad_w_peep = at::empty(w_peep->sizes(), options);

@@ -1,8 +1,8 @@
 // Matrix products of the recurrent kernels.
 //
-// The products over all steps at once (input projection, weight and input gradients) go
-// to ATen's BLAS on tensor views, or where the weight is small to the kernel below, shared by
-// rows (packed_rows_product in recurrent.cpp). The product of each step is short (at B = 1,
+// The products over all steps at once (input projection, weight and input gradients) run
+// on the kernel below, shared by rows (packed_rows_product in recurrent.cpp), or on ATen's
+// BLAS where their columns are not whole vectors and for a single step. The product of each step is short (at B = 1,
 // H = 64 a BLAS call's fixed cost is about that of the whole product) and repeats with the
 // same weight, which BLAS would pack again on every call. So it runs a register-blocked kernel
 // here, on a copy of the weight packed once per layer call, over any range of its
@@ -118,12 +118,14 @@ inline vector multiply_add(vector scale, vector b, vector sum) {
   return sum + scale * b;
 }
 
-// One tile of c: kRows rows by kVectors vectors, summed over k < K in registers. b is in
-// strips: vector q of row k at b + q * strip + k * L. With kSplit = 2 the even and odd k
+// One tile of c: kRows rows by kVectors vectors, summed over k < K in registers. a's
+// element (r, k) is at a[r * lda + k * ldk] (ldk = 1 for contiguous rows, lda = 1 for the
+// transpose of a matrix with contiguous rows). b is in strips: vector q of row k at
+// b + q * strip + k * L. With kSplit = 2 the even and odd k
 // go to separate sums, to keep enough independent multiply-adds in flight in a small tile.
 template <typename scalar_t, int kRows, int kVectors, int kSplit>
-inline void tile(int64_t K, const scalar_t* a, int64_t lda, const scalar_t* b, int64_t strip, scalar_t* c,
-                 int64_t ldc, bool accumulate) {
+inline void tile(int64_t K, const scalar_t* a, int64_t lda, int64_t ldk, const scalar_t* b, int64_t strip,
+                 scalar_t* c, int64_t ldc, bool accumulate) {
   using vector = typename Vector<scalar_t>::type;
   constexpr int64_t lanes = Vector<scalar_t>::lanes;
   vector sum[kSplit][kRows][kVectors];
@@ -140,7 +142,7 @@ inline void tile(int64_t K, const scalar_t* a, int64_t lda, const scalar_t* b, i
       row[q] = Vector<scalar_t>::load(b + q * strip + k * lanes);
     }
     for (int r = 0; r < kRows; ++r) {
-      const vector scale = a[r * lda + k] - vector{};
+      const vector scale = a[r * lda + k * ldk] - vector{};
       for (int q = 0; q < kVectors; ++q) {
         sum[s][r][q] = multiply_add(scale, row[q], sum[s][r][q]);
       }
@@ -193,14 +195,14 @@ inline bool even_tiles(int64_t M, int64_t vectors, int64_t max_rows) {
 // (the one row of a one-row product, B = 1) in a narrow panel, which splits its sums because
 // it reuses each loaded vector of b only once.
 template <typename scalar_t, int kVectors>
-inline void panel(int64_t M, int64_t K, const scalar_t* a, int64_t lda, const scalar_t* b, int64_t strip,
+inline void panel(int64_t M, int64_t K, const scalar_t* a, int64_t lda, int64_t ldk, const scalar_t* b, int64_t strip,
                   scalar_t* c, int64_t ldc, bool accumulate, bool lone_row) {
   constexpr int kMaxRows = max_tile_rows<kVectors>();
   if (M <= 1) {
     if (M == 1 && lone_row && kVectors <= kNarrowPanel) {
-      tile<scalar_t, 1, kVectors, 2>(K, a, lda, b, strip, c, ldc, accumulate);
+      tile<scalar_t, 1, kVectors, 2>(K, a, lda, ldk, b, strip, c, ldc, accumulate);
     } else if (M == 1) {
-      tile<scalar_t, 1, kVectors, 1>(K, a, lda, b, strip, c, ldc, accumulate);
+      tile<scalar_t, 1, kVectors, 1>(K, a, lda, ldk, b, strip, c, ldc, accumulate);
     }
     return;
   }
@@ -211,7 +213,7 @@ inline void panel(int64_t M, int64_t K, const scalar_t* a, int64_t lda, const sc
     const scalar_t* a_m = a + m * lda;
     scalar_t* c_m = c + m * ldc;
     with_constant<1, kMaxRows>(rows, [&](auto height) {
-      tile<scalar_t, decltype(height)::value, kVectors, 1>(K, a_m, lda, b, strip, c_m, ldc, accumulate);
+      tile<scalar_t, decltype(height)::value, kVectors, 1>(K, a_m, lda, ldk, b, strip, c_m, ldc, accumulate);
     });
     m += rows;
   }
@@ -221,7 +223,7 @@ inline void panel(int64_t M, int64_t K, const scalar_t* a, int64_t lda, const sc
 // in blocks of K that fit the L1 cache, so that a block of b serves every row of a while it
 // is there.
 template <typename scalar_t>
-void panels(int64_t M, int64_t K, int64_t N, int64_t widest, const scalar_t* a, int64_t lda, const scalar_t* b,
+void panels(int64_t M, int64_t K, int64_t N, int64_t widest, const scalar_t* a, int64_t lda, int64_t ldk, const scalar_t* b,
             int64_t strip, scalar_t* c, int64_t ldc, bool accumulate, bool lone_row) {
   constexpr int64_t lanes = Vector<scalar_t>::lanes;
   constexpr int64_t k_block = 32 * 1024 / (4 * lanes * static_cast<int64_t>(sizeof(scalar_t)));
@@ -233,10 +235,10 @@ void panels(int64_t M, int64_t K, int64_t N, int64_t widest, const scalar_t* a, 
     do {
       const int64_t depth = std::min(k_block, K - k);
       const bool add = accumulate || k > 0;
-      const scalar_t* a_k = a + k;
+      const scalar_t* a_k = a + k * ldk;
       const scalar_t* b_k = b_panel + k * lanes;
       const auto run = [&](auto width) {
-        panel<scalar_t, decltype(width)::value>(M, depth, a_k, lda, b_k, strip, c + n, ldc, add, lone_row);
+        panel<scalar_t, decltype(width)::value>(M, depth, a_k, lda, ldk, b_k, strip, c + n, ldc, add, lone_row);
       };
       if (vectors == kWidePanel) {
         run(std::integral_constant<int, kWidePanel>{});
@@ -257,19 +259,75 @@ void panels(int64_t M, int64_t K, int64_t N, int64_t widest, const scalar_t* a, 
 // narrow panels; Zen 3, one thread, K = 64 and 128). The tiling only decides which sums run
 // side by side, never a row's order of summation, so every split gives the same bits.
 template <typename scalar_t>
-void strip_product(int64_t M, int64_t K, int64_t N, const scalar_t* a, int64_t lda, const scalar_t* b, int64_t strip,
+void strip_product(int64_t M, int64_t K, int64_t N, const scalar_t* a, int64_t lda, int64_t ldk, const scalar_t* b, int64_t strip,
                    scalar_t* c, int64_t ldc, bool accumulate) {
   constexpr int64_t kNarrowRows = max_tile_rows<kNarrowPanel>();
   const auto too_few_sums = [](int64_t rows) { return rows * kNarrowPanel < kMinTileSums; };
   if (too_few_sums(M)) {
-    panels(M, K, N, kWidePanel, a, lda, b, strip, c, ldc, accumulate, M == 1);
+    panels(M, K, N, kWidePanel, a, lda, ldk, b, strip, c, ldc, accumulate, M == 1);
     return;
   }
   const int64_t rest = M % kNarrowRows;
   const int64_t tail = !even_tiles(M, kNarrowPanel, kNarrowRows) && too_few_sums(rest) ? rest : 0;
-  panels(M - tail, K, N, kNarrowPanel, a, lda, b, strip, c, ldc, accumulate, false);
+  panels(M - tail, K, N, kNarrowPanel, a, lda, ldk, b, strip, c, ldc, accumulate, false);
   if (tail > 0) {
-    panels(tail, K, N, kWidePanel, a + (M - tail) * lda, lda, b, strip, c + (M - tail) * ldc, ldc, accumulate, false);
+    panels(tail, K, N, kWidePanel, a + (M - tail) * lda, lda, ldk, b, strip, c + (M - tail) * ldc, ldc, accumulate,
+           false);
+  }
+}
+
+#if defined(__AVX__)
+// to[k * to_stride + n] = from[n * from_stride + k] for k, n < 8: an 8-by-8 block of floats
+// transposed in registers.
+inline void transpose_8x8(const float* from, int64_t from_stride, float* to, int64_t to_stride) {
+  __m256 row[8], pair[8], quad[8];
+  for (int n = 0; n < 8; ++n) {
+    row[n] = _mm256_loadu_ps(from + n * from_stride);
+  }
+  for (int n = 0; n < 8; n += 2) {
+    pair[n] = _mm256_unpacklo_ps(row[n], row[n + 1]);
+    pair[n + 1] = _mm256_unpackhi_ps(row[n], row[n + 1]);
+  }
+  for (int n = 0; n < 8; n += 4) {
+    for (int half = 0; half < 2; ++half) {
+      quad[n + half] = _mm256_shuffle_ps(pair[n + half], pair[n + 2 + half], _MM_SHUFFLE(1, 0, 1, 0));
+      quad[n + 2 + half] = _mm256_shuffle_ps(pair[n + half], pair[n + 2 + half], _MM_SHUFFLE(3, 2, 3, 2));
+    }
+  }
+  // quad[j] (rows 0-3) and quad[4 + j] (rows 4-7) hold k = order[j] in their low halves
+  // and k = order[j] + 4 in their high halves.
+  const int order[4] = {0, 2, 1, 3};
+  for (int q = 0; q < 4; ++q) {
+    _mm256_storeu_ps(to + q * to_stride, _mm256_permute2f128_ps(quad[order[q]], quad[4 + order[q]], 0x20));
+    _mm256_storeu_ps(to + (q + 4) * to_stride, _mm256_permute2f128_ps(quad[order[q]], quad[4 + order[q]], 0x31));
+  }
+}
+#endif
+
+// to[r * K + k] = from[r + k * stride] for r < rows, k < K: a block of rows of a transposed
+// matrix (whose k lie `stride` apart) copied into contiguous rows.
+template <typename scalar_t>
+void gather_rows(const scalar_t* from, int64_t stride, int64_t rows, int64_t K, scalar_t* to) {
+  int64_t r = 0;
+#if defined(__AVX__)
+  if constexpr (std::is_same_v<scalar_t, float>) {
+    for (; r + 8 <= rows; r += 8) {
+      int64_t k = 0;
+      for (; k + 8 <= K; k += 8) {
+        transpose_8x8(from + k * stride + r, stride, to + r * K + k, K);
+      }
+      for (; k < K; ++k) {
+        for (int64_t row = r; row < r + 8; ++row) {
+          to[row * K + k] = from[row + k * stride];
+        }
+      }
+    }
+  }
+#endif
+  for (; r < rows; ++r) {
+    for (int64_t k = 0; k < K; ++k) {
+      to[r * K + k] = from[r + k * stride];
+    }
   }
 }
 
@@ -339,33 +397,17 @@ class StepProduct {
   // weight, whose L rows the scalar copy would read a scalar at a time from L cache lines
   // (the forward products' weights: their packing was a twelfth of an LSTM forward at B = 1).
   static void transpose_block(const scalar_t* from, int64_t stride, scalar_t* to) {
-#if defined(__AVX__) && !defined(__AVX512F__)
+    constexpr int64_t lanes = Vector<scalar_t>::lanes;
+#if defined(__AVX__)
     if constexpr (std::is_same_v<scalar_t, float>) {
-      __m256 row[8], pair[8], quad[8];
-      for (int n = 0; n < 8; ++n) {
-        row[n] = _mm256_loadu_ps(from + n * stride);
-      }
-      for (int n = 0; n < 8; n += 2) {
-        pair[n] = _mm256_unpacklo_ps(row[n], row[n + 1]);
-        pair[n + 1] = _mm256_unpackhi_ps(row[n], row[n + 1]);
-      }
-      for (int n = 0; n < 8; n += 4) {
-        for (int half = 0; half < 2; ++half) {
-          quad[n + half] = _mm256_shuffle_ps(pair[n + half], pair[n + 2 + half], _MM_SHUFFLE(1, 0, 1, 0));
-          quad[n + 2 + half] = _mm256_shuffle_ps(pair[n + half], pair[n + 2 + half], _MM_SHUFFLE(3, 2, 3, 2));
+      for (int64_t n = 0; n < lanes; n += 8) {
+        for (int64_t k = 0; k < lanes; k += 8) {
+          transpose_8x8(from + n * stride + k, stride, to + k * lanes + n, lanes);
         }
-      }
-      // quad[j] (rows 0-3) and quad[4 + j] (rows 4-7) hold k = order[j] in their low halves
-      // and k = order[j] + 4 in their high halves.
-      const int order[4] = {0, 2, 1, 3};
-      for (int q = 0; q < 4; ++q) {
-        _mm256_storeu_ps(to + q * 8, _mm256_permute2f128_ps(quad[order[q]], quad[4 + order[q]], 0x20));
-        _mm256_storeu_ps(to + (q + 4) * 8, _mm256_permute2f128_ps(quad[order[q]], quad[4 + order[q]], 0x31));
       }
       return;
     }
 #endif
-    constexpr int64_t lanes = Vector<scalar_t>::lanes;
     for (int64_t k = 0; k < lanes; ++k) {
       for (int64_t n = 0; n < lanes; ++n) {
         to[k * lanes + n] = from[n * stride + k];
@@ -383,9 +425,9 @@ class StepProduct {
   }
 
   // Columns [begin, end) of every block; begin and end are multiples of L, and this
-  // thread packed them.
+  // thread packed them. a's element (r, k) is at a[r * lda + k * ldk].
   void columns(const scalar_t* a, int64_t lda, scalar_t* c, int64_t ldc, int64_t M, int64_t begin, int64_t end,
-               bool accumulate) const {
+               bool accumulate, int64_t ldk = 1) const {
     if (end <= begin) {
       return;
     }
@@ -394,7 +436,8 @@ class StepProduct {
     const int64_t K = packed_.size(1), strip = K * lanes;
     for (int64_t block = 0; block < blocks_; ++block) {
       const int64_t at = block * block_ld_ + begin;
-      strip_product<scalar_t>(M, K, end - begin, a, lda, packed + (at / lanes) * strip, strip, c + at, ldc, accumulate);
+      strip_product<scalar_t>(M, K, end - begin, a, lda, ldk, packed + (at / lanes) * strip, strip, c + at, ldc,
+                              accumulate);
     }
   }
 
