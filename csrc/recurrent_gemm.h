@@ -2,11 +2,11 @@
 //
 // The products over all steps at once (input projection, weight and input gradients) run
 // on the kernel below, shared by rows (packed_rows_product in recurrent.cpp), or on ATen's
-// BLAS where their columns are not whole vectors and for a single step. The product of each step is short (at B = 1,
-// H = 64 a BLAS call's fixed cost is about that of the whole product) and repeats with the
-// same weight, which BLAS would pack again on every call. So it runs a register-blocked kernel
-// here, on a copy of the weight packed once per layer call, over any range of its
-// columns, so that threads can share one product by columns.
+// BLAS where their columns are not whole vectors and for a single step. The product of each
+// step is short (at B = 1, H = 64 a BLAS call's fixed cost is about that of the whole
+// product) and repeats with the same weight, which BLAS would pack again on every call. So
+// it runs a register-blocked kernel here, on a copy of the weight packed once per layer
+// call, over any range of its columns, so that threads can share one product by columns.
 //
 // Dimension legend (row-major, c = a . b)
 //   M  rows of a and c (the batch)     K  inner size     N  columns of b and c
@@ -121,8 +121,8 @@ inline vector multiply_add(vector scale, vector b, vector sum) {
 // One tile of c: kRows rows by kVectors vectors, summed over k < K in registers. a's
 // element (r, k) is at a[r * lda + k * ldk] (ldk = 1 for contiguous rows, lda = 1 for the
 // transpose of a matrix with contiguous rows). b is in strips: vector q of row k at
-// b + q * strip + k * L. With kSplit = 2 the even and odd k
-// go to separate sums, to keep enough independent multiply-adds in flight in a small tile.
+// b + q * strip + k * L. With kSplit = 2 the even and odd k go to separate sums, to keep
+// enough independent multiply-adds in flight in a small tile.
 template <typename scalar_t, int kRows, int kVectors, int kSplit>
 inline void tile(int64_t K, const scalar_t* a, int64_t lda, int64_t ldk, const scalar_t* b, int64_t strip,
                  scalar_t* c, int64_t ldc, bool accumulate) {
@@ -223,8 +223,8 @@ inline void panel(int64_t M, int64_t K, const scalar_t* a, int64_t lda, int64_t 
 // in blocks of K that fit the L1 cache, so that a block of b serves every row of a while it
 // is there.
 template <typename scalar_t>
-void panels(int64_t M, int64_t K, int64_t N, int64_t widest, const scalar_t* a, int64_t lda, int64_t ldk, const scalar_t* b,
-            int64_t strip, scalar_t* c, int64_t ldc, bool accumulate, bool lone_row) {
+void panels(int64_t M, int64_t K, int64_t N, int64_t widest, const scalar_t* a, int64_t lda, int64_t ldk,
+            const scalar_t* b, int64_t strip, scalar_t* c, int64_t ldc, bool accumulate, bool lone_row) {
   constexpr int64_t lanes = Vector<scalar_t>::lanes;
   constexpr int64_t k_block = 32 * 1024 / (4 * lanes * static_cast<int64_t>(sizeof(scalar_t)));
   for (int64_t n = 0; n < N;) {
@@ -259,8 +259,8 @@ void panels(int64_t M, int64_t K, int64_t N, int64_t widest, const scalar_t* a, 
 // narrow panels; Zen 3, one thread, K = 64 and 128). The tiling only decides which sums run
 // side by side, never a row's order of summation, so every split gives the same bits.
 template <typename scalar_t>
-void strip_product(int64_t M, int64_t K, int64_t N, const scalar_t* a, int64_t lda, int64_t ldk, const scalar_t* b, int64_t strip,
-                   scalar_t* c, int64_t ldc, bool accumulate) {
+void strip_product(int64_t M, int64_t K, int64_t N, const scalar_t* a, int64_t lda, int64_t ldk, const scalar_t* b,
+                   int64_t strip, scalar_t* c, int64_t ldc, bool accumulate) {
   constexpr int64_t kNarrowRows = max_tile_rows<kNarrowPanel>();
   const auto too_few_sums = [](int64_t rows) { return rows * kNarrowPanel < kMinTileSums; };
   if (too_few_sums(M)) {
