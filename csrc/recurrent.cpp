@@ -516,6 +516,9 @@ constexpr int64_t kProductChunkRows = 96;
 // bytes, so that a block stays in a core's L2 cache while every chunk of rows passes it.
 constexpr int64_t kRowsProductBlockBytes = int64_t{1} << 20;
 
+// The most bytes of a transposed a that packed_rows_product copies into rows per thread.
+constexpr int64_t kGatherBytes = int64_t{8} << 20;
+
 // Whether packed_rows_product can compute c = a (M, K) . b (K, N): N whole vectors.
 template <typename scalar_t>
 bool rows_product_fits(const Tensor& b) {
@@ -563,8 +566,10 @@ void packed_rows_product(const Tensor& a, const Tensor& b, const Tensor& c, bool
   const int64_t lda = a.stride(0), ldk = a.stride(1), ldc = c.stride(0);
   // A transposed a (the weight gradients': k a row apart) is read a chunk at a time into
   // contiguous rows: in place, every k of a tile's rows is another row of the matrix, and
-  // the kernel ran at two thirds of its rate (Zen 4).
-  const bool gather = lda == 1 && ldk != 1;
+  // the kernel ran at two thirds of its rate (Zen 4). Each thread's copy holds a chunk's
+  // rows of all K; past kGatherBytes (very long sequences times large batches) a is read in
+  // place instead, so that the copies never grow with T B beyond that.
+  const bool gather = lda == 1 && ldk != 1 && chunk * K * static_cast<int64_t>(sizeof(scalar_t)) <= kGatherBytes;
 #pragma omp parallel num_threads(static_cast<int>(std::min(threads, chunks)))
   {
     const std::unique_ptr<scalar_t[]> rows_buffer(gather ? new scalar_t[chunk * K] : nullptr);

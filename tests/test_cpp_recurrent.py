@@ -118,6 +118,14 @@ def test_products_over_blocks_of_columns_match_reference(variant):
     assert_matches_reference(Layer(variant, steps=3, batch=5, input_size=2048, hidden=48, lengths=[3, 1, 0, 2, 3]))
 
 
+def test_deep_weight_gradients_match_reference(threads):
+    """T B = 2 x 16000 steps' rows: on two threads, each one's copy of a chunk (36 of the 64
+    gate rows) of the transposed gate gradients would pass kGatherBytes (csrc/recurrent.cpp),
+    so the weight gradients read them in place, k a row apart."""
+    threads(2)
+    assert_matches_reference(Layer("lstm", steps=2, batch=16000, input_size=16, hidden=16, lengths=[2, 1] * 8000))
+
+
 @pytest.mark.parametrize("variant", ["lstm_proj_peephole", "lstm_coupled", "gru", "gru_reset_before", "rnn_relu"])
 def test_single_step_matches_reference(variant):
     """T = 1 (the cells) runs its step product through BLAS without packing; H = 37 pads its
