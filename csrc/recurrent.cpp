@@ -596,6 +596,18 @@ void packed_rows_product(const Tensor& a, const Tensor& b, const Tensor& c, bool
   }
 }
 
+// c (+)= a . b over all steps: on packed_rows_product where b's columns are whole vectors,
+// except for a single step (the cells), where packing b would cost more than it saves;
+// BLAS otherwise.
+template <typename scalar_t>
+void steps_product(bool single_step, const Tensor& a, const Tensor& b, Tensor c, bool accumulate) {
+  if (!single_step && rows_product_fits<scalar_t>(b)) {
+    packed_rows_product<scalar_t>(a, b, c, accumulate);
+  } else {
+    gemm::blas(a, b, c, accumulate);
+  }
+}
+
 template <typename scalar_t>
 void zero(scalar_t* data, int64_t count) {
   std::fill(data, data + count, scalar_t(0));
@@ -1022,11 +1034,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> forward_kernel(const Layer& layer, co
 
   // Input projection of every step, into the gate columns of the workspace.
   Tensor gate_columns = workspace.view({T * B, W}).narrow(1, 0, GH);
-  if (!single_step && rows_product_fits<scalar_t>(w_ih_c.t())) {
-    packed_rows_product<scalar_t>(x.view({T * B, I}), w_ih_c.t(), gate_columns, false);
-  } else {
-    gemm::blas(x.view({T * B, I}), w_ih_c.t(), gate_columns, false);
-  }
+  steps_product<scalar_t>(single_step, x.view({T * B, I}), w_ih_c.t(), gate_columns, false);
 
   scalar_t* h_buffers[2] = {(T % 2 == 0 ? h_n : h_other).data_ptr<scalar_t>(),
                             (T % 2 == 0 ? h_other : h_n).data_ptr<scalar_t>()};
@@ -1521,14 +1529,8 @@ RecurrentGrads backward_kernel(const Layer& layer, const Tensor& grad_output, co
   const Tensor grad_x_n_flat = grad_x_n.view({-1, H});
   // The input side's gate gradients: the hidden side's, except the reset-after GRU's n block.
   const int64_t shared_rows = layer.cell == Cell::Gru ? 2 * H : GH;
-  // c (+)= a . b over all steps: on seqkern's kernel where b's columns are whole vectors,
-  // except for a single step (the cells), where packing b would cost more than it saves.
-  const auto product = [&](const Tensor& a, const Tensor& b, Tensor c, bool accumulate) {
-    if (T > 1 && rows_product_fits<scalar_t>(b)) {
-      packed_rows_product<scalar_t>(a, b, c, accumulate);
-    } else {
-      gemm::blas(a, b, c, accumulate);
-    }
+  const auto product = [&](const Tensor& a, const Tensor& b, const Tensor& c, bool accumulate) {
+    steps_product<scalar_t>(single_step, a, b, c, accumulate);
   };
   Tensor grad_input = none();
   if (need_input_grad) {
@@ -1545,7 +1547,7 @@ RecurrentGrads backward_kernel(const Layer& layer, const Tensor& grad_output, co
   if (need_weight_grad) {
     const Tensor x_flat = x.view({T * B, I});
     // The weight gradients sum over all steps: transposed gate gradients times the inputs
-    // of the steps (the kernel reads a transposed a in place).
+    // of the steps (packed_rows_product takes a transposed a as it is).
     grad_w_ih = at::empty({GH, I}, options);
     product(grad_gates_flat.narrow(1, 0, shared_rows).t(), x_flat, grad_w_ih.narrow(0, 0, shared_rows), false);
     if (layer.cell == Cell::Gru) {

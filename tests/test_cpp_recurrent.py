@@ -357,8 +357,9 @@ def test_forward_gives_the_same_bits_on_any_thread_count(variant, dtype, threads
     too, whose float32 vectors hold 16) the forward runs on seqkern's kernels only:
     the input projection shares its T * B = 7 * 50 rows among the threads in chunks, the
     step product its 50 rows or its columns, and every row sums in one order whatever its
-    tile. One, two and three threads must give the same forward bits (the backward's weight
-    gradients are BLAS's, whose sums depend on its threads), and in float64 the reference's
+    tile. One, two and three threads must give the same forward bits (the backward's products
+    over 19 input columns, not whole vectors, are BLAS's, whose sums depend on its threads),
+    and in float64 the reference's
     numbers (float32's weight gradients sum 350 rows, beyond the table's float32 tolerance)."""
     layer = Layer(variant, steps=7, batch=50, input_size=19, hidden=48, lengths=[7, 3, 5, 0, 6] * 10, dtype=dtype)
     threads(1)
