@@ -260,13 +260,18 @@ TeamPlan plan_team(int64_t batch, int64_t hidden, int64_t step_product, int64_t 
 }
 
 // How long a thread may wait at a team's barriers for the others before the team breaks up
-// (see Barrier): team_patience_ns, plus a kWaitShare-th of the time since its loop began,
-// less what it has waited already. A small step takes microseconds, a thread that the
-// scheduler has taken off its core is gone for milliseconds; the share lets a loop of big
-// steps (each about a millisecond) ride out a rare slice without being halved for good, and
-// still breaks up a team that keeps waiting. 0 breaks a team up at its first wait (tests).
+// (see Barrier): team_patience_ns, plus what going on alone would cost the rest of the loop,
+// less what the thread has waited in it already. Going alone, one thread does every share
+// of every phase left, so it costs (threads - 1) times the time those phases take the team,
+// estimated from the phases so far. Waiting longer than that is never worth it, and waiting
+// that long loses at most twice what the best choice would have (the ski-rental rule): a
+// small step takes microseconds, and a loop of them breaks up soon after a thread is taken
+// off its core (for milliseconds); a loop of big steps (a millisecond each, B = 64,
+// H = 512) rides out a descheduled thread, where a break-up at its start doubled the time
+// of the whole loop (LSTM training step 0.52 -> 0.82 s on a 2-vCPU VM). A team whose thread
+// keeps being late breaks up once its waits add up to that cost. 0 breaks a team up at its
+// first wait (tests).
 constexpr int64_t kDefaultPatienceNs = 300 * 1000;
-constexpr int64_t kWaitShare = 4;
 std::atomic<int64_t> team_patience_ns{kDefaultPatienceNs};
 // Teams broken up so far (for tests).
 std::atomic<int64_t> team_breakups{0};
@@ -285,9 +290,10 @@ class Barrier {
   using Clock = std::chrono::steady_clock;
 
   // Waits for all `size` threads; false when the team has broken up at this barrier. The
-  // team's loop began at `start`; this thread has waited `waited_ns` in it so far, and
-  // adds this wait.
-  bool wait(int size, Clock::time_point start, int64_t& waited_ns) {
+  // team's loop began at `start` and has `phases_done` of its phases behind this barrier and
+  // `phases_left` after it; this thread has waited `waited_ns` in it so far, and adds this
+  // wait.
+  bool wait(int size, Clock::time_point start, int64_t phases_done, int64_t phases_left, int64_t& waited_ns) {
     const uint64_t generation = state_.load(std::memory_order_relaxed) >> 1;
     if (arrived_.fetch_add(1, std::memory_order_acq_rel) == size - 1) {
       arrived_.store(0, std::memory_order_relaxed);
@@ -298,8 +304,7 @@ class Barrier {
       return (shut & 1) == 0;
     }
     const auto arrival = Clock::now();
-    const int64_t base = team_patience_ns.load(std::memory_order_relaxed);
-    const int64_t patience = base == 0 ? 0 : base + nanoseconds(arrival - start) / kWaitShare - waited_ns;
+    const int64_t patience = patience_ns(size, nanoseconds(arrival - start), phases_done, phases_left, waited_ns);
     int64_t waited = 0;
     bool gave_up = false;
     uint64_t state;
@@ -338,6 +343,18 @@ class Barrier {
       done_ = true;
     }
     woken_.notify_all();
+  }
+
+  // How long a thread may wait at this barrier: see team_patience_ns.
+  static int64_t patience_ns(int size, int64_t elapsed_ns, int64_t phases_done, int64_t phases_left,
+                             int64_t waited_ns) {
+    const int64_t base = team_patience_ns.load(std::memory_order_relaxed);
+    if (base == 0) {
+      return 0;
+    }
+    const int64_t phase_ns = std::max<int64_t>(0, elapsed_ns - waited_ns) / std::max<int64_t>(1, phases_done);
+    const int64_t alone_cost_ns = (size - 1) * phase_ns * phases_left;
+    return base + std::max<int64_t>(0, alone_cost_ns - waited_ns);
   }
 
  private:
@@ -402,7 +419,9 @@ struct Share {
 // before, and the results do not depend on whether or when the team broke up.
 class Team {
  public:
-  Team(int id, int size, Split split, Barrier* barrier) : id_(id), size_(size), split_(split), barrier_(barrier) {}
+  // `phases`: how many times the loop calls packed or sync, whether or not they meet.
+  Team(int id, int size, Split split, int64_t phases, Barrier* barrier)
+      : id_(id), size_(size), split_(split), phases_(phases), barrier_(barrier) {}
 
   template <typename Phase>
   void each_share(const Phase& phase) const {
@@ -418,11 +437,17 @@ class Team {
   // Waits, where the split needs it, until what every thread wrote in this step is visible
   // to all. False when this thread must leave the loop: the team broke up and thread 0 goes
   // on alone.
-  bool sync() { return split_ == Split::Rows || meet(); }
+  bool sync() {
+    ++phases_done_;
+    return split_ == Split::Rows || meet();
+  }
 
   // Waits until the whole weight is packed: each thread packed a slice, but with rows each
   // reads all of it.
-  bool packed() { return split_ == Split::Columns || meet(); }
+  bool packed() {
+    ++phases_done_;
+    return split_ == Split::Columns || meet();
+  }
 
   // Called by every thread once its time loop is over.
   void finish() {
@@ -435,7 +460,8 @@ class Team {
 
  private:
   bool meet() {
-    if (size_ == 1 || alone_ || barrier_->wait(size_, start_, waited_ns_)) {
+    if (size_ == 1 || alone_ ||
+        barrier_->wait(size_, start_, phases_done_, std::max<int64_t>(0, phases_ - phases_done_), waited_ns_)) {
       return true;
     }
     if (id_ != 0) {
@@ -449,9 +475,10 @@ class Team {
 
   int id_, size_;
   Split split_;
+  int64_t phases_;
   Barrier* barrier_;
   Barrier::Clock::time_point start_ = Barrier::Clock::now();
-  int64_t waited_ns_ = 0;
+  int64_t phases_done_ = 0, waited_ns_ = 0;
   bool alone_ = false, left_ = false;
 };
 
@@ -492,10 +519,13 @@ TeamPlan plan_loop_team(bool single_step, int64_t batch, int64_t hidden, int64_t
   return plan_team(batch, hidden, step_product, weight_bytes, gemm::Vector<scalar_t>::lanes);
 }
 
+// body(team) runs the loop; it calls team.packed() once and team.sync() after each of
+// `phases_per_step` phases of every one of `steps` steps.
 template <typename Body>
-void run_team(const TeamPlan& plan, const Body& body) {
+void run_team(const TeamPlan& plan, int64_t steps, int64_t phases_per_step, const Body& body) {
+  const int64_t phases = 1 + steps * phases_per_step;
   if (plan.threads <= 1) {
-    Team team(0, 1, Split::Columns, nullptr);
+    Team team(0, 1, Split::Columns, phases, nullptr);
     body(team);
     return;
   }
@@ -503,7 +533,7 @@ void run_team(const TeamPlan& plan, const Body& body) {
   // The team is as large as OpenMP makes it (one thread when nested in another region).
 #pragma omp parallel num_threads(plan.threads)
   {
-    Team team(omp_get_thread_num(), omp_get_num_threads(), plan.split, &barrier);
+    Team team(omp_get_thread_num(), omp_get_num_threads(), plan.split, phases, &barrier);
     body(team);
     team.finish();
   }
@@ -1046,7 +1076,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> forward_kernel(const Layer& layer, co
     recurrent.once(h_other, hidden_gates, false);
   }
   const TeamPlan plan = plan_loop_team(single_step, B, H, step_work, {&recurrent, &projection, &reset_product});
-  run_team(plan, [&](Team& team) {
+  run_team(plan, T, second_product ? 2 : 1, [&](Team& team) {
     team.each_share(pack);
     if (!team.packed()) {
       return;
@@ -1455,7 +1485,7 @@ RecurrentGrads backward_kernel(const Layer& layer, const Tensor& grad_output, co
   // every share.
   const bool first_pass = layer.projection || layer.cell == Cell::GruResetBefore;
   const TeamPlan plan = plan_loop_team(single_step, B, H, step_work, {&recurrent, &projection, &reset_product});
-  run_team(plan, [&](Team& team) {
+  run_team(plan, T, first_pass ? 2 : 1, [&](Team& team) {
     team.each_share(pack);
     if (!team.packed()) {
       return;
@@ -1728,6 +1758,14 @@ void register_recurrent(pybind11::module_& module) {
   module.def(
       "_team_breakups", [] { return team_breakups.load(); },
       "For tests: how many time loops have gone on with one thread after their team broke up.");
+  module.def(
+      "_team_patience_for",
+      [](int size, int64_t elapsed_us, int64_t phases_done, int64_t phases_left, int64_t waited_us) {
+        return Barrier::patience_ns(size, elapsed_us * 1000, phases_done, phases_left, waited_us * 1000) / 1000;
+      },
+      "For tests: how long (us) a thread of a team of `size` may wait at a barrier, `elapsed_us` into its loop, "
+      "with `phases_done` phases behind and `phases_left` ahead, having waited `waited_us` so far.",
+      py::arg("size"), py::arg("elapsed_us"), py::arg("phases_done"), py::arg("phases_left"), py::arg("waited_us"));
 }
 
 }  // namespace seqkern

@@ -221,6 +221,27 @@ def test_team_breakups_at_any_barrier_give_the_same_bits(variant, batch, hidden,
             assert torch.equal(a, e), name
 
 
+def test_team_patience_weighs_waiting_against_going_alone():
+    """A thread waits at most the base patience plus what going on alone would cost the
+    rest of the loop (the other threads' shares of the phases left, at the pace so far),
+    less what it has waited already; a base of 0 never waits (impatient teams)."""
+    before = _C._set_team_patience(300)
+    try:
+        # 10 ms for 10 phases: 1 ms a phase; alone, 90 phases left cost one more share each.
+        assert _C._team_patience_for(2, 10_000, 10, 90, 0) == 300 + 90_000
+        assert _C._team_patience_for(3, 10_000, 10, 90, 0) == 300 + 2 * 90_000
+        # Waits so far count against it, and do not count as the team's pace.
+        assert _C._team_patience_for(2, 50_000, 10, 90, 40_000) == 300 + 90_000 - 40_000
+        assert _C._team_patience_for(2, 100_000, 10, 90, 95_000) == 300
+        # The last barrier, or the first (nothing done yet: the time so far is one phase).
+        assert _C._team_patience_for(2, 10_000, 10, 0, 0) == 300
+        assert _C._team_patience_for(2, 1_000, 0, 100, 0) == 300 + 100_000
+        _C._set_team_patience(0)
+        assert _C._team_patience_for(2, 10_000, 10, 90, 0) == 0
+    finally:
+        _C._set_team_patience(before)
+
+
 def test_team_patience_must_not_be_negative():
     with pytest.raises(ValueError, match="microseconds must be >= 0, got -1"):
         _C._set_team_patience(-1)
