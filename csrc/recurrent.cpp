@@ -587,9 +587,14 @@ void packed_rows_product(const Tensor& a, const Tensor& b, const Tensor& c, bool
     blocks.emplace_back(b.narrow(1, first, std::min(block_vectors * lanes, N - first)), 1);
   }
   const int64_t threads = at::get_num_threads();
-  // Every thread gets rows, and the kernel's tallest tiles stay whole.
+  // Chunks of at most kProductChunkRows, as many for every thread and of about one size, so
+  // that the threads finish together: at T B = 1600, 17 chunks of 96 rows gave one of two
+  // threads 864 rows and the other 736, where 18 of 90 give 810 and 790. Whole tiles of the
+  // kernel's tallest height.
   constexpr int64_t kTileRows = gemm::max_tile_rows<gemm::kNarrowPanel>();
-  const int64_t chunk = std::min(kProductChunkRows, (M + kTileRows * threads - 1) / (kTileRows * threads) * kTileRows);
+  const int64_t rounds = std::max<int64_t>(1, (M + kProductChunkRows * threads - 1) / (kProductChunkRows * threads));
+  const int64_t chunk_tiles = (M + kTileRows * threads * rounds - 1) / (kTileRows * threads * rounds);
+  const int64_t chunk = chunk_tiles * kTileRows;
   const int64_t chunks = (M + chunk - 1) / chunk;
   const scalar_t* a_data = a.data_ptr<scalar_t>();
   scalar_t* c_data = c.data_ptr<scalar_t>();
