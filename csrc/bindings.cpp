@@ -1,4 +1,5 @@
-// The pybind11 loader of seqkern._C: one module, one registration call per op family.
+// The pybind11 loader of seqkern._C: one module, one registration call per op family, and
+// the hooks of the large-buffer cache that every family's kernels share (memory.h).
 // Loading it also runs the TORCH_LIBRARY registrations of the ops (recurrent_op.cpp).
 #include "memory.h"
 #include "seqkern.h"
