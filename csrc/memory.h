@@ -10,7 +10,11 @@
 
 #include <cstdint>
 #include <deque>
+#include <iterator>
+#include <list>
 #include <mutex>
+#include <unordered_map>
+#include <vector>
 
 namespace seqkern {
 
@@ -21,16 +25,23 @@ namespace seqkern {
 // 2-vCPU VM (AMD EPYC Zen 4), faulting in 64 MiB took 7 ms with 2 MiB pages and 26 to 35 ms
 // with 4 KiB ones, and 150 ms where the host had not backed that memory yet (one fault
 // took 8 ms); a training step of an LSTM at T = 100, B = 64, H = 512 allocates about 150 MB.
-// A block that comes back from the cache is already faulted in. Blocks are whole 2 MiB
-// pages, aligned and advised as transparent huge pages ("madvise" mode, the usual kernel
-// default; a kernel that ignores or refuses the advice costs nothing). At most
-// kMaxCachedBytes of free blocks are kept, the least recently freed returned first.
+// Smaller buffers fault too: malloc serves them from the top of its heap, and a training
+// step frees them all before the next one, so malloc hands that memory back to the system
+// (trims the heap) and faults it in again on every step (LSTM T = 100, B = 16, H = 128: 100
+// faults per step; RNN: 200 to 280). A block that comes back from the cache is already
+// faulted in. Blocks of 2 MiB and up are whole 2 MiB pages, aligned and advised as
+// transparent huge pages ("madvise" mode, the usual kernel default; a kernel that ignores
+// or refuses the advice costs nothing); smaller ones are whole 4 KiB pages. A request takes
+// the most recently freed block of its rounded size. At most kMaxCachedBytes of free blocks
+// are kept, the least recently freed returned to the system first.
 class LargeBlockAllocator final : public c10::Allocator {
  public:
-  // Smaller requests go to the CPU allocator: they come from malloc's reused memory.
-  static constexpr size_t kMinBytes = size_t{4} << 20;
+  // Smaller requests go to the CPU allocator: malloc serves them from its bins, which it
+  // keeps (128 KiB is where glibc starts to map or trim).
+  static constexpr size_t kMinBytes = size_t{128} << 10;
   static constexpr size_t kMaxCachedBytes = size_t{256} << 20;
-  static constexpr size_t kPage = size_t{1} << 21;
+  static constexpr size_t kHugePage = size_t{1} << 21;
+  static constexpr size_t kSmallPage = size_t{1} << 12;
 
   static LargeBlockAllocator& get() {
     // Never destroyed: tensors freed during interpreter shutdown still return their blocks.
@@ -60,10 +71,11 @@ class LargeBlockAllocator final : public c10::Allocator {
 
   // Returns every free block to the system.
   void empty_cache() {
-    std::deque<Block*> blocks;
+    std::list<Block*> blocks;
     {
       std::lock_guard<std::mutex> lock(mutex_);
       blocks.swap(free_);
+      by_size_.clear();
       cached_bytes_ = 0;
     }
     for (Block* block : blocks) {
@@ -75,22 +87,30 @@ class LargeBlockAllocator final : public c10::Allocator {
   struct Block {
     void* mapping;
     size_t mapped_bytes;
-    void* data;  // kPage-aligned, within the mapping
+    void* data;  // page-aligned (kHugePage-aligned from kHugePage bytes on), within the mapping
     size_t bytes;
   };
+  using FreeList = std::list<Block*>;
 
-  static size_t round_up(size_t bytes) { return (bytes + kPage - 1) / kPage * kPage; }
+  static size_t round_up(size_t bytes) {
+    const size_t page = bytes >= kHugePage ? kHugePage : kSmallPage;
+    return (bytes + page - 1) / page * page;
+  }
 
   Block* take(size_t bytes) {
     {
       std::lock_guard<std::mutex> lock(mutex_);
-      for (auto it = free_.rbegin(); it != free_.rend(); ++it) {
-        if ((*it)->bytes == bytes) {
-          Block* block = *it;
-          free_.erase(std::next(it).base());
-          cached_bytes_ -= bytes;
-          return block;
+      auto found = by_size_.find(bytes);
+      if (found != by_size_.end()) {
+        const FreeList::iterator newest = found->second.back();
+        Block* block = *newest;
+        found->second.pop_back();
+        if (found->second.empty()) {
+          by_size_.erase(found);
         }
+        free_.erase(newest);
+        cached_bytes_ -= bytes;
+        return block;
       }
     }
     return map(bytes);
@@ -98,14 +118,18 @@ class LargeBlockAllocator final : public c10::Allocator {
 
   static Block* map(size_t bytes) {
 #if defined(__linux__)
-    const size_t mapped_bytes = bytes + kPage;
+    const bool huge = bytes >= kHugePage;
+    const size_t mapped_bytes = huge ? bytes + kHugePage : bytes;
     void* mapping = mmap(nullptr, mapped_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     TORCH_CHECK(mapping != MAP_FAILED, "seqkern: out of memory allocating ", bytes, " bytes");
-    const uintptr_t aligned = (reinterpret_cast<uintptr_t>(mapping) + kPage - 1) & ~(uintptr_t{kPage} - 1);
-    void* data = reinterpret_cast<void*>(aligned);
+    void* data = mapping;
+    if (huge) {
+      const uintptr_t aligned = (reinterpret_cast<uintptr_t>(mapping) + kHugePage - 1) & ~(uintptr_t{kHugePage} - 1);
+      data = reinterpret_cast<void*>(aligned);
 #if defined(MADV_HUGEPAGE)
-    madvise(data, bytes, MADV_HUGEPAGE);
+      madvise(data, bytes, MADV_HUGEPAGE);
 #endif
+    }
     return new Block{mapping, mapped_bytes, data, bytes};
 #else
     TORCH_CHECK(false, "seqkern: LargeBlockAllocator needs Linux");
@@ -122,17 +146,25 @@ class LargeBlockAllocator final : public c10::Allocator {
   static void release(void* context) {
     Block* block = static_cast<Block*>(context);
     LargeBlockAllocator& allocator = get();
-    std::deque<Block*> evicted;
+    std::vector<Block*> evicted;
     {
       std::lock_guard<std::mutex> lock(allocator.mutex_);
       if (block->bytes <= kMaxCachedBytes) {
         allocator.free_.push_back(block);
+        allocator.by_size_[block->bytes].push_back(std::prev(allocator.free_.end()));
         allocator.cached_bytes_ += block->bytes;
         block = nullptr;
         while (allocator.cached_bytes_ > kMaxCachedBytes) {
-          evicted.push_back(allocator.free_.front());
-          allocator.cached_bytes_ -= allocator.free_.front()->bytes;
+          Block* oldest = allocator.free_.front();
+          // The least recently freed block overall is also the least recently freed of its size.
+          auto same_size = allocator.by_size_.find(oldest->bytes);
+          same_size->second.pop_front();
+          if (same_size->second.empty()) {
+            allocator.by_size_.erase(same_size);
+          }
           allocator.free_.pop_front();
+          allocator.cached_bytes_ -= oldest->bytes;
+          evicted.push_back(oldest);
         }
       }
     }
@@ -145,7 +177,9 @@ class LargeBlockAllocator final : public c10::Allocator {
   }
 
   std::mutex mutex_;
-  std::deque<Block*> free_;  // least recently freed first
+  FreeList free_;  // least recently freed first
+  // The free blocks of each size, least recently freed first.
+  std::unordered_map<size_t, std::deque<FreeList::iterator>> by_size_;
   size_t cached_bytes_ = 0;
 };
 
@@ -154,6 +188,17 @@ inline at::Tensor empty_large(at::IntArrayRef sizes, const at::TensorOptions& op
                                               c10::DispatchKeySet(c10::DispatchKey::CPU),
                                               c10::typeMetaToScalarType(options.dtype()),
                                               options.memory_format_opt()));
+}
+
+// `tensor` itself where it is contiguous, else a contiguous copy in a cached block (a
+// gradient that autograd expanded from a scalar, a batch_first input).
+inline at::Tensor contiguous_large(const at::Tensor& tensor) {
+  if (tensor.is_contiguous()) {
+    return tensor;
+  }
+  at::Tensor copy = empty_large(tensor.sizes(), tensor.options());
+  copy.copy_(tensor);
+  return copy;
 }
 
 }  // namespace seqkern

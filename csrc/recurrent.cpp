@@ -605,9 +605,12 @@ void packed_rows_product(const Tensor& a, const Tensor& b, const Tensor& c, bool
   // rows of all K; past kGatherBytes (very long sequences times large batches) a is read in
   // place instead, so that the copies never grow with T B beyond that.
   const bool gather = lda == 1 && ldk != 1 && chunk * K * static_cast<int64_t>(sizeof(scalar_t)) <= kGatherBytes;
-#pragma omp parallel num_threads(static_cast<int>(std::min(threads, chunks)))
+  const int team = static_cast<int>(std::min(threads, chunks));
+  // Each thread's copy, from the buffer cache: a fresh one costs page faults on every call.
+  const Tensor rows_buffers = empty_large({gather ? team : 0, chunk, K}, a.options());
+#pragma omp parallel num_threads(team)
   {
-    const std::unique_ptr<scalar_t[]> rows_buffer(gather ? new scalar_t[chunk * K] : nullptr);
+    scalar_t* rows_buffer = gather ? rows_buffers.data_ptr<scalar_t>() + omp_get_thread_num() * chunk * K : nullptr;
     for (size_t index = 0; index < blocks.size(); ++index) {
       gemm::StepProduct<scalar_t>& block = blocks[index];
       const int64_t width = block.width();
@@ -621,8 +624,8 @@ void packed_rows_product(const Tensor& a, const Tensor& b, const Tensor& c, bool
       for (int64_t chunk_index = 0; chunk_index < chunks; ++chunk_index) {
         const int64_t first = chunk_index * chunk, rows = std::min(chunk, M - first);
         if (gather) {
-          gemm::gather_rows(a_data + first, ldk, rows, K, rows_buffer.get());
-          block.columns(rows_buffer.get(), K, c_block + first * ldc, ldc, rows, 0, width, accumulate);
+          gemm::gather_rows(a_data + first, ldk, rows, K, rows_buffer);
+          block.columns(rows_buffer, K, c_block + first * ldc, ldc, rows, 0, width, accumulate);
         } else {
           block.columns(a_data + first * lda, lda, c_block + first * ldc, ldc, rows, 0, width, accumulate, ldk);
         }
@@ -1020,7 +1023,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> forward_kernel(const Layer& layer, co
   const int64_t lanes = gemm::Vector<scalar_t>::lanes;
   const auto options = input.options();
   // Contiguous weights too: BLAS takes other paths (other roundings) for other layouts.
-  const Tensor x = input.contiguous(), w_ih_c = w_ih.contiguous(), w_hh_c = w_hh.contiguous();
+  const Tensor x = contiguous_large(input), w_ih_c = w_ih.contiguous(), w_hh_c = w_hh.contiguous();
   const Tensor w_peep_c = w_peep ? w_peep->contiguous() : Tensor();
   Tensor output = empty_large({T, B, Hout}, options);
   Tensor workspace = empty_large({T, B, W}, options);
@@ -1434,11 +1437,12 @@ RecurrentGrads backward_kernel(const Layer& layer, const Tensor& grad_output, co
   const int64_t GH = layer.gate_rows(), Hout = layer.out_size, W = layer.width;
   const int64_t lanes = gemm::Vector<scalar_t>::lanes;
   const auto options = input.options();
-  const Tensor x = input.contiguous(), h0_c = h0.contiguous(), w_ih_c = w_ih.contiguous(), w_hh_c = w_hh.contiguous();
+  const Tensor x = contiguous_large(input), h0_c = h0.contiguous(), w_ih_c = w_ih.contiguous(),
+               w_hh_c = w_hh.contiguous();
   const Tensor c0_c = c0 ? c0->contiguous() : Tensor();
   const Tensor w_peep_c = w_peep ? w_peep->contiguous() : Tensor();
-  const Tensor grad_out_c = grad_output.contiguous(), output_c = output.contiguous();
-  const Tensor workspace_c = workspace.contiguous();
+  const Tensor grad_out_c = contiguous_large(grad_output), output_c = contiguous_large(output);
+  const Tensor workspace_c = contiguous_large(workspace);
 
   // Rows of w_hh the state gradient flows back through in the step's main product; the
   // reset-before GRU's n block goes through r first.

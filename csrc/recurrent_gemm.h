@@ -22,6 +22,8 @@
 #include <cstdint>
 #include <type_traits>
 
+#include "memory.h"
+
 namespace seqkern::gemm {
 
 using at::Tensor;
@@ -360,7 +362,7 @@ class StepProduct {
     block_cols_ = blocks > 0 ? b.size(1) / blocks : 0;
     block_ld_ = padded<scalar_t>(block_cols_);
     if (packed) {
-      packed_ = at::empty({blocks_ * block_ld_ / lanes, b.size(0), lanes}, b.options());
+      packed_ = empty_large({blocks_ * block_ld_ / lanes, b.size(0), lanes}, b.options());
     }
   }
 

@@ -147,7 +147,9 @@ class RecurrentLayerFunction : public torch::autograd::Function<RecurrentLayerFu
     const bool need_weight_grad = needs[kWIh] || needs[kWHh] || needs[kBIh] || needs[kBHh] || needs[kWHr] ||
                                   needs[kWPeep];
     const Tensor& c0 = saved[kC0];
-    const Tensor grad_output = grads[0].defined() ? grads[0].contiguous() : at::zeros_like(output);
+    // As it comes (output.sum() gives an expanded scalar): each backend makes it contiguous, the
+    // CPU one into a cached block.
+    const Tensor grad_output = grads[0].defined() ? grads[0] : at::zeros_like(output);
     const Tensor grad_h_n = grads[1].defined() ? grads[1].contiguous() : at::zeros_like(saved[kH0]);
     OptionalTensor grad_c_n;
     if (c0.defined()) {

@@ -21,8 +21,8 @@ def empty_cache():
 
 
 def _lstm_step(x, layer):
-    """Outputs and gradients of one training step; every buffer of 4 MiB and up comes from
-    the cache (the workspace, T * B * 5H floats, is 5 MiB here)."""
+    """Outputs and gradients of one training step; every buffer of 128 KiB and up comes
+    from the cache (the workspace, T * B * 5H floats, is 5 MiB here)."""
     x = x.detach().requires_grad_(True)
     layer.zero_grad(set_to_none=True)
     output, (h_n, c_n) = layer(x)
@@ -80,3 +80,27 @@ def test_channels_last_outputs_from_the_cache():
         assert torch.equal(y, F.max_pool2d(x, 2))
         del y
         assert _C._large_block_cache_bytes() >= 4 * MIB
+
+
+def test_blocks_under_a_huge_page_are_whole_small_pages():
+    # 75001 floats: 300004 bytes, which round up to 74 pages of 4 KiB.
+    x = torch.randn(1, 1, 75001)
+    assert 300004 >= _C._large_block_min_bytes
+    y = SF.max_pool1d(x, 1)
+    del y
+    assert _C._large_block_cache_bytes() == 74 * 4096
+    y = SF.max_pool1d(x, 1)  # takes the freed block back
+    assert _C._large_block_cache_bytes() == 0
+    assert torch.equal(y, x)
+
+
+def test_a_request_takes_a_block_of_its_own_size():
+    small = SF.max_pool1d(torch.randn(1, 1, 75001), 1)
+    large = SF.max_pool1d(torch.randn(1, 1, MIB), 1)  # 4 MiB: two huge pages
+    del small, large
+    cached = _C._large_block_cache_bytes()
+    assert cached == 74 * 4096 + 4 * MIB
+    again = SF.max_pool1d(torch.randn(1, 1, MIB), 1)
+    assert _C._large_block_cache_bytes() == 74 * 4096
+    del again
+    assert _C._large_block_cache_bytes() == cached
