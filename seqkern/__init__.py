@@ -11,7 +11,7 @@ __version__ = "0.1.0"
 def empty_cpu_cache() -> None:
     """Return to the system the freed buffers that the CPU kernels keep for reuse.
 
-    The CPU kernels take their large buffers (4 MiB and up: a layer's output, workspace and
+    The CPU kernels take their large buffers (128 KiB and up: a layer's output, workspace and
     gate gradients, a pool's output) from a cache of freed blocks, so that a training loop
     does not fault the same memory in on every step; at most 256 MiB of free blocks are
     kept. Like ``torch.cuda.empty_cache()``, this frees nothing that a tensor still uses."""
