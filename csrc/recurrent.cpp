@@ -646,6 +646,23 @@ void steps_product(bool single_step, const Tensor& a, const Tensor& b, Tensor c,
   }
 }
 
+// The gate gradients of a whole backward pass transposed once for both weight gradients
+// (grad_w_ih and grad_w_hh), up to this many bytes; past it each product reads them
+// transposed, a chunk at a time (packed_rows_product), so that no copy grows with T B beyond
+// that. Each gathered chunk costs a transpose, and the two products would otherwise each
+// transpose every gate gradient.
+constexpr int64_t kTransposedGatesBytes = int64_t{64} << 20;
+
+// to (cols, rows) = the transpose of from (rows, cols), contiguous both; the threads take
+// blocks of `to`'s rows.
+template <typename scalar_t>
+void transpose(const scalar_t* from, int64_t rows, int64_t cols, scalar_t* to) {
+  at::parallel_for(0, gemm::whole_vectors(cols, 8), kColumnBlock / 8, [&](int64_t begin, int64_t end) {
+    const int64_t first = begin * 8, count = std::min(end * 8, cols) - first;
+    gemm::gather_rows(from + first, cols, count, rows, to + first * rows);
+  });
+}
+
 template <typename scalar_t>
 void zero(scalar_t* data, int64_t count) {
   std::fill(data, data + count, scalar_t(0));
@@ -1586,9 +1603,25 @@ RecurrentGrads backward_kernel(const Layer& layer, const Tensor& grad_output, co
   if (need_weight_grad) {
     const Tensor x_flat = x.view({T * B, I});
     // The weight gradients sum over all steps: transposed gate gradients times the inputs
-    // of the steps (packed_rows_product takes a transposed a as it is).
+    // of the steps. Both products of every step's gate gradients read them from one
+    // transposed copy where their b are packed (the blocks of the copy are then a's rows as
+    // they lie); packed_rows_product takes a transposed view as it is otherwise.
+    const bool transposed_once = !single_step && rows_product_fits<scalar_t>(x_flat) &&
+                                 rows_product_fits<scalar_t>(output_c.view({T * B, Hout})) &&
+                                 GH * T * B * static_cast<int64_t>(sizeof(scalar_t)) <= kTransposedGatesBytes;
+    Tensor gates_transposed;  // (GH, T B)
+    if (transposed_once) {
+      gates_transposed = empty_large({GH, T * B}, options);
+      transpose(s.grad_gates, T * B, GH, gates_transposed.data_ptr<scalar_t>());
+    }
+    // (rows, steps B): the gradients of gate rows [first_row, first_row + rows) over steps
+    // [first_step, first_step + steps), transposed.
+    const auto gate_grads_t = [&](int64_t first_row, int64_t rows, int64_t first_step, int64_t steps) {
+      return transposed_once ? gates_transposed.narrow(0, first_row, rows).narrow(1, first_step * B, steps * B)
+                             : grad_gates.narrow(0, first_step, steps).view({steps * B, GH}).narrow(1, first_row, rows).t();
+    };
     grad_w_ih = at::empty({GH, I}, options);
-    product(grad_gates_flat.narrow(1, 0, shared_rows).t(), x_flat, grad_w_ih.narrow(0, 0, shared_rows), false);
+    product(gate_grads_t(0, shared_rows, 0, T), x_flat, grad_w_ih.narrow(0, 0, shared_rows), false);
     if (layer.cell == Cell::Gru) {
       product(grad_x_n_flat.t(), x_flat, grad_w_ih.narrow(0, 2 * H, H), false);
     }
@@ -1601,9 +1634,8 @@ RecurrentGrads backward_kernel(const Layer& layer, const Tensor& grad_output, co
     grad_w_hh = at::empty({GH, Hout}, options);
     Tensor step_w_hh = grad_w_hh.narrow(0, 0, step_rows);
     if (T > 1) {
-      const Tensor later = grad_gates.narrow(0, layer.reverse ? 0 : 1, T - 1).view({(T - 1) * B, GH});
       const Tensor earlier = output_c.narrow(0, layer.reverse ? 1 : 0, T - 1).view({(T - 1) * B, Hout});
-      product(later.narrow(1, 0, step_rows).t(), earlier, step_w_hh, false);
+      product(gate_grads_t(0, step_rows, layer.reverse ? 0 : 1, T - 1), earlier, step_w_hh, false);
     }
     Tensor first_grads = at::empty({B, GH}, options);
     for (int64_t b = 0; b < B; ++b) {
@@ -1617,7 +1649,7 @@ RecurrentGrads backward_kernel(const Layer& layer, const Tensor& grad_output, co
     }
     product(first_grads.narrow(1, 0, step_rows).t(), h0_c, step_w_hh, T > 1);
     if (layer.cell == Cell::GruResetBefore) {
-      product(grad_gates_flat.narrow(1, 2 * H, H).t(), workspace_c.view({T * B, W}).narrow(1, 3 * H, H),
+      product(gate_grads_t(2 * H, H, 0, T), workspace_c.view({T * B, W}).narrow(1, 3 * H, H),
               grad_w_hh.narrow(0, 2 * H, H), false);
     }
 

@@ -259,15 +259,17 @@ def test_float32_matches_reference(variant):
     assert_matches_reference(Layer(variant, lengths=UNEVEN, reverse=True, dtype=torch.float32))
 
 
+@pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
 @pytest.mark.parametrize("variant", ["lstm_proj_peephole", "gru", "gru_reset_before", "rnn_tanh"])
-def test_float32_whole_vectors_match_reference(variant):
+def test_float32_whole_vectors_match_reference(variant, reverse):
     """Sizes of whole vectors (48 units, 64 inputs, a projection of 32): every product over all
-    steps runs on seqkern's kernel, and the weight gradients copy the transposed gate
-    gradients into rows 8 by 8 (float32), with tails: k = 11 sequences x 5 steps = 55, and
-    the projection's 32 rows come in chunks of 18. At half the usual scale, so that a weight
-    gradient's 55-term float32 sums stay within the table's tolerance."""
+    steps runs on seqkern's kernel, and the weight gradients read one transposed copy of the
+    gate gradients, made 8 by 8 (float32), with tails: k = 11 sequences x 5 steps = 55; the
+    hidden side's skips each sequence's first step, the last in reverse. The projection's 32
+    rows come in chunks of 18. At half the usual scale, so that a weight gradient's 55-term
+    float32 sums stay within the table's tolerance."""
     layer = Layer(variant, steps=5, batch=11, input_size=64, hidden=48, proj=32,
-                  lengths=[5, 2, 0, 4, 5, 1, 3, 5, 5, 2, 4], dtype=torch.float32, scale=0.5)
+                  lengths=[5, 2, 0, 4, 5, 1, 3, 5, 5, 2, 4], reverse=reverse, dtype=torch.float32, scale=0.5)
     assert_matches_reference(layer)
 
 
