@@ -646,11 +646,11 @@ void steps_product(bool single_step, const Tensor& a, const Tensor& b, Tensor c,
   }
 }
 
-// The gate gradients of a whole backward pass transposed once for both weight gradients
-// (grad_w_ih and grad_w_hh), up to this many bytes; past it each product reads them
-// transposed, a chunk at a time (packed_rows_product), so that no copy grows with T B beyond
-// that. Each gathered chunk costs a transpose, and the two products would otherwise each
-// transpose every gate gradient.
+// The gate gradients of a whole backward pass are transposed once for both weight
+// gradients (grad_w_ih and grad_w_hh) up to this many bytes; past it each product reads
+// them transposed a chunk at a time (packed_rows_product), so that no copy grows with T B
+// beyond that. Each product used to transpose every gate gradient itself: 10% of an LSTM
+// backward at B = 16, H = 128 (Zen 5), which one transpose made 3-4% faster.
 constexpr int64_t kTransposedGatesBytes = int64_t{64} << 20;
 
 // to (cols, rows) = the transpose of from (rows, cols), contiguous both; the threads take
@@ -1602,10 +1602,11 @@ RecurrentGrads backward_kernel(const Layer& layer, const Tensor& grad_output, co
   Tensor grad_w_hr = none(), grad_w_peep = none();
   if (need_weight_grad) {
     const Tensor x_flat = x.view({T * B, I});
-    // The weight gradients sum over all steps: transposed gate gradients times the inputs
-    // of the steps. Both products of every step's gate gradients read them from one
-    // transposed copy where their b are packed (the blocks of the copy are then a's rows as
-    // they lie); packed_rows_product takes a transposed view as it is otherwise.
+    // The weight gradients sum over all steps: the gate gradients, transposed, times the
+    // inputs of the steps. Where seqkern's kernel runs both products (I and Hout whole
+    // vectors), they read their rows of one transposed copy, made once, as they lie;
+    // otherwise each product takes a transposed view as it is (packed_rows_product copies
+    // it a chunk at a time, BLAS as it likes).
     const bool transposed_once = !single_step && rows_product_fits<scalar_t>(x_flat) &&
                                  rows_product_fits<scalar_t>(output_c.view({T * B, Hout})) &&
                                  GH * T * B * static_cast<int64_t>(sizeof(scalar_t)) <= kTransposedGatesBytes;
