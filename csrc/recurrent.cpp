@@ -556,17 +556,17 @@ bool rows_product_fits(const Tensor& b) {
 }
 
 // c (M, N) (+)= a (M, K) . b (K, N) on the step products' kernel: for each block of b's
-// columns, the threads pack it together, then share the rows of a in chunks. BLAS splits
-// such a product (the input projection of every step, and the input gradient; M = T B, K
-// and N the layer's sizes) poorly between two threads. On Zen 3, two threads: at T B = 1600,
-// K = N = 128, BLAS ran at 80 GFLOP/s and this at 120 to 170; at T B = 100, K = 128, N = 512,
-// 72 to 125 against 164 (without the packing, which the transposed weights of the forward
-// made costly until pack transposed in blocks). In the layer: forward 1.02 to 1.14x faster
-// at B = 1 and 16, H = 64 and 128; backward 1.03 to 1.06x at B = 16, the same at B = 1. On
-// Zen 4 (AVX-512), two threads, T B = 6400: K = 512, N = 2048 ran at 175 to 195 GFLOP/s
-// against BLAS's 87 to 115, and K = 2048, N = 512 at 185 to 210 against 111. Every row sums
-// its k in one order whatever its chunk, block or thread, so the result does not depend on
-// the thread count.
+// columns, the threads pack it together (a b with contiguous rows is read in place), then
+// share the rows of a in chunks. BLAS splits such a product (the input projection of every
+// step, and the input gradient; M = T B, K and N the layer's sizes) poorly between two
+// threads. On Zen 3, two threads: at T B = 1600, K = N = 128, BLAS ran at 80 GFLOP/s and
+// this at 120 to 170; at T B = 100, K = 128, N = 512, 72 to 125 against 164 (without the
+// packing, which the transposed weights of the forward made costly until pack transposed in
+// blocks). In the layer: forward 1.02 to 1.14x faster at B = 1 and 16, H = 64 and 128;
+// backward 1.03 to 1.06x at B = 16, the same at B = 1. On Zen 4 (AVX-512), two threads,
+// T B = 6400: K = 512, N = 2048 ran at 175 to 195 GFLOP/s against BLAS's 87 to 115, and
+// K = 2048, N = 512 at 185 to 210 against 111. Every row sums its k in one order whatever its
+// chunk, block or thread, so the result does not depend on the thread count.
 // a, b: any strides (a transposed a, as in the weight gradients, reads k a row apart); c: any
 // row stride.
 template <typename scalar_t>
@@ -582,20 +582,34 @@ void packed_rows_product(const Tensor& a, const Tensor& b, const Tensor& c, bool
   if (block_vectors < gemm::kWidePanel) {
     block_vectors = N / lanes;
   }
+  // A b with contiguous rows (the weight gradients' inputs, the input gradient's weight) is
+  // read where it lies: packing it was 4 to 6% of an LSTM or GRU backward at B = 16, H = 128
+  // (Zen 5), which reading it in place made 3 to 8% faster. Only a b whose k lie apart
+  // (the forward's transposed weight) is packed.
+  const bool in_place = b.stride(1) == 1;
   std::vector<gemm::StepProduct<scalar_t>> blocks;
-  for (int64_t first = 0; first < N; first += block_vectors * lanes) {
+  const int64_t block_count = (N + block_vectors * lanes - 1) / (block_vectors * lanes);
+  for (int64_t first = 0; !in_place && first < N; first += block_vectors * lanes) {
     blocks.emplace_back(b.narrow(1, first, std::min(block_vectors * lanes, N - first)), 1);
   }
+  const scalar_t* b_data = b.data_ptr<scalar_t>();
+  const int64_t ldb = b.stride(0);
   const int64_t threads = at::get_num_threads();
   // Chunks of at most kProductChunkRows, as many for every thread and of about one size, so
-  // that the threads finish together: at T B = 1600, 17 chunks of 96 rows gave one of two
-  // threads 864 rows and the other 736, where 18 of 90 give 810 and 790. Whole tiles of the
-  // kernel's tallest height.
+  // that the threads finish together: whole tiles of the kernel's tallest height, dealt out
+  // evenly. At T B = 1600, 17 chunks of 96 rows gave one of two threads 864 rows and the
+  // other 736; at M = 512 (an LSTM's weight gradients at H = 128), chunks of 90 rows gave
+  // 270 and 242, where chunks of 84 to 90 give 258 and 254 (that backward 1-4% faster).
   constexpr int64_t kTileRows = gemm::max_tile_rows<gemm::kNarrowPanel>();
   const int64_t rounds = std::max<int64_t>(1, (M + kProductChunkRows * threads - 1) / (kProductChunkRows * threads));
-  const int64_t chunk_tiles = (M + kTileRows * threads * rounds - 1) / (kTileRows * threads * rounds);
-  const int64_t chunk = chunk_tiles * kTileRows;
-  const int64_t chunks = (M + chunk - 1) / chunk;
+  const int64_t tiles = (M + kTileRows - 1) / kTileRows;
+  const int64_t chunks = std::min(tiles, threads * rounds);
+  const int64_t chunk = (tiles + chunks - 1) / chunks * kTileRows;  // the most rows of a chunk
+  // (first row, rows) of chunk `index`.
+  const auto chunk_rows = [&](int64_t index) {
+    const int64_t first = index * tiles / chunks * kTileRows;
+    return std::pair<int64_t, int64_t>(first, std::min(M, (index + 1) * tiles / chunks * kTileRows) - first);
+  };
   const scalar_t* a_data = a.data_ptr<scalar_t>();
   scalar_t* c_data = c.data_ptr<scalar_t>();
   const int64_t lda = a.stride(0), ldk = a.stride(1), ldc = c.stride(0);
@@ -611,23 +625,34 @@ void packed_rows_product(const Tensor& a, const Tensor& b, const Tensor& c, bool
 #pragma omp parallel num_threads(team)
   {
     scalar_t* rows_buffer = gather ? rows_buffers.data_ptr<scalar_t>() + omp_get_thread_num() * chunk * K : nullptr;
-    for (size_t index = 0; index < blocks.size(); ++index) {
-      gemm::StepProduct<scalar_t>& block = blocks[index];
-      const int64_t width = block.width();
-      scalar_t* c_block = c_data + static_cast<int64_t>(index) * block_vectors * lanes;
+    for (int64_t index = 0; index < block_count; ++index) {
+      const int64_t first_column = index * block_vectors * lanes;
+      const int64_t width = std::min(block_vectors * lanes, N - first_column);
+      scalar_t* c_block = c_data + first_column;
+      if (!in_place) {
+        gemm::StepProduct<scalar_t>& block = blocks[index];
 #pragma omp for schedule(static)
-      for (int64_t strip = 0; strip < width / lanes; ++strip) {
-        block.pack(strip * lanes, (strip + 1) * lanes);
+        for (int64_t strip = 0; strip < width / lanes; ++strip) {
+          block.pack(strip * lanes, (strip + 1) * lanes);
+        }
       }
+      const auto run = [&](const scalar_t* a_rows, int64_t a_ld, int64_t a_ldk, int64_t first, int64_t rows) {
+        if (in_place) {
+          gemm::strip_product<scalar_t>(rows, K, width, a_rows, a_ld, a_ldk, b_data + first_column, lanes, ldb,
+                                        c_block + first * ldc, ldc, accumulate);
+        } else {
+          blocks[index].columns(a_rows, a_ld, c_block + first * ldc, ldc, rows, 0, width, accumulate, a_ldk);
+        }
+      };
       // Dynamic, so that a thread the scheduler takes off its core holds up one chunk only.
 #pragma omp for schedule(dynamic)
       for (int64_t chunk_index = 0; chunk_index < chunks; ++chunk_index) {
-        const int64_t first = chunk_index * chunk, rows = std::min(chunk, M - first);
+        const auto [first, rows] = chunk_rows(chunk_index);
         if (gather) {
           gemm::gather_rows(a_data + first, ldk, rows, K, rows_buffer);
-          block.columns(rows_buffer, K, c_block + first * ldc, ldc, rows, 0, width, accumulate);
+          run(rows_buffer, K, 1, first, rows);
         } else {
-          block.columns(a_data + first * lda, lda, c_block + first * ldc, ldc, rows, 0, width, accumulate, ldk);
+          run(a_data + first * lda, lda, ldk, first, rows);
         }
       }
     }

@@ -122,13 +122,14 @@ inline vector multiply_add(vector scale, vector b, vector sum) {
 
 // One tile of c: kRows rows by kVectors vectors, summed over k < K in registers. a's
 // element (r, k) is at a[r * lda + k * ldk] (ldk = 1 for contiguous rows, lda = 1 for the
-// transpose of a matrix with contiguous rows). b is in strips: vector q of row k at
-// b + q * strip + k * L. With kSplit = 2 the even and odd k go to separate sums, to keep
-// enough independent multiply-adds in flight in a small tile. Never inlined: inlined into
+// transpose of a matrix with contiguous rows). Vector q of b's row k is at
+// b + q * strip + k * ldb: strip = K L and ldb = L where b is packed in strips, strip = L
+// and ldb = b's row stride where it is read in place. With kSplit = 2 the even and odd k
+// go to separate sums, to keep enough independent multiply-adds in flight in a small tile. Never inlined: inlined into
 // panel, GCC 12 kept every sum of a 4-row tile in memory as well, storing them on every k.
 template <typename scalar_t, int kRows, int kVectors, int kSplit>
 __attribute__((noinline)) void tile(int64_t K, const scalar_t* a, int64_t lda, int64_t ldk, const scalar_t* b,
-                                    int64_t strip, scalar_t* c, int64_t ldc, bool accumulate) {
+                                    int64_t strip, int64_t ldb, scalar_t* c, int64_t ldc, bool accumulate) {
   using vector = typename Vector<scalar_t>::type;
   constexpr int64_t lanes = Vector<scalar_t>::lanes;
   vector sum[kSplit][kRows][kVectors];
@@ -142,7 +143,7 @@ __attribute__((noinline)) void tile(int64_t K, const scalar_t* a, int64_t lda, i
   auto step = [&](int s, int64_t k) {
     vector row[kVectors];
     for (int q = 0; q < kVectors; ++q) {
-      row[q] = Vector<scalar_t>::load(b + q * strip + k * lanes);
+      row[q] = Vector<scalar_t>::load(b + q * strip + k * ldb);
 #if defined(__GNUC__) && defined(__AVX__)
       // Keeps the loaded vector in a register. Otherwise GCC 12 folds the load into every
       // row's multiply-add in tiles of up to 4 rows (where registers are left), which then
@@ -209,13 +210,13 @@ inline bool even_tiles(int64_t M, int64_t vectors, int64_t max_rows) {
 // it reuses each loaded vector of b only once.
 template <typename scalar_t, int kVectors>
 inline void panel(int64_t M, int64_t K, const scalar_t* a, int64_t lda, int64_t ldk, const scalar_t* b, int64_t strip,
-                  scalar_t* c, int64_t ldc, bool accumulate, bool lone_row) {
+                  int64_t ldb, scalar_t* c, int64_t ldc, bool accumulate, bool lone_row) {
   constexpr int kMaxRows = max_tile_rows<kVectors>();
   if (M <= 1) {
     if (M == 1 && lone_row && kVectors <= kNarrowPanel) {
-      tile<scalar_t, 1, kVectors, 2>(K, a, lda, ldk, b, strip, c, ldc, accumulate);
+      tile<scalar_t, 1, kVectors, 2>(K, a, lda, ldk, b, strip, ldb, c, ldc, accumulate);
     } else if (M == 1) {
-      tile<scalar_t, 1, kVectors, 1>(K, a, lda, ldk, b, strip, c, ldc, accumulate);
+      tile<scalar_t, 1, kVectors, 1>(K, a, lda, ldk, b, strip, ldb, c, ldc, accumulate);
     }
     return;
   }
@@ -226,7 +227,7 @@ inline void panel(int64_t M, int64_t K, const scalar_t* a, int64_t lda, int64_t 
     const scalar_t* a_m = a + m * lda;
     scalar_t* c_m = c + m * ldc;
     with_constant<1, kMaxRows>(rows, [&](auto height) {
-      tile<scalar_t, decltype(height)::value, kVectors, 1>(K, a_m, lda, ldk, b, strip, c_m, ldc, accumulate);
+      tile<scalar_t, decltype(height)::value, kVectors, 1>(K, a_m, lda, ldk, b, strip, ldb, c_m, ldc, accumulate);
     });
     m += rows;
   }
@@ -250,7 +251,7 @@ constexpr int64_t kPanelBlockBytes = int64_t{16} << 10;
 // row of a while it is in the caches.
 template <typename scalar_t>
 void panels(int64_t M, int64_t K, int64_t N, int64_t widest, const scalar_t* a, int64_t lda, int64_t ldk,
-            const scalar_t* b, int64_t strip, scalar_t* c, int64_t ldc, bool accumulate, bool lone_row) {
+            const scalar_t* b, int64_t strip, int64_t ldb, scalar_t* c, int64_t ldc, bool accumulate, bool lone_row) {
   constexpr int64_t lanes = Vector<scalar_t>::lanes;
   constexpr int64_t k_block = kPanelBlockBytes / (kNarrowPanel * kVectorBytes);
   for (int64_t n = 0; n < N;) {
@@ -262,9 +263,9 @@ void panels(int64_t M, int64_t K, int64_t N, int64_t widest, const scalar_t* a, 
       const int64_t depth = std::min(k_block, K - k);
       const bool add = accumulate || k > 0;
       const scalar_t* a_k = a + k * ldk;
-      const scalar_t* b_k = b_panel + k * lanes;
+      const scalar_t* b_k = b_panel + k * ldb;
       const auto run = [&](auto width) {
-        panel<scalar_t, decltype(width)::value>(M, depth, a_k, lda, ldk, b_k, strip, c + n, ldc, add, lone_row);
+        panel<scalar_t, decltype(width)::value>(M, depth, a_k, lda, ldk, b_k, strip, ldb, c + n, ldc, add, lone_row);
       };
       if (vectors == kWidePanel) {
         run(std::integral_constant<int, kWidePanel>{});
@@ -277,27 +278,27 @@ void panels(int64_t M, int64_t K, int64_t N, int64_t widest, const scalar_t* a, 
   }
 }
 
-// c (M, N) (+)= a (M, K) . b (K, N), N a multiple of L, b packed in strips of L columns
-// (strip q holds its K rows contiguously, `strip` scalars apart). Few rows take wide panels,
-// whose short tiles still hold enough sums (AVX2, M = 4: 2 + 2 rows of 4 vectors run 1.15 to
+// c (M, N) (+)= a (M, K) . b (K, N), N a multiple of L, vector q of b's row k at
+// b + q * strip + k * ldb (see tile). Few rows take wide panels, whose short tiles still
+// hold enough sums (AVX2, M = 4: 2 + 2 rows of 4 vectors run 1.15 to
 // 1.25x the rate of one 4-row tile of 2); so do the one or two rows that narrow panels
 // would leave to a short last tile (M = 8: 6 rows narrow and 2 wide, 1.05 to 1.1x 6 + 2 in
 // narrow panels; Zen 3, one thread, K = 64 and 128). The tiling only decides which sums run
 // side by side, never a row's order of summation, so every split gives the same bits.
 template <typename scalar_t>
 void strip_product(int64_t M, int64_t K, int64_t N, const scalar_t* a, int64_t lda, int64_t ldk, const scalar_t* b,
-                   int64_t strip, scalar_t* c, int64_t ldc, bool accumulate) {
+                   int64_t strip, int64_t ldb, scalar_t* c, int64_t ldc, bool accumulate) {
   constexpr int64_t kNarrowRows = max_tile_rows<kNarrowPanel>();
   const auto too_few_sums = [](int64_t rows) { return rows * kNarrowPanel < kMinTileSums; };
   if (too_few_sums(M)) {
-    panels(M, K, N, kWidePanel, a, lda, ldk, b, strip, c, ldc, accumulate, M == 1);
+    panels(M, K, N, kWidePanel, a, lda, ldk, b, strip, ldb, c, ldc, accumulate, M == 1);
     return;
   }
   const int64_t rest = M % kNarrowRows;
   const int64_t tail = !even_tiles(M, kNarrowPanel, kNarrowRows) && too_few_sums(rest) ? rest : 0;
-  panels(M - tail, K, N, kNarrowPanel, a, lda, ldk, b, strip, c, ldc, accumulate, false);
+  panels(M - tail, K, N, kNarrowPanel, a, lda, ldk, b, strip, ldb, c, ldc, accumulate, false);
   if (tail > 0) {
-    panels(tail, K, N, kWidePanel, a + (M - tail) * lda, lda, ldk, b, strip, c + (M - tail) * ldc, ldc, accumulate,
+    panels(tail, K, N, kWidePanel, a + (M - tail) * lda, lda, ldk, b, strip, ldb, c + (M - tail) * ldc, ldc, accumulate,
            false);
   }
 }
@@ -462,7 +463,7 @@ class StepProduct {
     const int64_t K = packed_.size(1), strip = K * lanes;
     for (int64_t block = 0; block < blocks_; ++block) {
       const int64_t at = block * block_ld_ + begin;
-      strip_product<scalar_t>(M, K, end - begin, a, lda, ldk, packed + (at / lanes) * strip, strip, c + at, ldc,
+      strip_product<scalar_t>(M, K, end - begin, a, lda, ldk, packed + (at / lanes) * strip, strip, lanes, c + at, ldc,
                               accumulate);
     }
   }
