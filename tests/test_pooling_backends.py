@@ -259,3 +259,30 @@ def test_int32_indices_forward_and_backward(backend, case, layout):
     grad_input = BACKENDS[backend].max_pool_backward(grad_output, indices, list(x.shape), *_arguments(case))
     expected = reference.max_pool_backward(grad_output.numpy(), expected_indices.numpy(), x.shape)
     assert torch.equal(grad_input, torch.from_numpy(expected))
+
+
+# channels_last with C = 70: the C++ forward passes over a window's taps once per block of
+# channel vectors (64 float32 or 32 float64 channels with AVX-512, half that with AVX2),
+# then once per vector of the tail; the padded taps compete (finite pad_value) in both.
+WIDE_CHANNEL_CASES = [
+    Case("2d_wide_k3_s2_pad_value_ceil", (2, 70, 7, 6), (3, 3), (2, 2), (1, 1), ((1, 1), (1, 1)), ceil_mode=True,
+         pad_value=-0.5),
+    Case("3d_wide_mixed", (1, 70, 3, 4, 5), (2, 2, 2), (1, 2, 1), (1, 1, 2), ((0, 1), (1, 0), (1, 1))),
+]
+
+
+@pytest.mark.parametrize("backend", ["cpp", "triton"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("index_dtype", [None, torch.int32, torch.int64])
+@pytest.mark.parametrize("case", WIDE_CHANNEL_CASES, ids=lambda c: c.name)
+def test_channels_last_wide_channels_match_reference(backend, case, dtype, index_dtype):
+    x = _input(case, "channels_last", dtype=dtype)
+    output, indices = BACKENDS[backend].max_pool_forward(x, *_arguments(case), case.ceil_mode, case.pad_value,
+                                                         index_dtype)
+    expected_output, expected_indices = _reference(case, x)
+    _assert_same_values(output, expected_output)
+    assert output.is_contiguous(memory_format=LAYOUTS[x.dim()])
+    if index_dtype is None:
+        assert indices.shape == (0,)
+    else:
+        assert indices.dtype == index_dtype and torch.equal(indices.long(), expected_indices)
