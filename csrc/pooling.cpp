@@ -764,6 +764,36 @@ void backward_contiguous(const scalar_t* grad_output, const index_t* indices, sc
   });
 }
 
+#if defined(CPU_CAPABILITY_AVX512)
+// For whole vectors of 16 channels from c = 0: slab[(idx[c] - first) * channels + c] +=
+// go[c] wherever idx[c] lies in [first, last), with one gather and one masked scatter per
+// vector (each lane its own channel, so no two lanes of a vector meet). Returns the
+// channels done: it stops at a vector holding an index past the plane, which the scalar
+// loop then rejects. Each element sees the same additions in the same order as there.
+// 3x3 stride 2, 2 threads, Zen 5: the backward at N = 32, C = 64, 112 x 112 took 9.9-11.5 ms
+// with the scalar loop alone and 5.6-6.9 ms with this; C = 128, 56 x 56: 5.0-6.0 -> 2.7-3.3.
+inline int64_t add_gradient_vectors(const int32_t* idx, const float* go, float* slab, int64_t first, int64_t last,
+                                    int64_t plane, int64_t channels) {
+  const __m512i lanes = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  const __m512i first_v = _mm512_set1_epi32(static_cast<int32_t>(first));
+  const __m512i last_v = _mm512_set1_epi32(static_cast<int32_t>(last));
+  const __m512i plane_v = _mm512_set1_epi32(static_cast<int32_t>(std::min<int64_t>(plane, INT32_MAX)));
+  const __m512i channels_v = _mm512_set1_epi32(static_cast<int32_t>(channels));
+  int64_t c = 0;
+  for (; c + 16 <= channels; c += 16) {
+    const __m512i index = _mm512_loadu_si512(idx + c);
+    const __mmask16 in = _mm512_cmpge_epi32_mask(index, first_v) & _mm512_cmplt_epi32_mask(index, last_v);
+    if (static_cast<__mmask16>(~in) & _mm512_cmpge_epi32_mask(index, plane_v)) break;
+    if (in == 0) continue;
+    const __m512i at = _mm512_add_epi32(_mm512_mullo_epi32(_mm512_sub_epi32(index, first_v), channels_v),
+                                        _mm512_add_epi32(_mm512_set1_epi32(static_cast<int32_t>(c)), lanes));
+    const __m512 sums = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), in, at, slab, 4);
+    _mm512_mask_i32scatter_ps(slab, in, at, _mm512_add_ps(sums, _mm512_loadu_ps(go + c)), 4);
+  }
+  return c;
+}
+#endif
+
 // channels_last: a task owns a slab of grad_input, rows [h0, h1) of one (n, d), small
 // enough to stay in cache. It zeroes the slab, then walks the outputs whose windows reach
 // those rows in increasing order and adds every gradient whose argmax falls in the slab.
@@ -779,6 +809,8 @@ void backward_channels_last(const scalar_t* grad_output, const index_t* indices,
   const int64_t slabs_per_d = (ah.size + slab_rows - 1) / slab_rows;
   const int64_t tasks = g.batch * ad.size * slabs_per_d;
   const int64_t work = slab_rows * row_elements * 2;
+  // The vector path addresses a slab with int32 offsets.
+  [[maybe_unused]] const bool vector_offsets = slab_rows * row_elements <= INT32_MAX;
   at::parallel_for(0, tasks, grain_for(work), [&](int64_t begin, int64_t end) {
     GradientSums<scalar_t> slab_sums(slab_rows * row_elements);
     for (int64_t task = begin; task < end; ++task) {
@@ -799,7 +831,13 @@ void backward_channels_last(const scalar_t* grad_output, const index_t* indices,
           const index_t* idx = indices + o;
           const scalar_t* go = grad_output + o;
           for (int64_t ow = 0; ow < aw.out; ++ow, idx += channels, go += channels) {
-            for (int64_t c = 0; c < channels; ++c) {
+            int64_t c = 0;
+#if defined(CPU_CAPABILITY_AVX512)
+            if constexpr (std::is_same_v<scalar_t, float> && std::is_same_v<index_t, int32_t>) {
+              if (vector_offsets) c = add_gradient_vectors(idx, go, slab, first, last, plane, channels);
+            }
+#endif
+            for (; c < channels; ++c) {
               const int64_t index = idx[c];
               if (index < first || index >= last) {
                 TORCH_CHECK(index < plane, "seqkern max_pool_backward: index ", index, " is outside a plane of ",

@@ -286,3 +286,35 @@ def test_channels_last_wide_channels_match_reference(backend, case, dtype, index
         assert indices.shape == (0,)
     else:
         assert indices.dtype == index_dtype and torch.equal(indices.long(), expected_indices)
+
+
+@pytest.mark.parametrize("backend", ["cpp", "triton"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("index_dtype", [torch.int32, torch.int64])
+@pytest.mark.parametrize("case", WIDE_CHANNEL_CASES, ids=lambda c: c.name)
+def test_channels_last_wide_channels_backward_matches_reference(backend, case, dtype, index_dtype):
+    """The C++ backward adds float32 gradients with int32 indices 16 channels at a time
+    (AVX-512 gather and scatter), the rest channel by channel."""
+    x = _input(case, "channels_last", dtype=dtype)
+    _, indices = _reference(case, x)
+    layout = LAYOUTS[x.dim()]
+    grad_output = Inputs(4).randn(*indices.shape, dtype=dtype).contiguous(memory_format=layout)
+    indices = indices.to(index_dtype).contiguous(memory_format=layout)
+    grad_input = BACKENDS[backend].max_pool_backward(grad_output, indices, list(x.shape), *_arguments(case))
+    expected = reference.max_pool_backward(grad_output.double().numpy(), indices.long().numpy(), x.shape)
+    assert grad_input.is_contiguous(memory_format=layout)
+    assert_close(grad_input, torch.from_numpy(expected), dtype=dtype)
+
+
+@pytest.mark.parametrize("channel", [3, 69])
+def test_cpp_channels_last_backward_rejects_an_index_past_the_plane(channel):
+    """In a whole vector of channels (3) and in the tail (69) alike."""
+    case = WIDE_CHANNEL_CASES[0]
+    x = _input(case, "channels_last", dtype=torch.float32)
+    _, indices = _reference(case, x)
+    indices = indices.to(torch.int32).contiguous(memory_format=torch.channels_last)
+    plane = x.shape[2] * x.shape[3]
+    indices[0, channel, 1, 1] = plane + 5
+    grad_output = torch.ones(indices.shape).contiguous(memory_format=torch.channels_last)
+    with pytest.raises(RuntimeError, match="outside a plane"):
+        seqkern._C.max_pool_backward(grad_output, indices, list(x.shape), *_arguments(case))
