@@ -125,8 +125,9 @@ inline vector multiply_add(vector scale, vector b, vector sum) {
 // transpose of a matrix with contiguous rows). Vector q of b's row k is at
 // b + q * strip + k * ldb: strip = K L and ldb = L where b is packed in strips, strip = L
 // and ldb = b's row stride where it is read in place. With kSplit = 2 the even and odd k
-// go to separate sums, to keep enough independent multiply-adds in flight in a small tile. Never inlined: inlined into
-// panel, GCC 12 kept every sum of a 4-row tile in memory as well, storing them on every k.
+// go to separate sums, to keep enough independent multiply-adds in flight in a small tile.
+// Never inlined: inlined into panel, GCC 12 kept every sum of a 4-row tile in memory as
+// well, storing them on every k.
 template <typename scalar_t, int kRows, int kVectors, int kSplit>
 __attribute__((noinline)) void tile(int64_t K, const scalar_t* a, int64_t lda, int64_t ldk, const scalar_t* b,
                                     int64_t strip, int64_t ldb, scalar_t* c, int64_t ldc, bool accumulate) {
@@ -284,9 +285,9 @@ void panels(int64_t M, int64_t K, int64_t N, int64_t widest, const scalar_t* a, 
 
 // c (M, N) (+)= a (M, K) . b (K, N), N a multiple of L, vector q of b's row k at
 // b + q * strip + k * ldb (see tile). Few rows take wide panels, whose short tiles still
-// hold enough sums (AVX2, M = 4: 2 + 2 rows of 4 vectors run 1.15 to
-// 1.25x the rate of one 4-row tile of 2); so do the one or two rows that narrow panels
-// would leave to a short last tile (M = 8: 6 rows narrow and 2 wide, 1.05 to 1.1x 6 + 2 in
+// hold enough sums (AVX2, M = 4: 2 + 2 rows of 4 vectors run 1.15 to 1.25x the rate of
+// one 4-row tile of 2); so do the one or two rows that narrow panels would leave to a
+// short last tile (M = 8: 6 rows narrow and 2 wide, 1.05 to 1.1x 6 + 2 in
 // narrow panels; Zen 3, one thread, K = 64 and 128). The tiling only decides which sums run
 // side by side, never a row's order of summation, so every split gives the same bits.
 template <typename scalar_t>
