@@ -582,41 +582,45 @@ void forward_channels_last(const scalar_t* input, scalar_t* output, index_t* ind
           });
           const Vec first_index(static_cast<scalar_t>(g.first_inside(od, oh, ow)));
           const int64_t o = (((n * ad.out + od) * ah.out + oh) * aw.out + ow) * channels;
-          int64_t c = 0;
-          for (; c + kBlockVectors * kLanes <= channels; c += kBlockVectors * kLanes) {
-            Vec best[kBlockVectors], best_index[kBlockVectors];
-            for (int v = 0; v < kBlockVectors; ++v) {
+          // Channels [c, c + kVectors lanes) over every tap at once; a partial block is one
+          // vector of `count` lanes.
+          const auto pool_channels = [&](auto vectors, auto partial, int64_t c, int64_t count) {
+            constexpr int kVectors = decltype(vectors)::value;
+            const auto load = [&](const scalar_t* at) {
+              if constexpr (decltype(partial)::value) {
+                return Vec::loadu(at, count);
+              } else {
+                return Vec::loadu(at);
+              }
+            };
+            Vec best[kVectors], best_index[kVectors];
+            for (int v = 0; v < kVectors; ++v) {
               best[v] = Vec(lowest_value<scalar_t>());
               best_index[v] = first_index;
             }
             for (const Tap& tap : taps) {
               const auto index = [&] { return Vec(tap.index); };
               if (tap.offset >= 0) {
-                const scalar_t* at = x + tap.offset + c;
-                for (int v = 0; v < kBlockVectors; ++v) {
-                  take_better_lanes<kIndices>(best[v], best_index[v], Vec::loadu(at + v * kLanes), index);
+                for (int v = 0; v < kVectors; ++v) {
+                  take_better_lanes<kIndices>(best[v], best_index[v], load(x + tap.offset + c + v * kLanes), index);
                 }
               } else {
-                for (int v = 0; v < kBlockVectors; ++v) {
+                for (int v = 0; v < kVectors; ++v) {
                   take_better_lanes<kIndices>(best[v], best_index[v], pad, index);
                 }
               }
             }
-            for (int v = 0; v < kBlockVectors; ++v) {
-              best[v].store(output + o + c + v * kLanes);
-              if constexpr (kIndices) store_indices(best_index[v], indices + o + c + v * kLanes, kLanes);
+            for (int v = 0; v < kVectors; ++v) {
+              best[v].store(output + o + c + v * kLanes, count);
+              if constexpr (kIndices) store_indices(best_index[v], indices + o + c + v * kLanes, count);
             }
+          };
+          int64_t c = 0;
+          for (; c + kBlockVectors * kLanes <= channels; c += kBlockVectors * kLanes) {
+            pool_channels(std::integral_constant<int, kBlockVectors>{}, std::false_type{}, c, kLanes);
           }
           for (; c < channels; c += kLanes) {
-            const int64_t count = std::min(kLanes, channels - c);
-            Vec best(lowest_value<scalar_t>());
-            Vec best_index = first_index;
-            for (const Tap& tap : taps) {
-              const Vec v = tap.offset >= 0 ? Vec::loadu(x + tap.offset + c, count) : pad;
-              take_better_lanes<kIndices>(best, best_index, v, [&] { return Vec(tap.index); });
-            }
-            best.store(output + o + c, count);
-            if constexpr (kIndices) store_indices(best_index, indices + o + c, count);
+            pool_channels(std::integral_constant<int, 1>{}, std::true_type{}, c, std::min(kLanes, channels - c));
           }
         }
       }
