@@ -401,15 +401,24 @@ struct Share {
   // The columns [begin, end) of `columns` that this share computes, in whole vectors of
   // `lanes`; the last share ends at the padded width.
   std::pair<int64_t, int64_t> of(int64_t columns, int64_t lanes) const {
-    return split == Split::Columns ? packs(columns, lanes)
-                                   : std::pair<int64_t, int64_t>{0, gemm::whole_vectors(columns, lanes) * lanes};
+    const int64_t vectors = gemm::whole_vectors(columns, lanes);
+    if (split == Split::Rows) {
+      return {0, vectors * lanes};
+    }
+    return {vectors * id / count * lanes, vectors * (id + 1) / count * lanes};
   }
 
   // The columns of a weight that this share packs: a slice of them whatever the split, so
-  // that the threads share the packing.
+  // that the threads share the packing. With columns, the very columns it computes; with
+  // rows, where every thread computes all of them, whole panels (StepProduct::pack).
   std::pair<int64_t, int64_t> packs(int64_t columns, int64_t lanes) const {
+    if (split == Split::Columns) {
+      return of(columns, lanes);
+    }
     const int64_t vectors = gemm::whole_vectors(columns, lanes);
-    return {vectors * id / count * lanes, vectors * (id + 1) / count * lanes};
+    const int64_t panels = gemm::whole_vectors(vectors, gemm::kNarrowPanel);
+    return {std::min(vectors, panels * id / count * gemm::kNarrowPanel) * lanes,
+            std::min(vectors, panels * (id + 1) / count * gemm::kNarrowPanel) * lanes};
   }
 };
 
@@ -631,17 +640,19 @@ void packed_rows_product(const Tensor& a, const Tensor& b, const Tensor& c, bool
       scalar_t* c_block = c_data + first_column;
       if (!in_place) {
         gemm::StepProduct<scalar_t>& block = blocks[index];
+        constexpr int64_t panel_width = gemm::kNarrowPanel * lanes;
 #pragma omp for schedule(static)
-        for (int64_t strip = 0; strip < width / lanes; ++strip) {
-          block.pack(strip * lanes, (strip + 1) * lanes);
+        for (int64_t panel = 0; panel < (width + panel_width - 1) / panel_width; ++panel) {
+          block.pack(panel * panel_width, std::min(width, (panel + 1) * panel_width));
         }
       }
       const auto run = [&](const scalar_t* a_rows, int64_t a_ld, int64_t a_ldk, int64_t first, int64_t rows) {
         if (in_place) {
-          gemm::strip_product<scalar_t>(rows, K, width, a_rows, a_ld, a_ldk, b_data + first_column, lanes, ldb,
-                                        c_block + first * ldc, ldc, accumulate);
+          gemm::row_major_product<scalar_t>(rows, K, width, a_rows, a_ld, a_ldk, b_data + first_column, ldb,
+                                            c_block + first * ldc, ldc, accumulate);
         } else {
-          blocks[index].columns(a_rows, a_ld, c_block + first * ldc, ldc, rows, 0, width, accumulate, a_ldk);
+          // A chunk of one row sums in the order of the others: chunks depend on the thread count.
+          blocks[index].columns(a_rows, a_ld, c_block + first * ldc, ldc, rows, 0, width, accumulate, a_ldk, false);
         }
       };
       // Dynamic, so that a thread the scheduler takes off its core holds up one chunk only.

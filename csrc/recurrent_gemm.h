@@ -123,14 +123,14 @@ inline vector multiply_add(vector scale, vector b, vector sum) {
 // One tile of c: kRows rows by kVectors vectors, summed over k < K in registers. a's
 // element (r, k) is at a[r * lda + k * ldk] (ldk = 1 for contiguous rows, lda = 1 for the
 // transpose of a matrix with contiguous rows). Vector q of b's row k is at
-// b + q * strip + k * ldb: strip = K L and ldb = L where b is packed in strips, strip = L
-// and ldb = b's row stride where it is read in place. With kSplit = 2 the even and odd k
+// b + q L + k ldb: ldb = w L in a packed panel of w vectors (StepProduct::pack), b's row
+// stride where it is read in place. With kSplit = 2 the even and odd k
 // go to separate sums, to keep enough independent multiply-adds in flight in a small tile.
 // Never inlined: inlined into panel, GCC 12 kept every sum of a 4-row tile in memory as
 // well, storing them on every k.
 template <typename scalar_t, int kRows, int kVectors, int kSplit>
 __attribute__((noinline)) void tile(int64_t K, const scalar_t* a, int64_t lda, int64_t ldk, const scalar_t* b,
-                                    int64_t strip, int64_t ldb, scalar_t* c, int64_t ldc, bool accumulate) {
+                                    int64_t ldb, scalar_t* c, int64_t ldc, bool accumulate) {
   using vector = typename Vector<scalar_t>::type;
   constexpr int64_t lanes = Vector<scalar_t>::lanes;
   vector sum[kSplit][kRows][kVectors];
@@ -144,7 +144,7 @@ __attribute__((noinline)) void tile(int64_t K, const scalar_t* a, int64_t lda, i
   auto step = [&](int s, int64_t k) {
     vector row[kVectors];
     for (int q = 0; q < kVectors; ++q) {
-      vector loaded = Vector<scalar_t>::load(b + q * strip + k * ldb);
+      vector loaded = Vector<scalar_t>::load(b + q * lanes + k * ldb);
 #if defined(__GNUC__) && defined(__AVX__)
       // Keeps the loaded vector in a register. Otherwise GCC 12 folds the load into every
       // row's multiply-add in tiles of up to 4 rows (where registers are left), which then
@@ -193,20 +193,20 @@ __attribute__((noinline)) void tile(int64_t K, const scalar_t* a, int64_t lda, i
 // A tile needs about this many independent sums to hide the latency of its multiply-adds.
 constexpr int64_t kMinTileSums = 10;
 
-// The most rows of a tile in a panel of kVectors strips: a tile's sums, the vectors of b it
+// The most rows of a tile in a panel of kVectors vectors: a tile's sums, the vectors of b it
 // loads per k and a broadcast of a must fit the vector registers.
 template <int kVectors>
 constexpr int max_tile_rows() {
   return kVectors > kNarrowPanel ? 2 : 6;
 }
 
-// Whether a panel of `vectors` strips tiles M rows in even heights (see panel).
+// Whether a panel of `vectors` vectors tiles M rows in even heights (see panel).
 inline bool even_tiles(int64_t M, int64_t vectors, int64_t max_rows) {
   const int64_t tiles = (M + max_rows - 1) / max_rows;
   return M / tiles * vectors >= kMinTileSums;
 }
 
-// Rows [0, M) of one column panel of kVectors strips, in tiles of at most max_tile_rows. With
+// Rows [0, M) of one column panel of kVectors vectors, in tiles of at most max_tile_rows. With
 // kMinTileSums sums or more, the tiles take even heights (8 rows of 4 vectors as 4 + 4
 // rather than 6 + 2, whose short tile has too few); where even tiles would have fewer, full
 // tiles come first and the rest last (8 rows of 2 vectors as 6 + 2: 1.6x the rate of 4 + 4
@@ -214,14 +214,14 @@ inline bool even_tiles(int64_t M, int64_t vectors, int64_t max_rows) {
 // (the one row of a one-row product, B = 1) in a narrow panel, which splits its sums because
 // it reuses each loaded vector of b only once.
 template <typename scalar_t, int kVectors>
-inline void panel(int64_t M, int64_t K, const scalar_t* a, int64_t lda, int64_t ldk, const scalar_t* b, int64_t strip,
-                  int64_t ldb, scalar_t* c, int64_t ldc, bool accumulate, bool lone_row) {
+inline void panel(int64_t M, int64_t K, const scalar_t* a, int64_t lda, int64_t ldk, const scalar_t* b, int64_t ldb,
+                  scalar_t* c, int64_t ldc, bool accumulate, bool lone_row) {
   constexpr int kMaxRows = max_tile_rows<kVectors>();
   if (M <= 1) {
     if (M == 1 && lone_row && kVectors <= kNarrowPanel) {
-      tile<scalar_t, 1, kVectors, 2>(K, a, lda, ldk, b, strip, ldb, c, ldc, accumulate);
+      tile<scalar_t, 1, kVectors, 2>(K, a, lda, ldk, b, ldb, c, ldc, accumulate);
     } else if (M == 1) {
-      tile<scalar_t, 1, kVectors, 1>(K, a, lda, ldk, b, strip, ldb, c, ldc, accumulate);
+      tile<scalar_t, 1, kVectors, 1>(K, a, lda, ldk, b, ldb, c, ldc, accumulate);
     }
     return;
   }
@@ -232,7 +232,7 @@ inline void panel(int64_t M, int64_t K, const scalar_t* a, int64_t lda, int64_t 
     const scalar_t* a_m = a + m * lda;
     scalar_t* c_m = c + m * ldc;
     with_constant<1, kMaxRows>(rows, [&](auto height) {
-      tile<scalar_t, decltype(height)::value, kVectors, 1>(K, a_m, lda, ldk, b, strip, ldb, c_m, ldc, accumulate);
+      tile<scalar_t, decltype(height)::value, kVectors, 1>(K, a_m, lda, ldk, b, ldb, c_m, ldc, accumulate);
     });
     m += rows;
   }
@@ -251,26 +251,31 @@ constexpr int64_t kPanelBlockBytes = int64_t{64} << 10;
 constexpr int64_t kPanelBlockBytes = int64_t{16} << 10;
 #endif
 
-// Rows [0, M) of c in column panels of `widest` strips (fewer at the right edge), each panel
+// Rows [0, M) of c in column panels of `widest` vectors (fewer at the right edge), each panel
 // in blocks of K (kPanelBlockBytes of a narrow panel's b), so that a block of b serves every
-// row of a while it is in the caches.
+// row of a while it is in the caches. With `in_panels`, b is packed panel by panel (see
+// StepProduct::pack): a panel of w vectors starting at vector p holds its K rows of w
+// vectors one after another from b + p K L on.
 template <typename scalar_t>
 void panels(int64_t M, int64_t K, int64_t N, int64_t widest, const scalar_t* a, int64_t lda, int64_t ldk,
-            const scalar_t* b, int64_t strip, int64_t ldb, scalar_t* c, int64_t ldc, bool accumulate, bool lone_row) {
+            const scalar_t* b, int64_t ldb, scalar_t* c, int64_t ldc, bool accumulate, bool lone_row,
+            bool in_panels = false) {
   constexpr int64_t lanes = Vector<scalar_t>::lanes;
   constexpr int64_t k_block = kPanelBlockBytes / (kNarrowPanel * kVectorBytes);
   for (int64_t n = 0; n < N;) {
     const int64_t left = (N - n) / lanes;
     const int64_t vectors = left >= widest ? widest : std::min<int64_t>(left, kNarrowPanel);
-    const scalar_t* b_panel = b + (n / lanes) * strip;
+    const scalar_t* b_panel = in_panels ? b + n * K : b + n;
+    const int64_t panel_ldb = in_panels ? vectors * lanes : ldb;
     int64_t k = 0;
     do {
       const int64_t depth = std::min(k_block, K - k);
       const bool add = accumulate || k > 0;
       const scalar_t* a_k = a + k * ldk;
-      const scalar_t* b_k = b_panel + k * ldb;
+      const scalar_t* b_k = b_panel + k * panel_ldb;
       const auto run = [&](auto width) {
-        panel<scalar_t, decltype(width)::value>(M, depth, a_k, lda, ldk, b_k, strip, ldb, c + n, ldc, add, lone_row);
+        panel<scalar_t, decltype(width)::value>(M, depth, a_k, lda, ldk, b_k, panel_ldb, c + n, ldc, add,
+                                                lone_row);
       };
       if (vectors == kWidePanel) {
         run(std::integral_constant<int, kWidePanel>{});
@@ -283,29 +288,47 @@ void panels(int64_t M, int64_t K, int64_t N, int64_t widest, const scalar_t* a, 
   }
 }
 
-// c (M, N) (+)= a (M, K) . b (K, N), N a multiple of L, vector q of b's row k at
-// b + q * strip + k * ldb (see tile). Few rows take wide panels, whose short tiles still
+// c (M, N) (+)= a (M, K) . b (K, N), N a multiple of L, b's rows contiguous and ldb apart,
+// read where they lie (see packed_rows_product). Few rows take wide panels, whose short tiles still
 // hold enough sums (AVX2, M = 4: 2 + 2 rows of 4 vectors run 1.15 to 1.25x the rate of
 // one 4-row tile of 2); so do the one or two rows that narrow panels would leave to a
 // short last tile (M = 8: 6 rows narrow and 2 wide, 1.05 to 1.1x 6 + 2 in
 // narrow panels; Zen 3, one thread, K = 64 and 128). The tiling only decides which sums run
-// side by side, never a row's order of summation, so every split gives the same bits.
+// side by side, never a row's order of summation, so every split gives the same bits (a
+// product of one row too: it is a chunk of rows of a larger one, see packed_rows_product).
 template <typename scalar_t>
-void strip_product(int64_t M, int64_t K, int64_t N, const scalar_t* a, int64_t lda, int64_t ldk, const scalar_t* b,
-                   int64_t strip, int64_t ldb, scalar_t* c, int64_t ldc, bool accumulate) {
+void row_major_product(int64_t M, int64_t K, int64_t N, const scalar_t* a, int64_t lda, int64_t ldk, const scalar_t* b,
+                       int64_t ldb, scalar_t* c, int64_t ldc, bool accumulate) {
   constexpr int64_t kNarrowRows = max_tile_rows<kNarrowPanel>();
   const auto too_few_sums = [](int64_t rows) { return rows * kNarrowPanel < kMinTileSums; };
   if (too_few_sums(M)) {
-    panels(M, K, N, kWidePanel, a, lda, ldk, b, strip, ldb, c, ldc, accumulate, M == 1);
+    panels(M, K, N, kWidePanel, a, lda, ldk, b, ldb, c, ldc, accumulate, false);
     return;
   }
   const int64_t rest = M % kNarrowRows;
   const int64_t tail = !even_tiles(M, kNarrowPanel, kNarrowRows) && too_few_sums(rest) ? rest : 0;
-  panels(M - tail, K, N, kNarrowPanel, a, lda, ldk, b, strip, ldb, c, ldc, accumulate, false);
+  panels(M - tail, K, N, kNarrowPanel, a, lda, ldk, b, ldb, c, ldc, accumulate, false);
   if (tail > 0) {
-    panels(tail, K, N, kWidePanel, a + (M - tail) * lda, lda, ldk, b, strip, ldb, c + (M - tail) * ldc, ldc, accumulate,
+    panels(tail, K, N, kWidePanel, a + (M - tail) * lda, lda, ldk, b, ldb, c + (M - tail) * ldc, ldc, accumulate,
            false);
   }
+}
+
+// c (M, N) (+)= a (M, K) . b (K, N) where b is packed in narrow panels (StepProduct::pack):
+// each k of a panel is one run of its vectors, so a tile reads b as one stream rather than
+// one per vector (the strips this layout replaced held each vector's K rows one after
+// another). Streaming a weight from the L2 cache, that bounds a step of few rows: one row
+// against 128 by 256 of b took 0.71 us instead of 1.27 from strips, 4 rows 1.20 instead of
+// 1.65 (Zen 5, one thread, a standalone loop); 6 rows, which use each vector six times, the
+// same. In the layer, one thread: LSTM B = 1, H = 128 forward 3.1-3.2 -> 2.4 us a step, the
+// RNN's training step at B = 1 and 16, H = 128, 0.72 and 0.81x the time; on two threads the
+// time was the same (each thread's half streams no faster; the state's trip between the
+// cores and the barrier take the rest). So every row count takes narrow panels here; a
+// `lone_row` (see panel) in tiles of two sums per vector.
+template <typename scalar_t>
+void panel_product(int64_t M, int64_t K, int64_t N, const scalar_t* a, int64_t lda, int64_t ldk, const scalar_t* b,
+                   scalar_t* c, int64_t ldc, bool accumulate, bool lone_row) {
+  panels(M, K, N, kNarrowPanel, a, lda, ldk, b, 0, c, ldc, accumulate, lone_row, true);
 }
 
 #if defined(__AVX__)
@@ -393,10 +416,11 @@ class StepProduct {
     return b_.defined() ? width() * b_.size(0) * static_cast<int64_t>(sizeof(scalar_t)) : 0;
   }
 
-  // Copies columns [begin, end) of every block of b into packed_ (strips, K, L): strip q
-  // holds columns [q L, (q + 1) L) of the padded blocks, row after row, zero in each
-  // block's padding. Strip by strip, so that the writes run along memory and the L columns
-  // read stay in the L1 cache whatever b's strides (a transposed weight is read down its
+  // Copies columns [begin, end) of every block of b into packed_, in panels of up to
+  // kNarrowPanel vectors from `begin` on (what panel_product reads where it computes the
+  // same columns): a panel of w vectors at vector p holds, from p K L on, row k's w vectors
+  // at k w L, zero in each block's padding. Vector by vector, so that the L columns read
+  // stay in the L1 cache whatever b's strides (a transposed weight is read down its
   // columns).
   void pack(int64_t begin, int64_t end) {
     constexpr int64_t lanes = Vector<scalar_t>::lanes;
@@ -405,36 +429,40 @@ class StepProduct {
     const scalar_t* source = b_.data_ptr<scalar_t>();
     const int64_t stride_k = b_.stride(0), stride_n = b_.stride(1);
     for (int64_t block = 0; block < blocks_; ++block) {
-      for (int64_t first = begin; first < end; first += lanes) {
-        const int64_t width = std::max<int64_t>(0, std::min(lanes, block_cols_ - first));
-        const scalar_t* from = source + (block * block_cols_ + first) * stride_n;
-        scalar_t* to = packed + ((block * block_ld_ + first) / lanes) * K * lanes;
-        int64_t k = 0;
-        if (width == lanes && stride_k == 1) {
-          for (; k + lanes <= K; k += lanes) {
-            transpose_block(from + k, stride_n, to + k * lanes);
+      for (int64_t panel = begin; panel < end; panel += kNarrowPanel * lanes) {
+        const int64_t ld = std::min(kNarrowPanel * lanes, end - panel);
+        scalar_t* panel_data = packed + (block * block_ld_ + panel) * K;
+        for (int64_t first = panel; first < panel + ld; first += lanes) {
+          const int64_t width = std::max<int64_t>(0, std::min(lanes, block_cols_ - first));
+          const scalar_t* from = source + (block * block_cols_ + first) * stride_n;
+          scalar_t* to = panel_data + (first - panel);
+          int64_t k = 0;
+          if (width == lanes && stride_k == 1) {
+            for (; k + lanes <= K; k += lanes) {
+              transpose_block(from + k, stride_n, to + k * ld, ld);
+            }
           }
-        }
-        for (; k < K; ++k) {
-          for (int64_t n = 0; n < width; ++n) {
-            to[k * lanes + n] = from[k * stride_k + n * stride_n];
+          for (; k < K; ++k) {
+            for (int64_t n = 0; n < width; ++n) {
+              to[k * ld + n] = from[k * stride_k + n * stride_n];
+            }
+            std::fill(to + k * ld + width, to + k * ld + lanes, scalar_t(0));
           }
-          std::fill(to + k * lanes + width, to + (k + 1) * lanes, scalar_t(0));
         }
       }
     }
   }
 
-  // to[k * L + n] = from[n * stride + k] for k, n < L: a square block of a transposed
+  // to[k * ld + n] = from[n * stride + k] for k, n < L: a square block of a transposed
   // weight, whose L rows the scalar copy would read a scalar at a time from L cache lines
   // (the forward products' weights: their packing was a twelfth of an LSTM forward at B = 1).
-  static void transpose_block(const scalar_t* from, int64_t stride, scalar_t* to) {
+  static void transpose_block(const scalar_t* from, int64_t stride, scalar_t* to, int64_t ld) {
     constexpr int64_t lanes = Vector<scalar_t>::lanes;
 #if defined(__AVX__)
     if constexpr (std::is_same_v<scalar_t, float>) {
       for (int64_t n = 0; n < lanes; n += 8) {
         for (int64_t k = 0; k < lanes; k += 8) {
-          transpose_8x8(from + n * stride + k, stride, to + k * lanes + n, lanes);
+          transpose_8x8(from + n * stride + k, stride, to + k * ld + n, ld);
         }
       }
       return;
@@ -442,7 +470,7 @@ class StepProduct {
 #endif
     for (int64_t k = 0; k < lanes; ++k) {
       for (int64_t n = 0; n < lanes; ++n) {
-        to[k * lanes + n] = from[n * stride + k];
+        to[k * ld + n] = from[n * stride + k];
       }
     }
   }
@@ -456,20 +484,21 @@ class StepProduct {
     }
   }
 
-  // Columns [begin, end) of every block; begin and end are multiples of L, and this
-  // thread packed them. a's element (r, k) is at a[r * lda + k * ldk].
+  // Columns [begin, end) of every block; begin and end are multiples of L, and pack packed
+  // them from `begin` on (in one call or in several that each began a panel apart from it).
+  // a's element (r, k) is at a[r * lda + k * ldk]. A one-row product splits its sums where
+  // `one_row_splits` (see panel): only where every product of its kind has that one row.
   void columns(const scalar_t* a, int64_t lda, scalar_t* c, int64_t ldc, int64_t M, int64_t begin, int64_t end,
-               bool accumulate, int64_t ldk = 1) const {
+               bool accumulate, int64_t ldk = 1, bool one_row_splits = true) const {
     if (end <= begin) {
       return;
     }
-    constexpr int64_t lanes = Vector<scalar_t>::lanes;
     const scalar_t* packed = packed_.data_ptr<scalar_t>();
-    const int64_t K = packed_.size(1), strip = K * lanes;
+    const int64_t K = packed_.size(1);
     for (int64_t block = 0; block < blocks_; ++block) {
       const int64_t at = block * block_ld_ + begin;
-      strip_product<scalar_t>(M, K, end - begin, a, lda, ldk, packed + (at / lanes) * strip, strip, lanes, c + at, ldc,
-                              accumulate);
+      panel_product<scalar_t>(M, K, end - begin, a, lda, ldk, packed + at * K, c + at, ldc, accumulate,
+                              one_row_splits && M == 1);
     }
   }
 

@@ -221,6 +221,26 @@ def test_team_breakups_at_any_barrier_give_the_same_bits(variant, batch, hidden,
             assert torch.equal(a, e), name
 
 
+# (variant, batch, steps), float32, I and H whole vectors so that seqkern's kernels run every
+# product: at B = 1 each step's product has one row, whose sums split whatever the team;
+# T B = 7 leaves the input projection a chunk of one row on two threads; B = 16 shares rows.
+THREAD_COUNT_CASES = [("lstm", 1, 7), ("gru", 1, 7), ("lstm", 16, 5), ("rnn_tanh", 16, 5)]
+
+
+@pytest.mark.parametrize("variant,batch,steps", THREAD_COUNT_CASES, ids=lambda v: str(v))
+def test_bits_do_not_depend_on_the_thread_count(variant, batch, steps, threads):
+    """The same numbers, to the bit, on one, two and three threads: a row of every product
+    sums its k in one order whatever the team, the chunk or the tile."""
+    layer = Layer(variant, steps=steps, batch=batch, input_size=32, hidden=128, dtype=torch.float32)
+    threads(1)
+    expected = layer.run(_C)
+    for count in (2, 3):
+        threads(count)
+        actual = layer.run(_C)
+        for name, a, e in zip(FORWARD_NAMES + GRAD_NAMES, actual[0] + actual[1], expected[0] + expected[1]):
+            assert torch.equal(a, e), f"{name} on {count} threads"
+
+
 def test_team_patience_weighs_waiting_against_going_alone():
     """A thread waits at most the base patience plus what going on alone would cost the
     rest of the loop (the other threads' shares of the phases left, at the pace so far),
