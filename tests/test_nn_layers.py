@@ -4,6 +4,7 @@ import pickle
 
 import pytest
 import torch
+from torch._dynamo.testing import CompileCounterWithBackend
 from torch.nn.utils.rnn import pack_sequence, pad_packed_sequence
 
 import seqkern
@@ -233,3 +234,64 @@ def test_functional_call_and_pickle_roundtrip(backend):
     restored = pickle.loads(pickle.dumps(seqkern_module))
     assert type(restored) is seqkern.nn.LSTM
     assert_close(restored(x)[0], torch_module(x)[0])
+
+
+# ------------------------------------------------ torch.compile and torch.export of whole modules
+#
+# Dynamo refuses every instance of torch.nn.RNN, GRU and LSTM (seqkern's modules are
+# subclasses, so that isinstance holds) unless torch._dynamo.config.allow_rnn is set; with it,
+# a seqkern layer traces into its registered ops and compiles without graph breaks. Packed
+# input is left out: torch's own check_forward_args reads batch_sizes[0], a data-dependent
+# value that fullgraph cannot guard on (torch.nn.LSTM fails the same way).
+
+COMPILED_CASES = [CASES[4], CASES[5], CASES[8], CASES[14]]
+
+
+@pytest.mark.parametrize("case", COMPILED_CASES, ids=case_id)
+def test_module_compiles_fullgraph_with_allow_rnn(case, monkeypatch):
+    monkeypatch.delenv("SEQKERN_BACKEND", raising=False)
+    torch._dynamo.reset()
+    inputs = Inputs()
+    mode, bias, batch_first, bidirectional, num_layers, proj, kind, hx_given = case
+    torch_module, seqkern_module = build_pair(mode, bias, batch_first, bidirectional, num_layers, proj,
+                                              torch.float64, inputs)
+    counter = CompileCounterWithBackend("aot_eager")
+    seqkern_module.compile(fullgraph=True, backend=counter)
+    data = layer_data(torch_module, kind, hx_given, torch.float64, inputs)
+    with torch._dynamo.config.patch(allow_rnn=True):
+        compiled_run = run_layer(seqkern_module, data)
+    assert counter.frame_count == 1
+    assert_runs_close(compiled_run, run_layer(torch_module, data), torch.float64)
+
+
+def test_module_without_allow_rnn_names_the_flag(monkeypatch):
+    monkeypatch.delenv("SEQKERN_BACKEND", raising=False)
+    torch._dynamo.reset()
+    module = seqkern.nn.GRU(INPUT, HIDDEN)
+    compiled = torch.compile(module, fullgraph=True, backend="aot_eager")
+    with torch._dynamo.config.patch(allow_rnn=False), pytest.raises(torch._dynamo.exc.Unsupported,
+                                                                    match="allow_rnn"):
+        compiled(Inputs().randn(STEPS, BATCH, INPUT, dtype=torch.float32))
+
+
+# torch.nn's modules warn the same way: forward refreshes _flat_weights, as torch's does.
+@pytest.mark.filterwarnings("ignore:The tensor attributes self._flat_weights")
+@pytest.mark.parametrize("mode", ["lstm", "gru"])
+def test_module_exports_with_dynamic_steps_and_batch(mode, monkeypatch):
+    monkeypatch.delenv("SEQKERN_BACKEND", raising=False)
+    inputs = Inputs()
+    torch_module, seqkern_module = build_pair(mode, True, True, True, 2, PROJ if mode == "lstm" else 0,
+                                              torch.float64, inputs)
+    dims = {0: torch.export.Dim("batch", min=2, max=64), 1: torch.export.Dim("steps", min=2, max=256)}
+    program = torch.export.export(seqkern_module, (inputs.randn(BATCH, STEPS, INPUT),),
+                                  dynamic_shapes={"input": dims})
+    targets = {node.target for node in program.graph.nodes if node.op == "call_function"}
+    assert torch.ops.seqkern.recurrent_layer.default in targets
+    for batch, steps in ((BATCH, STEPS), (BATCH + 4, 2 * STEPS + 1)):
+        x = inputs.randn(batch, steps, INPUT)
+        output, hidden = program.module()(x)
+        expected_output, expected_hidden = torch_module(x)
+        assert_close(output, expected_output)
+        for state, expected in zip(hidden if mode == "lstm" else (hidden,),
+                                   expected_hidden if mode == "lstm" else (expected_hidden,)):
+            assert_close(state, expected)
