@@ -123,9 +123,9 @@ Layer check_layer(const Tensor& input, const Tensor& h0, const OptionalTensor& c
   TORCH_CHECK_VALUE(input.device().is_cpu(), "seqkern recurrent layer (C++ backend): input must be a CPU tensor, got ",
                     input.device());
   const auto dtype = input.scalar_type();
-  TORCH_CHECK_VALUE(dtype == at::kFloat || dtype == at::kDouble || dtype == at::kBFloat16,
+  TORCH_CHECK_VALUE(dtype == at::kFloat || dtype == at::kDouble || dtype == at::kBFloat16 || dtype == at::kHalf,
                     "seqkern recurrent layer (C++ backend): input dtype ", dtype,
-                    " is not supported; use float32, float64 or bfloat16");
+                    " is not supported; use float32, float64, bfloat16 or float16");
   layer.steps = input.size(0);
   layer.batch = input.size(1);
   layer.input_size = input.size(2);
@@ -1722,7 +1722,10 @@ OptionalTensor to_float(const OptionalTensor& tensor) {
   return tensor ? OptionalTensor(tensor->to(at::kFloat)) : std::nullopt;
 }
 
-Tensor to_bfloat16(const Tensor& tensor) { return tensor.to(at::kBFloat16); }
+// bfloat16 and float16 come in and go out as they are, with float32 math inside.
+bool reduced_precision(const Tensor& input) {
+  return input.scalar_type() == at::kBFloat16 || input.scalar_type() == at::kHalf;
+}
 
 }  // namespace
 
@@ -1732,13 +1735,13 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> recurrent_layer_forward(
     const OptionalTensor& lengths, const std::string& cell, bool reverse) {
   const Layer layer = check_layer(input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, w_peep, lengths, cell, reverse);
   const std::vector<int64_t> steps = sequence_lengths(layer, lengths);
-  if (input.scalar_type() == at::kBFloat16) {
-    // bfloat16 in and out, float32 math inside.
+  if (reduced_precision(input)) {
     auto [output, h_n, c_n, workspace] =
         forward_kernel<float>(layer, input.to(at::kFloat), h0.to(at::kFloat), to_float(c0), w_ih.to(at::kFloat),
                               w_hh.to(at::kFloat), to_float(b_ih), to_float(b_hh), to_float(w_hr), to_float(w_peep),
                               steps);
-    return {to_bfloat16(output), to_bfloat16(h_n), to_bfloat16(c_n), to_bfloat16(workspace)};
+    const auto dtype = input.scalar_type();
+    return {output.to(dtype), h_n.to(dtype), c_n.to(dtype), workspace.to(dtype)};
   }
   return AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "recurrent_layer_forward", [&] {
     return forward_kernel<scalar_t>(layer, input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, w_peep, steps);
@@ -1773,9 +1776,9 @@ RecurrentGrads recurrent_layer_backward(const Tensor& grad_output, const Tensor&
   check_like_input("output", output, input);
   check_like_input("workspace", workspace, input);
   const std::vector<int64_t> steps = sequence_lengths(layer, lengths);
-  if (input.scalar_type() == at::kBFloat16) {
-    // The forward is run again in float32: its bfloat16 output and workspace have lost
-    // the precision that the gradients of a long sum need.
+  if (reduced_precision(input)) {
+    // The forward is run again in float32: its reduced-precision output and workspace have
+    // lost the precision that the gradients of a long sum need.
     const Tensor input_f = input.to(at::kFloat), h0_f = h0.to(at::kFloat), w_ih_f = w_ih.to(at::kFloat);
     const Tensor w_hh_f = w_hh.to(at::kFloat);
     const OptionalTensor c0_f = to_float(c0), b_ih_f = to_float(b_ih), b_hh_f = to_float(b_hh);
@@ -1786,7 +1789,8 @@ RecurrentGrads recurrent_layer_backward(const Tensor& grad_output, const Tensor&
                                         to_float(grad_c_n), input_f, h0_f, c0_f, w_ih_f, w_hh_f, b_ih_f, b_hh_f,
                                         w_hr_f, w_peep_f, steps, std::get<0>(forward), std::get<3>(forward),
                                         need_input_grad, need_weight_grad);
-    return std::apply([](const auto&... grad) { return RecurrentGrads{to_bfloat16(grad)...}; }, grads);
+    const auto dtype = input.scalar_type();
+    return std::apply([dtype](const auto&... grad) { return RecurrentGrads{grad.to(dtype)...}; }, grads);
   }
   return AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "recurrent_layer_backward", [&] {
     return backward_kernel<scalar_t>(layer, grad_output, grad_h_n, grad_c_n, input, h0, c0, w_ih, w_hh, b_ih, b_hh,

@@ -293,16 +293,18 @@ def test_float32_whole_vectors_match_reference(variant, reverse):
     assert_matches_reference(layer)
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
 @pytest.mark.parametrize("variant", ["lstm_proj_peephole", "gru", "rnn_tanh"])
-def test_bfloat16_runs_in_float32_inside(variant):
-    layer = Layer(variant, lengths=UNEVEN, dtype=torch.bfloat16)
-    assert_matches_reference(layer, dtype=torch.bfloat16)
+def test_reduced_precision_runs_in_float32_inside(variant, dtype):
+    layer = Layer(variant, lengths=UNEVEN, dtype=dtype)
+    assert_matches_reference(layer, dtype=dtype)
 
 
-def test_float16_is_a_clear_error():
-    layer = Layer("lstm", dtype=torch.float16)
-    with pytest.raises(ValueError, match="Half is not supported; use float32, float64 or bfloat16"):
-        _C.recurrent_layer_forward(*layer.forward_args())
+def test_integer_input_is_a_clear_error():
+    args = list(Layer("lstm", dtype=torch.float32).forward_args())
+    args[0] = torch.zeros(args[0].shape, dtype=torch.int32)
+    with pytest.raises(ValueError, match="Int is not supported; use float32, float64, bfloat16 or float16"):
+        _C.recurrent_layer_forward(*args)
 
 
 def test_gates_saturate_without_nan():

@@ -8,8 +8,8 @@ from torch._dynamo.testing import CompileCounterWithBackend
 from torch.nn.utils.rnn import pack_sequence, pad_packed_sequence
 
 import seqkern
-from nn_support import (assert_runs_close, backend, draw_weights, reference_layer_run, run_layer,  # noqa: F401
-                        sequence_data, twin)
+from nn_support import (assert_runs_close, backend, draw_weights, reference_layer_run, require_backend,  # noqa: F401
+                        run_layer, sequence_data, twin)
 from support import Inputs, assert_close
 
 STEPS, BATCH, INPUT, HIDDEN, PROJ = 5, 3, 7, 13, 5
@@ -92,6 +92,26 @@ def test_layer_float64_matches_torch_and_reference(case, backend):
 @pytest.mark.parametrize("case", FLOAT32_CASES, ids=case_id)
 def test_layer_float32_matches_torch_and_reference(case, backend):
     check_case(case, torch.float32)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("case", [CASES[1], CASES[8], CASES[15]], ids=case_id)
+def test_layer_reduced_precision_matches_reference(case, dtype, monkeypatch):
+    """float16 and bfloat16 modules (torch.nn runs both on CPU) keep their dtype in every
+    output and gradient; the reference computes in float64 from the same rounded weights.
+    The C++ backend only: it runs its backward from a float32 forward, where the reference
+    backend reads the workspace it returned, rounded to the layer's dtype."""
+    require_backend("cpp")
+    monkeypatch.delenv("SEQKERN_BACKEND", raising=False)
+    inputs = Inputs()
+    mode, bias, batch_first, bidirectional, num_layers, proj, kind, hx_given = case
+    _, seqkern_module = build_pair(mode, bias, batch_first, bidirectional, num_layers, proj, dtype, inputs)
+    data = layer_data(seqkern_module, kind, hx_given, dtype, inputs)
+    result = run_layer(seqkern_module, data)
+    for name in ("output", "h_n", "grad_input", "grad_h0"):
+        assert result[name].dtype == dtype, name
+    assert all(grad.dtype == dtype for grad in result["parameter_grads"].values())
+    assert_runs_close(result, reference_layer_run(seqkern_module, data), dtype)
 
 
 @pytest.mark.parametrize("mode", ["lstm", "gru", "rnn_tanh"])
