@@ -1,6 +1,7 @@
 // The pybind11 loader of seqkern._C: one module, one registration call per op family, and
 // the hooks of the large-buffer cache that every family's kernels share (memory.h).
-// Loading it also runs the TORCH_LIBRARY registrations of the ops (recurrent_op.cpp).
+// Loading it also runs the TORCH_LIBRARY registrations of the ops (recurrent_op.cpp,
+// pooling_op.cpp).
 #include "memory.h"
 #include "seqkern.h"
 
@@ -9,6 +10,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, module) {
   seqkern::register_recurrent(module);
   seqkern::register_recurrent_override(module);
   seqkern::register_pooling(module);
+  seqkern::register_pooling_override(module);
   module.def(
       "_empty_large_block_cache", [] { seqkern::LargeBlockAllocator::get().empty_cache(); },
       "Return the free blocks that the kernels' large buffers are cached in to the system.");

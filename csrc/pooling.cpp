@@ -642,6 +642,8 @@ void forward_vectorized(const scalar_t* input, scalar_t* output, index_t* indice
   }
 }
 
+}  // namespace
+
 std::tuple<Tensor, Tensor> max_pool_forward(const Tensor& input_arg, std::vector<int64_t> kernel_size,
                                             std::vector<int64_t> stride, std::vector<int64_t> dilation,
                                             Padding padding, bool ceil_mode, double pad_value,
@@ -700,6 +702,8 @@ std::tuple<Tensor, Tensor> max_pool_forward(const Tensor& input_arg, std::vector
   });
   return {output, indices};
 }
+
+namespace {
 
 // ---------------------------------------------------------------------------------------
 // Backward. Both layouts sum each input element's gradients in increasing output order
@@ -859,6 +863,8 @@ void backward_channels_last(const scalar_t* grad_output, const index_t* indices,
   });
 }
 
+}  // namespace
+
 Tensor max_pool_backward(const Tensor& grad_output_arg, const Tensor& indices_arg, std::vector<int64_t> input_size,
                          const std::vector<int64_t>& kernel_size, const std::vector<int64_t>& stride,
                          const std::vector<int64_t>& dilation, const Padding& padding) {
@@ -905,8 +911,6 @@ Tensor max_pool_backward(const Tensor& grad_output_arg, const Tensor& indices_ar
   });
   return grad_input;
 }
-
-}  // namespace
 
 void register_pooling(pybind11::module_& module) {
   namespace py = pybind11;

@@ -44,17 +44,6 @@ using BackwardSignature = RecurrentGrads(const Tensor&, const Tensor&, const Opt
 pybind11::object* override_forward = nullptr;
 pybind11::object* override_backward = nullptr;
 
-bool backend_overridden() {
-  const char* value = std::getenv("SEQKERN_BACKEND");
-  return value != nullptr && value[0] != '\0';
-}
-
-pybind11::object& override_function(pybind11::object* function) {
-  TORCH_CHECK(function != nullptr,
-              "SEQKERN_BACKEND is set, but seqkern.ops.recurrent has not registered its backend override; "
-              "import seqkern before calling torch.ops.seqkern");
-  return *function;
-}
 
 LayerOutputs forward_cpu(const Tensor& input, const Tensor& h0, const OptionalTensor& c0, const Tensor& w_ih,
                          const Tensor& w_hh, const OptionalTensor& b_ih, const OptionalTensor& b_hh,
@@ -62,7 +51,7 @@ LayerOutputs forward_cpu(const Tensor& input, const Tensor& h0, const OptionalTe
                          c10::string_view cell, bool reverse) {
   if (backend_overridden()) {
     pybind11::gil_scoped_acquire gil;
-    return override_function(override_forward)(input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, w_peep, lengths,
+    return backend_override(override_forward, "seqkern.ops.recurrent")(input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, w_peep, lengths,
                                                std::string(cell), reverse)
         .cast<LayerOutputs>();
   }
@@ -78,7 +67,7 @@ RecurrentGrads backward_cpu(const Tensor& grad_output, const Tensor& grad_h_n, c
                             bool need_input_grad, bool need_weight_grad) {
   if (backend_overridden()) {
     pybind11::gil_scoped_acquire gil;
-    return override_function(override_backward)(grad_output, grad_h_n, grad_c_n, input, h0, c0, w_ih, w_hh, b_ih,
+    return backend_override(override_backward, "seqkern.ops.recurrent")(grad_output, grad_h_n, grad_c_n, input, h0, c0, w_ih, w_hh, b_ih,
                                                 b_hh, w_hr, w_peep, lengths, output, workspace, std::string(cell),
                                                 reverse, need_input_grad, need_weight_grad)
         .cast<RecurrentGrads>();
@@ -236,6 +225,17 @@ std::tuple<Tensor, Tensor> cell_step(const Tensor& input, const Tensor& h, const
 }
 
 }  // namespace
+
+bool backend_overridden() {
+  const char* value = std::getenv("SEQKERN_BACKEND");
+  return value != nullptr && value[0] != '\0';
+}
+
+pybind11::object& backend_override(pybind11::object* function, const char* module) {
+  TORCH_CHECK(function != nullptr, "SEQKERN_BACKEND is set, but ", module,
+              " has not registered its backend override; import seqkern before calling torch.ops.seqkern");
+  return *function;
+}
 
 void register_recurrent_override(pybind11::module_& module) {
   module.def(

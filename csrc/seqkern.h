@@ -1,6 +1,6 @@
 // seqkern C++ CPU kernels. Two ways in:
-//  - the torch.library ops (TORCH_LIBRARY(seqkern, ...) in recurrent_op.cpp): schemas, CPU
-//    kernels and autograd, what seqkern.functional calls;
+//  - the torch.library ops (TORCH_LIBRARY(seqkern, ...) in recurrent_op.cpp and its fragment
+//    in pooling_op.cpp): schemas, CPU kernels and autograd, what seqkern.functional calls;
 //  - the raw kernels on the pybind11 module seqkern._C (bindings.cpp), which the ops' backend
 //    override, the tests and the probes call without the dispatcher.
 #pragma once
@@ -9,6 +9,8 @@
 #include <optional>
 #include <string>
 #include <tuple>
+#include <utility>
+#include <vector>
 
 namespace seqkern {
 
@@ -35,7 +37,27 @@ RecurrentGrads recurrent_layer_backward(const at::Tensor& grad_output, const at:
                                         const at::Tensor& workspace, const std::string& cell, bool reverse,
                                         bool need_input_grad, bool need_weight_grad);
 
+// Max pool forward over the trailing 1-3 axes of (N, C, *S) -> (output, indices), indices
+// (0,) without index_dtype; padding as (before, after) per spatial axis. And its backward.
+// The contract is in seqkern/ops/pooling.py.
+std::tuple<at::Tensor, at::Tensor> max_pool_forward(const at::Tensor& input, std::vector<int64_t> kernel_size,
+                                                    std::vector<int64_t> stride, std::vector<int64_t> dilation,
+                                                    std::vector<std::pair<int64_t, int64_t>> padding,
+                                                    bool ceil_mode, double pad_value,
+                                                    std::optional<at::ScalarType> index_dtype);
+at::Tensor max_pool_backward(const at::Tensor& grad_output, const at::Tensor& indices,
+                             std::vector<int64_t> input_size, const std::vector<int64_t>& kernel_size,
+                             const std::vector<int64_t>& stride, const std::vector<int64_t>& dilation,
+                             const std::vector<std::pair<int64_t, int64_t>>& padding);
+
+// Whether SEQKERN_BACKEND is set: the ops' CPU kernels then hand each call to the Python
+// function that their module registered (seqkern/_backend.py picks the backend).
+bool backend_overridden();
+// That function; a clear error if `module` (named in it) has not registered one.
+pybind11::object& backend_override(pybind11::object* function, const char* module);
+
 void register_recurrent(pybind11::module_& module);
 void register_recurrent_override(pybind11::module_& module);
 void register_pooling(pybind11::module_& module);
+void register_pooling_override(pybind11::module_& module);
 }  // namespace seqkern

@@ -2,7 +2,10 @@
 ops: torch parity (values, indices, layouts, gradients, errors), the seqkern padding
 extension against the NumPy reference, the seeds' worked example on every backend,
 opcheck, torch.compile, and property tests against the reference."""
+import itertools
 import math
+import os
+import sys
 
 import numpy as np
 import pytest
@@ -10,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from torch._prims_common import check_significant_strides
+from torch._subclasses.fake_tensor import FakeTensorMode
 from support import Inputs, assert_close
 
 import seqkern
@@ -493,6 +498,127 @@ def test_opcheck_forward_and_backward_ops():
     grad = torch.randn(indices.shape, dtype=torch.float64, requires_grad=True)
     torch.library.opcheck(torch.ops.seqkern.max_pool_backward.default,
                           (grad, indices, list(x.shape), [3, 2], [2, 1], [1, 1], [1, 1, 0, 1], False))
+
+
+# Bad arguments straight into the ops: the C++ CPU kernels check them as the Python backend
+# path (SEQKERN_BACKEND set) does, with the same exception types and messages.
+_X = torch.zeros(1, 2, 5, 5)
+_FORWARD = (_X, [2, 2], [2, 2], [1, 1], [0, 0, 0, 0], False, -math.inf, None)
+_BAD_FORWARD = {
+    "rank": dict(input=torch.zeros(2, 3)),
+    "dtype": dict(input=torch.zeros(1, 2, 5, 5, dtype=torch.complex64)),
+    "count": dict(kernel_size=[2]),
+    "stride": dict(stride=[0, 1]),
+    "dilation": dict(dilation=[1, -1]),
+    "padding": dict(padding=[-1, 0, 0, 0]),
+    "empty plane": dict(input=torch.zeros(1, 2, 0, 5)),
+    "nan pad": dict(pad_value=math.nan),
+    "fractional pad": dict(input=torch.zeros(1, 2, 5, 5, dtype=torch.int8), pad_value=0.5),
+    "pad out of range": dict(input=torch.zeros(1, 2, 5, 5, dtype=torch.int8), pad_value=300.0),
+    "index dtype": dict(index_dtype=torch.int16),
+    "too small": dict(kernel_size=[7, 2]),
+    "too small 1d": dict(input=torch.zeros(1, 2, 5), kernel_size=[7], stride=[1], dilation=[1], padding=[0, 0]),
+}
+_BAD_BACKWARD = {
+    "indices shape": dict(indices=torch.zeros(1, 2, 3, 3, dtype=torch.int64)),
+    "indices dtype": dict(indices=torch.zeros(1, 2, 2, 2, dtype=torch.int16)),
+    "input size": dict(input_size=[1, 3, 5, 5]),
+}
+
+
+def _raised(function):
+    with pytest.raises(Exception) as caught:
+        function()
+    return type(caught.value), str(caught.value).split("\n")[0]
+
+
+@pytest.mark.parametrize("case", list(_BAD_FORWARD), ids=str)
+def test_forward_op_checks_arguments_in_cpp_as_in_python(case, monkeypatch):
+    names = ("input", "kernel_size", "stride", "dilation", "padding", "ceil_mode", "pad_value", "index_dtype")
+    args = {**dict(zip(names, _FORWARD)), **_BAD_FORWARD[case]}
+    run = lambda: torch.ops.seqkern.max_pool(*args.values())  # noqa: E731
+    monkeypatch.delenv("SEQKERN_BACKEND", raising=False)
+    in_cpp = _raised(run)
+    monkeypatch.setenv("SEQKERN_BACKEND", "cpp")
+    in_python = _raised(run)
+    assert in_cpp == in_python
+    assert in_cpp[0] in (ValueError, NotImplementedError) and in_cpp[1].startswith("seqkern max_pool: ")
+
+
+@pytest.mark.parametrize("case", list(_BAD_BACKWARD), ids=str)
+def test_backward_op_checks_arguments_in_cpp_as_in_python(case, monkeypatch):
+    args = dict(grad_output=torch.ones(1, 2, 2, 2), indices=torch.zeros(1, 2, 2, 2, dtype=torch.int64),
+                input_size=[1, 2, 5, 5], kernel_size=[2, 2], stride=[2, 2], dilation=[1, 1], padding=[0, 0, 0, 0],
+                channels_last=False)
+    args.update(_BAD_BACKWARD[case])
+    run = lambda: torch.ops.seqkern.max_pool_backward(*args.values())  # noqa: E731
+    monkeypatch.delenv("SEQKERN_BACKEND", raising=False)
+    in_cpp = _raised(run)
+    monkeypatch.setenv("SEQKERN_BACKEND", "cpp")
+    assert in_cpp == _raised(run)
+    assert in_cpp[0] is ValueError and in_cpp[1].startswith("seqkern max_pool_backward: ")
+
+
+@pytest.mark.parametrize("op", ["seqkern::max_pool", "seqkern::max_pool_backward"])
+def test_cpu_and_autograd_kernels_are_registered_in_cpp(op):
+    table = torch._C._dispatch_dump_table(op).splitlines()
+    for key in ("CPU:", "AutogradCPU:"):
+        line = next(line for line in table if line.startswith(key))
+        assert "pooling_op.cpp" in line, line
+
+
+def _same_significant_strides(real, fake):
+    """Strides of axes longer than 1, the ones torch's fake-tensor checks compare."""
+    return check_significant_strides(real, fake, only_cuda=False)[0]
+
+
+def test_fake_kernel_gives_the_cpu_kernels_strides():
+    """The C++ kernel reads the layout with ATen's suggest_memory_format, the fake kernel with
+    torch._prims_common's: they agree, also where a size-1 axis makes the layout ambiguous."""
+    for rank, last in ((4, torch.channels_last), (5, torch.channels_last_3d)):
+        for shape in itertools.product((1, 2), repeat=rank):
+            reversed_shape = tuple(reversed(shape))
+            for x in (torch.zeros(shape), torch.zeros(shape).contiguous(memory_format=last),
+                      torch.zeros(reversed_shape).permute(*reversed(range(rank)))):
+                window = [1] * (rank - 2)
+                args = (window, window, window, [0] * (2 * rank - 4), False, -math.inf, torch.int64)
+                output, indices = torch.ops.seqkern.max_pool(x, *args)
+                with FakeTensorMode() as mode:
+                    fake_output, fake_indices = torch.ops.seqkern.max_pool(mode.from_tensor(x), *args)
+                assert _same_significant_strides(output, fake_output), (shape, x.stride())
+                assert _same_significant_strides(indices, fake_indices), (shape, x.stride())
+                seed = torch.ones_like(output)
+                for channels_last in (False, True):
+                    backward_args = (list(x.shape), *args[:4], channels_last)
+                    grad = torch.ops.seqkern.max_pool_backward(seed, indices, *backward_args)
+                    with FakeTensorMode() as mode:
+                        fake_grad = torch.ops.seqkern.max_pool_backward(mode.from_tensor(seed),
+                                                                        mode.from_tensor(indices), *backward_args)
+                    assert _same_significant_strides(grad, fake_grad), (shape, x.stride(), channels_last)
+
+
+def test_cpu_ops_run_no_seqkern_python(monkeypatch):
+    """Forward, backward and double backward of a pool on CPU go from the op into C++."""
+    monkeypatch.delenv("SEQKERN_BACKEND", raising=False)
+    inputs = Inputs(4)
+    x = inputs.randn(2, 3, 7, 6, requires_grad=True)
+    seed = inputs.randn(2, 3, 4, 6, requires_grad=True)
+    called = set()
+
+    def record(frame, event, arg):
+        if event == "call":
+            called.add(frame.f_code.co_filename)
+
+    sys.setprofile(record)
+    try:
+        output, _ = torch.ops.seqkern.max_pool(x, [3, 2], [2, 1], [1, 1], [1, 1, 0, 1], True, -math.inf, torch.int32)
+        (grad,) = torch.autograd.grad(output, x, seed, create_graph=True)
+        grad.pow(2).sum().backward()
+    finally:
+        sys.setprofile(None)
+    package = os.path.dirname(seqkern.__file__)
+    assert not [name for name in called if name.startswith(package)]
+    assert seed.grad is not None and seed.grad.abs().sum() > 0
 
 
 def test_gradcheck_and_gradgradcheck():

@@ -25,6 +25,10 @@ Ops
                              dilation int[], padding int[], channels_last bool)
       -> grad_input (N, C, *S)
   indices (int64 or int32) must come from seqkern::max_pool with the same window geometry.
+Their schemas, CPU kernels and autograd (double backward included) are C++
+(csrc/pooling_op.cpp, registered when seqkern._C loads); this module adds the fake kernels
+(torch.compile), the CUDA kernels (Triton) and the function the CPU kernels hand over to
+while SEQKERN_BACKEND is set.
 
 Every backend (``seqkern._backend``, family "pooling") implements, with exactly these
 arguments (padding here is a sequence of (before, after) pairs, one per spatial axis):
@@ -144,18 +148,9 @@ def _output_shape(input, kernel_size, stride, dilation, padding, ceil_mode):
     return (input.shape[0], input.shape[1], *sizes)
 
 
-@torch.library.custom_op("seqkern::max_pool", mutates_args=())
-def max_pool(
-    input: Tensor,
-    kernel_size: List[int],
-    stride: List[int],
-    dilation: List[int],
-    padding: List[int],
-    ceil_mode: bool,
-    pad_value: float,
-    index_dtype: Optional[torch.dtype],
-) -> Tuple[Tensor, Tensor]:
-    """Max pool over the trailing 1-3 axes of (N, C, *S): returns (output, indices)."""
+def _forward_on_backend(input, kernel_size, stride, dilation, padding, ceil_mode, pad_value, index_dtype):
+    """seqkern::max_pool on the backend ``_backend`` picks: the CUDA kernel, and the CPU kernel
+    while SEQKERN_BACKEND is set (without it the C++ kernel runs with no Python)."""
     check_pool_arguments(input, kernel_size, stride, dilation, padding, pad_value, index_dtype)
     _output_shape(input, kernel_size, stride, dilation, padding, ceil_mode)
     layout = memory_format_of(input)
@@ -169,7 +164,6 @@ def max_pool(
     return output, indices
 
 
-@max_pool.register_fake
 def _max_pool_fake(input, kernel_size, stride, dilation, padding, ceil_mode, pad_value, index_dtype):
     check_pool_arguments(input, kernel_size, stride, dilation, padding, pad_value, index_dtype)
     shape = _output_shape(input, kernel_size, stride, dilation, padding, ceil_mode)
@@ -197,18 +191,8 @@ def _check_backward_arguments(grad_output, indices, input_size):
         )
 
 
-@torch.library.custom_op("seqkern::max_pool_backward", mutates_args=())
-def max_pool_backward(
-    grad_output: Tensor,
-    indices: Tensor,
-    input_size: List[int],
-    kernel_size: List[int],
-    stride: List[int],
-    dilation: List[int],
-    padding: List[int],
-    channels_last: bool,
-) -> Tensor:
-    """Add each output gradient into its argmax position; index -1 contributes nothing."""
+def _backward_on_backend(grad_output, indices, input_size, kernel_size, stride, dilation, padding, channels_last):
+    """seqkern::max_pool_backward on the backend ``_backend`` picks."""
     _check_backward_arguments(grad_output, indices, input_size)
     layout = _layout(len(input_size), channels_last)
     backward = _backend.implementation("pooling", "max_pool_backward", grad_output.device)
@@ -219,7 +203,6 @@ def max_pool_backward(
     return grad_input.contiguous(memory_format=layout)
 
 
-@max_pool_backward.register_fake
 def _max_pool_backward_fake(grad_output, indices, input_size, kernel_size, stride, dilation, padding, channels_last):
     _check_backward_arguments(grad_output, indices, input_size)
     return torch.empty(input_size, dtype=grad_output.dtype, device=grad_output.device,
@@ -232,50 +215,26 @@ def _layout(rank: int, channels_last: bool) -> torch.memory_format:
     return torch.channels_last if rank == 4 else torch.channels_last_3d
 
 
-def _setup_context(ctx, inputs, output):
-    input, kernel_size, stride, dilation, padding, _, _, index_dtype = inputs
-    if index_dtype is None:
-        raise RuntimeError(
-            "seqkern::max_pool was called with index_dtype=None on an input that requires grad; "
-            "its output would have no gradient. Pass index_dtype=torch.int32 or torch.int64."
-        )
-    _, indices = output
-    ctx.input_size = list(input.shape)
-    ctx.geometry = (list(kernel_size), list(stride), list(dilation), list(padding))
-    ctx.channels_last = memory_format_of(input) != torch.contiguous_format
-    ctx.save_for_backward(indices)
-    ctx.mark_non_differentiable(indices)
-    # Otherwise autograd fills a zero gradient for the indices on every backward.
-    ctx.set_materialize_grads(False)
+# The schemas, the CPU kernels and autograd (double backward included) are registered in C++
+# (csrc/pooling_op.cpp) when seqkern._C loads; this module adds what must be Python. Without the
+# extension the ops do not exist, and calling them says how to build it.
+try:
+    _C = _backend.load_cpp()
+except _backend.BackendUnavailableError as error:
+    _load_error = error  # the `as` name is cleared when the except block ends
 
+    def _extension_missing(*args, **kwargs):
+        raise _backend.BackendUnavailableError(str(_load_error)) from _load_error
 
-def _backward(ctx, grad_output, _grad_indices):
-    (indices,) = ctx.saved_tensors
-    if grad_output is None:
-        return (None,) * 8
-    grad_input = max_pool_backward(grad_output, indices, ctx.input_size, *ctx.geometry, ctx.channels_last)
-    return grad_input, None, None, None, None, None, None, None
-
-
-max_pool.register_autograd(_backward, setup_context=_setup_context)
-
-
-def _backward_setup_context(ctx, inputs, output):
-    indices = inputs[1]
-    ctx.save_for_backward(indices)
-
-
-def _double_backward(ctx, grad_grad_input):
-    """max_pool_backward is linear in grad_output: its gradient gathers at the argmax."""
-    (indices,) = ctx.saved_tensors
-    planes = grad_grad_input.flatten(2)
-    flat_indices = indices.flatten(2).long()
-    gathered = planes.gather(2, flat_indices.clamp(min=0))
-    grad_grad_output = torch.where(flat_indices >= 0, gathered, torch.zeros_like(gathered))
-    return grad_grad_output.reshape(indices.shape), None, None, None, None, None, None, None
-
-
-max_pool_backward.register_autograd(_double_backward, setup_context=_backward_setup_context)
+    max_pool = max_pool_backward = _extension_missing
+else:
+    _C._set_pooling_override(_forward_on_backend, _backward_on_backend)
+    torch.library.register_fake("seqkern::max_pool")(_max_pool_fake)
+    torch.library.register_fake("seqkern::max_pool_backward")(_max_pool_backward_fake)
+    torch.library.register_kernel("seqkern::max_pool", "cuda", _forward_on_backend)
+    torch.library.register_kernel("seqkern::max_pool_backward", "cuda", _backward_on_backend)
+    max_pool = torch.ops.seqkern.max_pool.default
+    max_pool_backward = torch.ops.seqkern.max_pool_backward.default
 
 
 # ---------------------------------------------------------------------------------------
