@@ -262,6 +262,10 @@ def _is_index(value) -> bool:
 
 def _int_list(function: str, name: str, value) -> List[int]:
     """torch's int[] argument parsing: an int, or a list or tuple of ints."""
+    if type(value) is int:  # the common cases first: each check below keeps their result
+        return [value]
+    if type(value) in (list, tuple) and all(type(item) is int for item in value):
+        return list(value)
     position = _ARGUMENT_POSITIONS[name]
     if isinstance(value, (list, tuple)):
         for at, item in enumerate(value):
@@ -331,8 +335,8 @@ def _check_2d(input, kernel, stride, padding, dilation, ceil_mode, torch_padding
         raise RuntimeError("max_pool2d: dilation must be either a single int, or a tuple of two ints")
     dh = _as_c_int(dilation[0])
     dw = dh if len(dilation) == 1 else _as_c_int(dilation[1])
-    layout = memory_format_of(input)
-    if layout == torch.channels_last_3d:
+    # Only a 5-D tensor can read as channels_last_3d.
+    if input.dim() == 5 and memory_format_of(input) == torch.channels_last_3d:
         raise RuntimeError("Unsupported memory format. Supports only ChannelsLast, Contiguous")
     if input.dim() not in (3, 4):
         raise RuntimeError("non-empty 3D or 4D (batch mode) tensor expected for input")
@@ -381,8 +385,8 @@ def _check_3d(input, kernel, stride, padding, dilation, ceil_mode, torch_padding
     if len(dilation) not in (1, 3):
         raise RuntimeError("max_pool3d: dilation must be either a single int, or a tuple of three ints")
     dt, dh, dw = [_as_c_int(dilation[0])] * 3 if len(dilation) == 1 else (_as_c_int(d) for d in dilation)
-    layout = memory_format_of(input)
-    if layout == torch.channels_last:
+    # Only a 4-D tensor can read as channels_last.
+    if input.dim() == 4 and memory_format_of(input) == torch.channels_last:
         raise RuntimeError("Unsupported memory format. Supports only ChannelsLast3d, Contiguous")
     if input.dim() not in (4, 5):
         raise RuntimeError("non-empty 4D or 5D (batch mode) tensor expected for input")
