@@ -475,9 +475,17 @@ class StepProduct {
     }
   }
 
-  // The whole product c (M, width()) (+)= a (M, K) . b through BLAS, block by block, on b
-  // as it is: for a single step, where packing b costs more than the product gains by it.
+  // The whole product c (M, width()) (+)= a (M, K) . b through BLAS, on b as it is: for a
+  // single step, where packing b costs more than the product gains by it. Blocks whose
+  // columns are whole vectors lie side by side in c and make one product (the four gates of
+  // an LSTM cell at H = 16: one BLAS call and no views instead of four calls and eight views,
+  // which took most of a small cell's time); otherwise block by block.
   void once(const Tensor& a, const Tensor& c, bool accumulate) const {
+    if (block_ld_ == block_cols_) {
+      Tensor whole = c;
+      blas(a, b_, whole, accumulate);
+      return;
+    }
     for (int64_t block = 0; block < blocks_; ++block) {
       Tensor c_block = c.narrow(1, block * block_ld_, block_cols_);
       blas(a, b_.narrow(1, block * block_cols_, block_cols_), c_block, accumulate);
