@@ -24,9 +24,12 @@ from seqkern import BackendUnavailableError
 
 SEED = 20261121
 RECURRENT_OPS = ("lstm", "gru", "rnn")
+# The cells, run as a decoder runs them: a Python loop of T steps, one module call a step.
+CELL_OPS = ("lstm_cell", "gru_cell", "rnn_cell")
 POOLING_OPS = ("max_pool1d", "max_pool2d", "max_pool3d")
-GATES = {"lstm": 4, "gru": 3, "rnn": 1}
-MODULE_NAMES = {"lstm": "LSTM", "gru": "GRU", "rnn": "RNN"}
+GATES = {"lstm": 4, "gru": 3, "rnn": 1, "lstm_cell": 4, "gru_cell": 3, "rnn_cell": 1}
+MODULE_NAMES = {"lstm": "LSTM", "gru": "GRU", "rnn": "RNN",
+                "lstm_cell": "LSTMCell", "gru_cell": "GRUCell", "rnn_cell": "RNNCell"}
 MODES = ("inference", "training")
 # Training = forward + input-gradient GEMMs + weight-gradient GEMMs, each as many FLOPs as forward.
 TRAINING_FLOP_FACTOR = 3
@@ -48,7 +51,7 @@ def _dtype_name(dtype: torch.dtype) -> str:
 
 @dataclass(frozen=True)
 class RecurrentCase:
-    op: str                 # lstm | gru | rnn
+    op: str                 # lstm | gru | rnn, or a cell: lstm_cell | gru_cell | rnn_cell
     mode: str               # inference | training
     steps: int              # T
     batch: int              # B
@@ -141,6 +144,8 @@ def _recurrent(ops, shapes, device, dtype):
 # Issue 3's CPU targets: the small and streaming shapes B in {1, 16} x H in {64, 128}, and
 # PyTorch fastrnns' B=64, H=512.
 DEFAULT_RECURRENT_SHAPES = [(100, B, H, H) for B in (1, 16) for H in (64, 128)] + [(100, 64, 512, 512)]
+# Cell loops of a decoder's length, where each call's fixed cost counts as much as its math.
+DEFAULT_CELL_SHAPES = [(10, B, 128, 128) for B in (1, 16)]
 # DeepBench-style: larger H with shorter sequences, so that each shape is a similar amount of work.
 FULL_RECURRENT_SHAPES = [(T, B, H, H) for H, T in ((256, 150), (512, 50), (1024, 25)) for B in (16, 32, 64)]
 # Issue 6's GPU points: FlashRNN's (B=16, T=1024, H=768); fastrnns' shape is in the default grid.
@@ -157,9 +162,10 @@ def _pooling(op, shape, layouts, device, dtype):
 def grid(name: str, device: str, dtype: torch.dtype) -> list:
     """The cases of grid ``name`` ("smoke", "default" or "full") on one device and dtype."""
     if name == "smoke":
-        return (_recurrent(RECURRENT_OPS, [(3, 2, 8, 8)], device, dtype)
+        return (_recurrent(RECURRENT_OPS + ("lstm_cell",), [(3, 2, 8, 8)], device, dtype)
                 + _pooling("max_pool2d", (2, 3, 9, 9), (False, True), device, dtype))
     cases = _recurrent(RECURRENT_OPS, DEFAULT_RECURRENT_SHAPES, device, dtype)
+    cases += _recurrent(CELL_OPS, DEFAULT_CELL_SHAPES, device, dtype)
     if device == "cuda":
         cases += _recurrent(("lstm", "gru"), CUDA_RECURRENT_SHAPES, device, dtype)
     cases += _pooling("max_pool2d", RESNET_STEM, (False, True), device, dtype)
@@ -176,7 +182,7 @@ def select(cases: list, only: Optional[List[str]]) -> list:
     """Keep the cases whose op is named in ``only`` ("pool" / "recurrent" name a family)."""
     if not only:
         return cases
-    known = set(RECURRENT_OPS) | set(POOLING_OPS) | {"pool", "recurrent"}
+    known = set(RECURRENT_OPS) | set(CELL_OPS) | set(POOLING_OPS) | {"pool", "recurrent"}
     unknown = [name for name in only if name not in known]
     if unknown:
         raise ValueError(f"--only: unknown {', '.join(unknown)}; choose from {', '.join(sorted(known))}")
@@ -191,7 +197,7 @@ def select(cases: list, only: Optional[List[str]]) -> list:
 
 
 def seqkern_recurrent(case: RecurrentCase, torch_module: torch.nn.Module) -> torch.nn.Module:
-    """seqkern.nn.<LSTM|GRU|RNN> with the torch module's weights."""
+    """seqkern.nn.<LSTM|GRU|RNN|...Cell> with the torch module's weights."""
     import seqkern.nn
 
     name = MODULE_NAMES[case.op]
@@ -220,11 +226,24 @@ class Builders:
     pooling: Callable = seqkern_pooling
 
 
+def _cell_loop(cell: torch.nn.Module, x: torch.Tensor) -> Tuple[torch.Tensor, object]:
+    """Every step's h of a loop of ``cell`` over x (T, B, I), stacked, and the last state."""
+    state, hs = None, []
+    for step in x:
+        state = cell(step, state)
+        hs.append(state[0] if isinstance(state, tuple) else state)
+    return torch.stack(hs), state
+
+
 def _recurrent_step(module: torch.nn.Module, x: torch.Tensor, training: bool) -> Step:
+    if isinstance(module, torch.nn.RNNCellBase):
+        run = functools.partial(_cell_loop, module)
+    else:
+        run = module
     if not training:
         def infer():
             with torch.no_grad():
-                output, state = module(x)
+                output, state = run(x)
             return {"output": output, **_state_tensors(state)}
         return infer
     parameters = dict(module.named_parameters())
@@ -233,7 +252,7 @@ def _recurrent_step(module: torch.nn.Module, x: torch.Tensor, training: bool) ->
         x.grad = None
         for parameter in parameters.values():
             parameter.grad = None
-        output, state = module(x)
+        output, state = run(x)
         output.sum().backward()
         return {"output": output.detach(), "grad input": x.grad,
                 **{f"grad {name}": p.grad for name, p in parameters.items()}}

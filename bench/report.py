@@ -41,7 +41,8 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
                       help="tiny shapes: checks the set-up in seconds, timings mean nothing")
     parser.set_defaults(grid="default")
     parser.add_argument("--only", type=lambda text: [part.strip() for part in text.split(",") if part.strip()],
-                        help="comma-separated ops: lstm, gru, rnn, max_pool1d/2d/3d, or recurrent, pool")
+                        help="comma-separated ops: lstm, gru, rnn, lstm_cell, gru_cell, rnn_cell, max_pool1d/2d/3d, "
+                             "or recurrent, pool")
     parser.add_argument("--threads", type=int, default=2, help="torch / OpenMP threads (default 2)")
     parser.add_argument("--dtype", type=lambda text: text.split(","),
                         help="comma-separated dtypes (default float32 on CPU, float32,bfloat16 on CUDA)")

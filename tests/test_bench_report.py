@@ -37,7 +37,7 @@ def copy_of_torch():
 def wrong_recurrent(case, module):
     wrong = copy.deepcopy(module)
     with torch.no_grad():
-        wrong.weight_hh_l0.add_(0.5)
+        (wrong.weight_hh if isinstance(wrong, torch.nn.RNNCellBase) else wrong.weight_hh_l0).add_(0.5)
     return wrong
 
 
@@ -101,7 +101,7 @@ def test_report_json_table_chart_and_compare(tmp_path, capsys):
         assert math.isclose(case["speedup"],
                             case["summary"]["torch"]["median"] / case["summary"]["seqkern"]["median"])
     table = printed.out
-    assert "seqkern/floor" in table and "lstm train T=3 B=2 H=8" in table
+    assert "seqkern/floor" in table and "lstm train T=3 B=2 H=8" in table and "lstm_cell train T=3 B=2 H=8" in table
     assert "max_pool2d fwd+bwd k3s2p1 NHWC 2x3x9x9" in table
     assert "FAILED" not in table and "bench [" in printed.err
 
@@ -110,7 +110,7 @@ def test_report_json_table_chart_and_compare(tmp_path, capsys):
     assert len(scanlines) == height * (1 + 3 * width)
     assert height > SMOKE_CASES * plot.ROW_H
     svg = open(base + ".svg", encoding="utf-8").read()
-    assert svg.startswith("<svg") and svg.count("lstm") == 2
+    assert svg.startswith("<svg") and svg.count("lstm ") == 2 and svg.count("lstm_cell ") == 2
 
     status, printed, _, _ = run(tmp_path, capsys, ["--compare", json_path], copy_of_torch(), "second")
     assert status == 0
@@ -120,9 +120,9 @@ def test_report_json_table_chart_and_compare(tmp_path, capsys):
 
 def test_wrong_seqkern_is_failed_and_not_timed(tmp_path, capsys):
     builders = Builders(recurrent=wrong_recurrent, pooling=wrong_pooling)
-    status, printed, document, _ = run(tmp_path, capsys, ["--only", "lstm,max_pool2d"], builders)
+    status, printed, document, _ = run(tmp_path, capsys, ["--only", "lstm,lstm_cell,max_pool2d"], builders)
     assert status == 1
-    assert {case["op"] for case in document["cases"]} == {"lstm", "max_pool2d"}
+    assert {case["op"] for case in document["cases"]} == {"lstm", "lstm_cell", "max_pool2d"}
     for case in document["cases"]:
         assert case["status"] == "FAILED", case
         assert case["check"]["max_relative_error"] > case["check"]["bound"]
