@@ -75,13 +75,6 @@ int64_t floor_div(int64_t a, int64_t b) {
 }
 
 // torch's output length, extended to unequal padding sides.
-int64_t output_size(int64_t length, int64_t kernel, int64_t stride, int64_t dilation, int64_t before,
-                    int64_t after, bool ceil_mode) {
-  int64_t out = floor_div(length + before + after - dilation * (kernel - 1) - 1 + (ceil_mode ? stride - 1 : 0),
-                          stride) + 1;
-  if (ceil_mode && (out - 1) * stride >= length + before) --out;
-  return out;
-}
 
 struct Geometry {
   int64_t batch = 0, channels = 0;
@@ -177,7 +170,7 @@ Geometry make_geometry(const Tensor& input, const std::vector<int64_t>& kernel, 
   g.pad_competes = pad_value > -std::numeric_limits<double>::infinity();
   for (int64_t i = 0; i < spatial; ++i) {
     Axis& a = g.axis[3 - spatial + i];
-    a.out = output_size(a.size, a.kernel, a.stride, a.dilation, a.before, a.after, ceil_mode);
+    a.out = pool_output_size(a.size, a.kernel, a.stride, a.dilation, a.before, a.after, ceil_mode);
     TORCH_CHECK(a.out >= 1, "seqkern max_pool_forward: input of shape ", input.sizes(),
                 " gives an output size below 1 along spatial axis ", i);
   }
@@ -643,6 +636,14 @@ void forward_vectorized(const scalar_t* input, scalar_t* output, index_t* indice
 }
 
 }  // namespace
+
+int64_t pool_output_size(int64_t length, int64_t kernel, int64_t stride, int64_t dilation, int64_t before,
+                         int64_t after, bool ceil_mode) {
+  int64_t out = floor_div(length + before + after - dilation * (kernel - 1) - 1 + (ceil_mode ? stride - 1 : 0),
+                          stride) + 1;
+  if (ceil_mode && (out - 1) * stride >= length + before) --out;
+  return out;
+}
 
 std::tuple<Tensor, Tensor> max_pool_forward(const Tensor& input_arg, std::vector<int64_t> kernel_size,
                                             std::vector<int64_t> stride, std::vector<int64_t> dilation,

@@ -33,9 +33,6 @@ using ForwardSignature = PoolOutputs(const Tensor&, Sizes, Sizes, Sizes, Sizes, 
                                      std::optional<at::ScalarType>);
 using BackwardSignature = Tensor(const Tensor&, const Tensor&, Sizes, Sizes, Sizes, Sizes, Sizes, bool);
 
-pybind11::object* override_forward = nullptr;
-pybind11::object* override_backward = nullptr;
-
 // Python's str() of a list of ints, as the Python checks print them.
 std::string python_list(at::IntArrayRef values) {
   std::ostringstream text;
@@ -59,15 +56,6 @@ std::vector<std::pair<int64_t, int64_t>> padding_pairs(at::IntArrayRef padding) 
     pairs.emplace_back(padding[i], padding[i + 1]);
   }
   return pairs;
-}
-
-int64_t pooled_size(int64_t length, int64_t kernel, int64_t stride, int64_t dilation, int64_t before, int64_t after,
-                    bool ceil_mode) {
-  int64_t size = (length + before + after - dilation * (kernel - 1) - 1 + (ceil_mode ? stride - 1 : 0)) / stride + 1;
-  if (ceil_mode && (size - 1) * stride >= length + before) {
-    --size;
-  }
-  return size;
 }
 
 // Python's str() of a dtype ("torch.int16").
@@ -152,8 +140,8 @@ void check_pool_arguments(const Tensor& input, at::IntArrayRef kernel_size, at::
   std::vector<int64_t> sizes;
   bool too_small = false;
   for (int64_t axis = 0; axis < spatial; ++axis) {
-    sizes.push_back(pooled_size(input.size(2 + axis), kernel_size[axis], stride[axis], dilation[axis],
-                                padding[2 * axis], padding[2 * axis + 1], ceil_mode));
+    sizes.push_back(pool_output_size(input.size(2 + axis), kernel_size[axis], stride[axis], dilation[axis],
+                                     padding[2 * axis], padding[2 * axis + 1], ceil_mode));
     too_small = too_small || sizes.back() < 1;
   }
   TORCH_CHECK_VALUE(!too_small, "seqkern max_pool: input of shape ", python_tuple(input.sizes()),
@@ -177,9 +165,8 @@ PoolOutputs max_pool_cpu(const Tensor& input, Sizes kernel_size, Sizes stride, S
   const auto dilations = C10_AS_INTARRAYREF_SLOW(dilation), sides = C10_AS_INTARRAYREF_SLOW(padding);
   if (backend_overridden()) {
     pybind11::gil_scoped_acquire gil;
-    return backend_override(override_forward, "seqkern.ops.pooling")(input, kernel.vec(), steps.vec(),
-                                                                      dilations.vec(), sides.vec(), ceil_mode,
-                                                                      pad_value, index_dtype)
+    return pooling_override
+        .forward()(input, kernel.vec(), steps.vec(), dilations.vec(), sides.vec(), ceil_mode, pad_value, index_dtype)
         .cast<PoolOutputs>();
   }
   check_pool_arguments(input, kernel, steps, dilations, sides, ceil_mode, pad_value, index_dtype);
@@ -210,9 +197,9 @@ Tensor max_pool_backward_cpu(const Tensor& grad_output, const Tensor& indices, S
   const auto sides = C10_AS_INTARRAYREF_SLOW(padding);
   if (backend_overridden()) {
     pybind11::gil_scoped_acquire gil;
-    return backend_override(override_backward, "seqkern.ops.pooling")(grad_output, indices, sizes.vec(),
-                                                                       kernel.vec(), steps.vec(), dilations.vec(),
-                                                                       sides.vec(), channels_last)
+    return pooling_override
+        .backward()(grad_output, indices, sizes.vec(), kernel.vec(), steps.vec(), dilations.vec(), sides.vec(),
+                    channels_last)
         .cast<Tensor>();
   }
   check_backward_arguments(grad_output, indices, sizes);
@@ -320,18 +307,7 @@ Tensor max_pool_backward_autograd(const Tensor& grad_output, const Tensor& indic
 
 }  // namespace
 
-void register_pooling_override(pybind11::module_& module) {
-  module.def(
-      "_set_pooling_override",
-      [](pybind11::object forward, pybind11::object backward) {
-        delete override_forward;
-        delete override_backward;
-        override_forward = new pybind11::object(std::move(forward));
-        override_backward = new pybind11::object(std::move(backward));
-      },
-      "Set the Python functions that run seqkern::max_pool(_backward) on CPU tensors while SEQKERN_BACKEND is "
-      "set (seqkern/ops/pooling.py does this on import)");
-}
+BackendOverride pooling_override("seqkern.ops.pooling");
 
 }  // namespace seqkern
 

@@ -39,11 +39,6 @@ using BackwardSignature = RecurrentGrads(const Tensor&, const Tensor&, const Opt
                                          const OptionalTensor&, const OptionalTensor&, const Tensor&, const Tensor&,
                                          c10::string_view, bool, bool, bool);
 
-// The Python functions that run an op on the backend SEQKERN_BACKEND names; set once by
-// seqkern/ops/recurrent.py and never freed (they must outlive interpreter shutdown order).
-pybind11::object* override_forward = nullptr;
-pybind11::object* override_backward = nullptr;
-
 
 LayerOutputs forward_cpu(const Tensor& input, const Tensor& h0, const OptionalTensor& c0, const Tensor& w_ih,
                          const Tensor& w_hh, const OptionalTensor& b_ih, const OptionalTensor& b_hh,
@@ -51,8 +46,8 @@ LayerOutputs forward_cpu(const Tensor& input, const Tensor& h0, const OptionalTe
                          c10::string_view cell, bool reverse) {
   if (backend_overridden()) {
     pybind11::gil_scoped_acquire gil;
-    return backend_override(override_forward, "seqkern.ops.recurrent")(input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, w_peep, lengths,
-                                               std::string(cell), reverse)
+    return recurrent_override.forward()(input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, w_peep, lengths,
+                                        std::string(cell), reverse)
         .cast<LayerOutputs>();
   }
   return recurrent_layer_forward(input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, w_peep, lengths, std::string(cell),
@@ -67,9 +62,9 @@ RecurrentGrads backward_cpu(const Tensor& grad_output, const Tensor& grad_h_n, c
                             bool need_input_grad, bool need_weight_grad) {
   if (backend_overridden()) {
     pybind11::gil_scoped_acquire gil;
-    return backend_override(override_backward, "seqkern.ops.recurrent")(grad_output, grad_h_n, grad_c_n, input, h0, c0, w_ih, w_hh, b_ih,
-                                                b_hh, w_hr, w_peep, lengths, output, workspace, std::string(cell),
-                                                reverse, need_input_grad, need_weight_grad)
+    return recurrent_override.backward()(grad_output, grad_h_n, grad_c_n, input, h0, c0, w_ih, w_hh, b_ih, b_hh,
+                                         w_hr, w_peep, lengths, output, workspace, std::string(cell), reverse,
+                                         need_input_grad, need_weight_grad)
         .cast<RecurrentGrads>();
   }
   return recurrent_layer_backward(grad_output, grad_h_n, grad_c_n, input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr,
@@ -226,28 +221,30 @@ std::tuple<Tensor, Tensor> cell_step(const Tensor& input, const Tensor& h, const
 
 }  // namespace
 
+BackendOverride recurrent_override("seqkern.ops.recurrent");
+
 bool backend_overridden() {
   const char* value = std::getenv("SEQKERN_BACKEND");
   return value != nullptr && value[0] != '\0';
 }
 
-pybind11::object& backend_override(pybind11::object* function, const char* module) {
-  TORCH_CHECK(function != nullptr, "SEQKERN_BACKEND is set, but ", module,
+pybind11::object& BackendOverride::checked(pybind11::object* function) const {
+  TORCH_CHECK(function != nullptr, "SEQKERN_BACKEND is set, but ", module_,
               " has not registered its backend override; import seqkern before calling torch.ops.seqkern");
   return *function;
 }
 
-void register_recurrent_override(pybind11::module_& module) {
-  module.def(
-      "_set_recurrent_override",
-      [](pybind11::object forward, pybind11::object backward) {
-        delete override_forward;
-        delete override_backward;
-        override_forward = new pybind11::object(std::move(forward));
-        override_backward = new pybind11::object(std::move(backward));
+void BackendOverride::register_setter(pybind11::module_& extension, const char* name) {
+  extension.def(
+      name,
+      [this](pybind11::object forward, pybind11::object backward) {
+        delete forward_;
+        delete backward_;
+        forward_ = new pybind11::object(std::move(forward));
+        backward_ = new pybind11::object(std::move(backward));
       },
-      "Set the Python functions that run seqkern::recurrent_layer(_backward) on CPU tensors while "
-      "SEQKERN_BACKEND is set (seqkern/ops/recurrent.py does this on import)");
+      "Set the Python functions (forward, backward) that run this op family on CPU tensors while "
+      "SEQKERN_BACKEND is set (its module in seqkern/ops does this on import)");
 }
 
 }  // namespace seqkern

@@ -45,19 +45,41 @@ std::tuple<at::Tensor, at::Tensor> max_pool_forward(const at::Tensor& input, std
                                                     std::vector<std::pair<int64_t, int64_t>> padding,
                                                     bool ceil_mode, double pad_value,
                                                     std::optional<at::ScalarType> index_dtype);
+// Pooled length along one axis: torch's rule (floor division), extended to unequal padding
+// sides; with ceil_mode the last window must start inside the input or the leading padding.
+int64_t pool_output_size(int64_t length, int64_t kernel, int64_t stride, int64_t dilation, int64_t before,
+                         int64_t after, bool ceil_mode);
 at::Tensor max_pool_backward(const at::Tensor& grad_output, const at::Tensor& indices,
                              std::vector<int64_t> input_size, const std::vector<int64_t>& kernel_size,
                              const std::vector<int64_t>& stride, const std::vector<int64_t>& dilation,
                              const std::vector<std::pair<int64_t, int64_t>>& padding);
 
 // Whether SEQKERN_BACKEND is set: the ops' CPU kernels then hand each call to the Python
-// function that their module registered (seqkern/_backend.py picks the backend).
+// functions that their family's module registered (seqkern/_backend.py picks the backend).
 bool backend_overridden();
-// That function; a clear error if `module` (named in it) has not registered one.
-pybind11::object& backend_override(pybind11::object* function, const char* module);
+
+// Those functions of one op family, set once from Python (module._set_<family>_override) and
+// never freed: they must outlive interpreter shutdown order.
+class BackendOverride {
+ public:
+  explicit BackendOverride(const char* module) : module_(module) {}
+  // The function; a clear error if the Python module has not registered it.
+  pybind11::object& forward() const { return checked(forward_); }
+  pybind11::object& backward() const { return checked(backward_); }
+  // Defines the setter `name` on the extension module.
+  void register_setter(pybind11::module_& extension, const char* name);
+
+ private:
+  pybind11::object& checked(pybind11::object* function) const;
+
+  const char* module_;
+  pybind11::object* forward_ = nullptr;
+  pybind11::object* backward_ = nullptr;
+};
+
+extern BackendOverride recurrent_override;  // seqkern.ops.recurrent (recurrent_op.cpp)
+extern BackendOverride pooling_override;    // seqkern.ops.pooling (pooling_op.cpp)
 
 void register_recurrent(pybind11::module_& module);
-void register_recurrent_override(pybind11::module_& module);
 void register_pooling(pybind11::module_& module);
-void register_pooling_override(pybind11::module_& module);
 }  // namespace seqkern

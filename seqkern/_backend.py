@@ -38,6 +38,15 @@ def load_cpp():
         ) from error
 
 
+def extension_missing(error: BackendUnavailableError):
+    """A stand-in for the ops of seqkern._C when it failed to load: calling it says how to build it."""
+
+    def missing(*args, **kwargs):
+        raise BackendUnavailableError(str(error)) from error
+
+    return missing
+
+
 def _load_triton(family: str):
     try:
         importlib.import_module("triton")

@@ -517,6 +517,7 @@ _BAD_FORWARD = {
     "pad out of range": dict(input=torch.zeros(1, 2, 5, 5, dtype=torch.int8), pad_value=300.0),
     "index dtype": dict(index_dtype=torch.int16),
     "too small": dict(kernel_size=[7, 2]),
+    "too small by a stride": dict(kernel_size=[6, 2]),
     "too small 1d": dict(input=torch.zeros(1, 2, 5), kernel_size=[7], stride=[1], dilation=[1], padding=[0, 0]),
 }
 _BAD_BACKWARD = {

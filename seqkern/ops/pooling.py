@@ -221,12 +221,7 @@ def _layout(rank: int, channels_last: bool) -> torch.memory_format:
 try:
     _C = _backend.load_cpp()
 except _backend.BackendUnavailableError as error:
-    _load_error = error  # the `as` name is cleared when the except block ends
-
-    def _extension_missing(*args, **kwargs):
-        raise _backend.BackendUnavailableError(str(_load_error)) from _load_error
-
-    max_pool = max_pool_backward = _extension_missing
+    max_pool = max_pool_backward = _backend.extension_missing(error)
 else:
     _C._set_pooling_override(_forward_on_backend, _backward_on_backend)
     torch.library.register_fake("seqkern::max_pool")(_max_pool_fake)

@@ -189,12 +189,7 @@ def _recurrent_layer_backward_fake(grad_output, grad_h_n, grad_c_n, input, h0, c
 try:
     _C = _backend.load_cpp()
 except _backend.BackendUnavailableError as error:
-    _load_error = error  # the `as` name is cleared when the except block ends
-
-    def _extension_missing(*args, **kwargs):
-        raise _backend.BackendUnavailableError(str(_load_error)) from _load_error
-
-    recurrent_layer = recurrent_layer_backward = recurrent_cell = _extension_missing
+    recurrent_layer = recurrent_layer_backward = recurrent_cell = _backend.extension_missing(error)
 else:
     _C._set_recurrent_override(_forward_on_backend, _backward_on_backend)
     torch.library.register_fake("seqkern::recurrent_layer")(_recurrent_layer_fake)
