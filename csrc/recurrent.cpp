@@ -730,7 +730,7 @@ struct Operands {
 };
 
 template <typename scalar_t>
-const scalar_t* pointer_or_null(const Tensor& tensor) {
+scalar_t* pointer_or_null(const Tensor& tensor) {
   return tensor.defined() ? tensor.data_ptr<scalar_t>() : nullptr;
 }
 
@@ -1047,9 +1047,14 @@ std::pair<std::vector<scalar_t>, std::vector<scalar_t>> combined_bias(const Laye
   return {std::move(bias), std::move(bias_hn)};
 }
 
-// A zeroed (rows, columns) scratch matrix, filled without a trip through the dispatcher.
+// A zeroed (rows, columns) scratch matrix, filled without a trip through the dispatcher; none
+// (an undefined tensor) for a product the cell does not have (no columns): a single step
+// takes a few microseconds, and each allocation is a tenth of one.
 template <typename scalar_t>
 Tensor scratch(int64_t rows, int64_t columns, const at::TensorOptions& options) {
+  if (columns == 0) {
+    return Tensor();
+  }
   Tensor matrix = at::empty({rows, columns}, options);
   zero(matrix.data_ptr<scalar_t>(), rows * columns);
   return matrix;
@@ -1080,12 +1085,15 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> forward_kernel(const Layer& layer, co
   const Tensor w_peep_c = w_peep ? w_peep->contiguous() : Tensor();
   Tensor output = empty_large({T, B, Hout}, options);
   Tensor workspace = empty_large({T, B, W}, options);
-  // The state is double-buffered; step `index` reads buffer index % 2, and the buffers are
-  // arranged so that the last step writes h_n.
-  Tensor h_n = at::empty({B, Hout}, options), h_other = copy_of<scalar_t>(h0, options);
-  if (T % 2 == 0) {
-    std::swap(h_n, h_other);
-  }
+  // The state is double-buffered: step `index` reads buffer index % 2 and writes the other,
+  // except that the first step reads h0 where it lies; the last step writes h_n (without
+  // steps, h_n is h0). So a single step needs one buffer.
+  const Tensor h0_c = h0.contiguous();
+  const Tensor h_n = T == 0 ? copy_of<scalar_t>(h0_c, options) : at::empty({B, Hout}, options);
+  const Tensor h_other = T > 1 ? at::empty({B, Hout}, options) : Tensor();
+  scalar_t* const last_state = h_n.data_ptr<scalar_t>();
+  scalar_t* const other_state = pointer_or_null<scalar_t>(h_other);
+  scalar_t* const h_buffers[2] = {T % 2 == 0 ? last_state : other_state, T % 2 == 0 ? other_state : last_state};
   Tensor c_n = layer.lstm() ? copy_of<scalar_t>(*c0, options) : at::empty({0}, options);
   const auto [bias, bias_hn] = combined_bias<scalar_t>(layer, b_ih, b_hh);
 
@@ -1103,7 +1111,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> forward_kernel(const Layer& layer, co
     reset_product = gemm::StepProduct<scalar_t>(w_hh_c.narrow(0, 2 * H, H).t(), 1);
   }
   Tensor hidden_gates = scratch<scalar_t>(B, recurrent.width(), options);
-  Tensor cell_output = scratch<scalar_t>(layer.projection ? B : 0, H, options);
+  Tensor cell_output = scratch<scalar_t>(B, layer.projection ? H : 0, options);
   Tensor projected = scratch<scalar_t>(B, projection.width(), options);
   Tensor reset_hidden = scratch<scalar_t>(B, reset_product.width(), options);
 
@@ -1114,27 +1122,25 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> forward_kernel(const Layer& layer, co
                                  output.data_ptr<scalar_t>(),
                                  workspace.data_ptr<scalar_t>(),
                                  layer.lstm() ? c_n.data_ptr<scalar_t>() : nullptr,
-                                 hidden_gates.data_ptr<scalar_t>(),
-                                 cell_output.data_ptr<scalar_t>(),
-                                 projected.data_ptr<scalar_t>(),
-                                 reset_hidden.data_ptr<scalar_t>(),
-                                 hidden_gates.stride(0),
+                                 pointer_or_null<scalar_t>(hidden_gates),
+                                 pointer_or_null<scalar_t>(cell_output),
+                                 pointer_or_null<scalar_t>(projected),
+                                 pointer_or_null<scalar_t>(reset_hidden),
+                                 recurrent.width(),
                                  recurrent.block_ld(),
-                                 projected.stride(0),
-                                 reset_hidden.stride(0)};
+                                 projection.width(),
+                                 reset_product.width()};
 
   // Input projection of every step, into the gate columns of the workspace.
   Tensor gate_columns = workspace.view({T * B, W}).narrow(1, 0, GH);
   steps_product<scalar_t>(single_step, x.view({T * B, I}), w_ih_c.t(), gate_columns, false);
 
-  scalar_t* h_buffers[2] = {(T % 2 == 0 ? h_n : h_other).data_ptr<scalar_t>(),
-                            (T % 2 == 0 ? h_other : h_n).data_ptr<scalar_t>()};
   const TimeOrder order{T, layer.reverse};
   const auto pack = [&](const Share& share) { pack_share(share, {&recurrent, &projection, &reset_product}); };
   // The projection and the reset-before GRU's n product read the pass of every share.
   const bool second_product = layer.projection || layer.cell == Cell::GruResetBefore;
   if (single_step) {
-    recurrent.once(h_other, hidden_gates, false);
+    recurrent.once(h0_c, hidden_gates, false);
   }
   const TeamPlan plan = plan_loop_team(single_step, B, H, step_work, {&recurrent, &projection, &reset_product});
   run_team(plan, T, second_product ? 2 : 1, [&](Team& team) {
@@ -1143,7 +1149,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> forward_kernel(const Layer& layer, co
       return;
     }
     for (int64_t index = 0; index < T; ++index) {
-      const StepStates<scalar_t> step{order.time(index), h_buffers[index % 2], h_buffers[(index + 1) % 2]};
+      const StepStates<scalar_t> step{order.time(index), index == 0 ? h0_c.data_ptr<scalar_t>() : h_buffers[index % 2],
+                                      h_buffers[(index + 1) % 2]};
       const int64_t t = step.t;
       team.each_share([&](const Share& share) {
         const auto units = share.of(H, lanes);
@@ -1523,7 +1530,8 @@ RecurrentGrads backward_kernel(const Layer& layer, const Tensor& grad_output, co
   Tensor grad_x_n = empty_large({layer.cell == Cell::Gru ? T : 0, B, H}, options);
   Tensor grad_h_out = empty_large({layer.projection ? T : 0, B, Hout}, options);
   Tensor cell_out = empty_large({layer.projection ? T : 0, B, H}, options);
-  Tensor grad_cell = scratch<scalar_t>(B, std::max(projection.width(), reset_product.width()), options);
+  const int64_t ld_grad_cell = std::max(projection.width(), reset_product.width());
+  Tensor grad_cell = scratch<scalar_t>(B, ld_grad_cell, options);
 
   const BackwardState<scalar_t> s{layer,
                                   {h0_c.data_ptr<scalar_t>(), pointer_or_null<scalar_t>(c0_c),
@@ -1537,9 +1545,9 @@ RecurrentGrads backward_kernel(const Layer& layer, const Tensor& grad_output, co
                                   grad_x_n.data_ptr<scalar_t>(),
                                   grad_h_out.data_ptr<scalar_t>(),
                                   cell_out.data_ptr<scalar_t>(),
-                                  grad_cell.data_ptr<scalar_t>(),
+                                  pointer_or_null<scalar_t>(grad_cell),
                                   grad_h.stride(0),
-                                  grad_cell.stride(0),
+                                  ld_grad_cell,
                                   TimeOrder{T, layer.reverse}};
 
   const auto pack = [&](const Share& share) { pack_share(share, {&recurrent, &projection, &reset_product}); };
@@ -1674,14 +1682,18 @@ RecurrentGrads backward_kernel(const Layer& layer, const Tensor& grad_output, co
       const Tensor earlier = output_c.narrow(0, layer.reverse ? 1 : 0, T - 1).view({(T - 1) * B, Hout});
       product(gate_grads_t(0, step_rows, layer.reverse ? 0 : 1, T - 1), earlier, step_w_hh, false);
     }
-    Tensor first_grads = at::empty({B, GH}, options);
-    for (int64_t b = 0; b < B; ++b) {
-      scalar_t* first_row = first_grads.data_ptr<scalar_t>() + b * GH;
-      if (lengths[b] > 0) {
-        const int64_t t = layer.reverse ? lengths[b] - 1 : 0;
-        std::copy_n(s.grad_gates + s.offset(t, b, GH), GH, first_row);
-      } else {
-        std::fill_n(first_row, GH, scalar_t(0));
+    // At a single step these are the gate gradients as they are (an empty sequence's are zeros).
+    Tensor first_grads = grad_gates_flat;
+    if (T != 1) {
+      first_grads = at::empty({B, GH}, options);
+      for (int64_t b = 0; b < B; ++b) {
+        scalar_t* first_row = first_grads.data_ptr<scalar_t>() + b * GH;
+        if (lengths[b] > 0) {
+          const int64_t t = layer.reverse ? lengths[b] - 1 : 0;
+          std::copy_n(s.grad_gates + s.offset(t, b, GH), GH, first_row);
+        } else {
+          std::fill_n(first_row, GH, scalar_t(0));
+        }
       }
     }
     product(first_grads.narrow(1, 0, step_rows).t(), h0_c, step_w_hh, T > 1);
@@ -1714,8 +1726,8 @@ RecurrentGrads backward_kernel(const Layer& layer, const Tensor& grad_output, co
       peephole_gradient(s, grad_w_peep.data_ptr<scalar_t>());
     }
   }
-  return {grad_input, grad_h.narrow(1, 0, Hout).contiguous(), grad_c0, grad_w_ih, grad_w_hh, grad_b_ih, grad_b_hh, grad_w_hr,
-          grad_w_peep};
+  const Tensor grad_h0 = recurrent.width() == Hout ? grad_h : grad_h.narrow(1, 0, Hout).contiguous();
+  return {grad_input, grad_h0, grad_c0, grad_w_ih, grad_w_hh, grad_b_ih, grad_b_hh, grad_w_hr, grad_w_peep};
 }
 
 OptionalTensor to_float(const OptionalTensor& tensor) {

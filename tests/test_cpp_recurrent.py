@@ -91,6 +91,14 @@ def test_float64_matches_reference(variant, reverse, lengths):
     assert_matches_reference(Layer(variant, lengths=lengths, reverse=reverse))
 
 
+@pytest.mark.parametrize("lengths", [None, (1, 0, 1)], ids=["full", "one_empty"])
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_single_step_matches_reference(variant, lengths):
+    """T = 1 (the cells) reads h0 where it lies and takes the weight gradient of w_hh from the
+    gate gradients as they are (an empty sequence's are zeros)."""
+    assert_matches_reference(Layer(variant, steps=1, lengths=lengths))
+
+
 # (batch, hidden, input) for the step-product kernel: row tails of its 6-row tiles (1, 2 on
 # the wide path, as 4 with AVX2's narrow panels of two vectors; 5 in one tile; 7 and 8 as 6
 # rows narrow and the 1 or 2 left wide), vector padding of H, K past one cache block (G * H
