@@ -156,10 +156,30 @@ class RecurrentLayerFunction : public torch::autograd::Function<RecurrentLayerFu
   }
 };
 
+// Whether a tensor needs an op's autograd Function: a gradient to track (in grad mode), or a
+// forward-mode tangent, which the Function rejects (without it the tangent would be dropped).
+bool tracked(bool grad_mode, const Tensor& tensor) {
+  return tensor.defined() && ((grad_mode && tensor.requires_grad()) || tensor._fw_grad(0).defined());
+}
+
+bool tracked(bool grad_mode, const OptionalTensor& tensor) { return tensor && tracked(grad_mode, *tensor); }
+
+template <typename... Tensors>
+bool needs_autograd(const Tensors&... tensors) {
+  const bool grad_mode = at::GradMode::is_enabled();
+  return (tracked(grad_mode, tensors) || ...);
+}
+
 LayerOutputs forward_autograd(const Tensor& input, const Tensor& h0, const OptionalTensor& c0, const Tensor& w_ih,
                               const Tensor& w_hh, const OptionalTensor& b_ih, const OptionalTensor& b_hh,
                               const OptionalTensor& w_hr, const OptionalTensor& w_peep,
                               const OptionalTensor& lengths, c10::string_view cell, bool reverse) {
+  // Without a gradient to track, the Function's graph node, saved tensors and output wrapping
+  // are a tenth of a cell step; its outputs would not require grad anyway.
+  if (!needs_autograd(input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, w_peep)) {
+    at::AutoDispatchBelowADInplaceOrView below_autograd;
+    return forward_op().call(input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, w_peep, lengths, cell, reverse);
+  }
   const variable_list outputs =
       RecurrentLayerFunction::apply(input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, w_peep, lengths, cell, reverse);
   return {outputs[0], outputs[1], outputs[2], outputs[3]};
@@ -196,6 +216,13 @@ RecurrentGrads backward_autograd(const Tensor& grad_output, const Tensor& grad_h
                                  const OptionalTensor& w_hr, const OptionalTensor& w_peep,
                                  const OptionalTensor& lengths, const Tensor& output, const Tensor& workspace,
                                  c10::string_view cell, bool reverse, bool need_input_grad, bool need_weight_grad) {
+  // Outside create_graph=True (every usual backward), no node that could only raise.
+  if (!needs_autograd(grad_output, grad_h_n, grad_c_n, input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, w_peep, output,
+                      workspace)) {
+    at::AutoDispatchBelowADInplaceOrView below_autograd;
+    return backward_op().call(grad_output, grad_h_n, grad_c_n, input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, w_peep,
+                              lengths, output, workspace, cell, reverse, need_input_grad, need_weight_grad);
+  }
   const variable_list grads = RecurrentLayerBackwardFunction::apply(
       grad_output, grad_h_n, grad_c_n, input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, w_peep, lengths, output,
       workspace, cell, reverse, need_input_grad, need_weight_grad);
