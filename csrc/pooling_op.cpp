@@ -229,8 +229,15 @@ std::vector<c10::SymInt> saved_sizes(AutogradContext* ctx, const char* name) {
   return ctx->saved_data[name].toSymIntVector();
 }
 
-// max_pool_backward is linear in grad_output; its gradient gathers grad_grad_input at the argmax
-// (nothing where the index is -1).
+// values (N, C, *S_in) at each window's argmax -> (N, C, *S_out); zero where the index is -1 (the
+// maximum was a padded position). Both the tangent of max_pool (forward-mode AD) and the
+// gradient of max_pool_backward, which is linear in grad_output.
+Tensor gather_at_argmax(const Tensor& values, const Tensor& indices) {
+  const Tensor flat_indices = indices.flatten(2).to(at::kLong);
+  const Tensor gathered = values.flatten(2).gather(2, flat_indices.clamp_min(0));
+  return at::where(flat_indices >= 0, gathered, at::zeros_like(gathered)).reshape_symint(indices.sym_sizes());
+}
+
 class MaxPoolBackwardFunction : public torch::autograd::Function<MaxPoolBackwardFunction> {
  public:
   static Tensor forward(AutogradContext* ctx, const Tensor& grad_output, const Tensor& indices, Sizes input_size,
@@ -242,12 +249,8 @@ class MaxPoolBackwardFunction : public torch::autograd::Function<MaxPoolBackward
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
-    const Tensor indices = ctx->get_saved_variables()[0];
-    const Tensor flat_indices = indices.flatten(2).to(at::kLong);
-    const Tensor gathered = grads[0].flatten(2).gather(2, flat_indices.clamp_min(0));
-    const Tensor grad_grad_output = at::where(flat_indices >= 0, gathered, at::zeros_like(gathered));
-    return {grad_grad_output.reshape_symint(indices.sym_sizes()), Tensor(), Tensor(), Tensor(), Tensor(), Tensor(),
-            Tensor(), Tensor()};
+    return {gather_at_argmax(grads[0], ctx->get_saved_variables()[0]), Tensor(), Tensor(), Tensor(), Tensor(),
+            Tensor(), Tensor(), Tensor()};
   }
 };
 
@@ -286,6 +289,16 @@ class MaxPoolFunction : public torch::autograd::Function<MaxPoolFunction> {
 
 PoolOutputs max_pool_autograd(const Tensor& input, Sizes kernel_size, Sizes stride, Sizes dilation, Sizes padding,
                               bool ceil_mode, double pad_value, std::optional<at::ScalarType> index_dtype) {
+  const Tensor tangent = input._fw_grad(/*level=*/0);
+  if (tangent.defined()) {
+    // Forward-mode AD (torch's max pools have it): a C++ autograd Function cannot carry a
+    // tangent, so the pool runs on the primal (still tracked for backward) and its output gets
+    // the input's tangent at the argmax, which takes indices even where the caller wants none.
+    auto [output, indices] = max_pool_autograd(input._fw_primal(0), kernel_size, stride, dilation, padding, ceil_mode,
+                                               pad_value, index_dtype.value_or(at::kLong));
+    output._set_fw_grad(gather_at_argmax(tangent, indices), /*level=*/0, /*is_inplace_op=*/false);
+    return {output, index_dtype ? indices : at::empty({0}, input.options().dtype(at::kLong))};
+  }
   TORCH_CHECK(index_dtype.has_value() || !(input.requires_grad() && at::GradMode::is_enabled()),
               "seqkern::max_pool was called with index_dtype=None on an input that requires grad; its output "
               "would have no gradient. Pass index_dtype=torch.int32 or torch.int64.");

@@ -632,6 +632,48 @@ def test_gradcheck_and_gradgradcheck():
     assert torch.autograd.gradgradcheck(pool, (x,))
 
 
+@pytest.mark.parametrize("requires_grad", [False, True], ids=["no_grad", "grad"])
+@pytest.mark.parametrize("dims, layout", [(1, None), (2, None), (2, torch.channels_last), (3, torch.channels_last_3d)])
+def test_forward_mode_ad_matches_torch(dims, layout, requires_grad):
+    """A tangent goes through the pool as through torch's (whose pools have forward-mode AD):
+    the input's tangent at each argmax, whether or not a gradient is tracked too."""
+    inputs = Inputs()
+    x = inputs.randn(2, 3, *[7, 6, 5][:dims])
+    tangent = inputs.randn(*x.shape)
+    if layout is not None:
+        x, tangent = x.to(memory_format=layout), tangent.to(memory_format=layout)
+    results = []
+    for pool in (TORCH_POOLS[dims], SEQKERN_POOLS[dims]):
+        with torch.autograd.forward_ad.dual_level():
+            dual = torch.autograd.forward_ad.make_dual(x.clone().requires_grad_(requires_grad), tangent)
+            output = pool(dual, 3, 2, 1, ceil_mode=True)
+            results.append(torch.autograd.forward_ad.unpack_dual(output))
+    (expected, expected_tangent), (actual, actual_tangent) = results
+    _same(actual, expected)
+    _same(actual_tangent, expected_tangent)
+    assert actual.requires_grad == requires_grad
+
+
+def test_forward_mode_ad_of_padded_maximum_and_functorch():
+    """A padded maximum (index -1) gets a zero tangent; torch.func's jvp and jacfwd work, and
+    gradcheck passes with its forward-mode checks."""
+    x = torch.full((1, 1, 3), -2.0, dtype=torch.float64)
+    with torch.autograd.forward_ad.dual_level():
+        dual = torch.autograd.forward_ad.make_dual(x, torch.ones_like(x))
+        output = SF.max_pool1d(dual, 2, 2, ((1, 0),), pad_value=0.0)
+        assert torch.autograd.forward_ad.unpack_dual(output).tangent.tolist() == [[[0.0, 1.0]]]
+    y = Inputs().randn(1, 2, 6, 5)
+
+    def pool(t):
+        return SF.max_pool2d(t, 3, 2, 1)
+
+    _same(torch.func.jvp(pool, (y,), (torch.ones_like(y),))[1],
+          torch.func.jvp(lambda t: F.max_pool2d(t, 3, 2, 1), (y,), (torch.ones_like(y),))[1])
+    _same(torch.func.jacfwd(pool)(y), torch.func.jacrev(lambda t: F.max_pool2d(t, 3, 2, 1))(y))
+    assert torch.autograd.gradcheck(pool, (y.requires_grad_(),), check_forward_ad=True,
+                                    check_batched_forward_grad=False)
+
+
 @pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
 def test_torch_compile_fullgraph_layer_forward_and_backward(layout):
     torch._dynamo.reset()
