@@ -32,6 +32,7 @@
 #include <cstdint>
 #include <limits>
 #include <optional>
+#include <sstream>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -44,6 +45,145 @@ namespace {
 
 using at::Tensor;
 using Padding = std::vector<std::pair<int64_t, int64_t>>;
+
+// ---------------------------------------------------------------------------------------
+// Argument checks: the Python path's (seqkern/ops/pooling.py), with its exception types and
+// messages, so that the op says the same on every backend.
+
+// Python's str() of a list of ints.
+std::string python_list(at::IntArrayRef values) {
+  std::ostringstream text;
+  text << "[";
+  for (size_t i = 0; i < values.size(); ++i) {
+    text << (i ? ", " : "") << values[i];
+  }
+  text << "]";
+  return text.str();
+}
+
+// Python's str() of a tuple of ints: "(3,)" for one.
+std::string python_tuple(at::IntArrayRef values) {
+  std::string list = python_list(values);
+  return "(" + list.substr(1, list.size() - 2) + (values.size() == 1 ? ",)" : ")");
+}
+
+// Python's str() of a dtype ("torch.int16").
+std::string python_dtype(at::ScalarType dtype) { return "torch." + std::string(c10::getDtypeNames(dtype).first); }
+
+// Python's str() of a float: integral values keep a ".0".
+std::string python_float(double value) {
+  std::ostringstream text;
+  text << value;
+  if (std::isfinite(value) && value == std::trunc(value) && std::fabs(value) < 1e16) {
+    text << ".0";
+  }
+  return text.str();
+}
+
+// pad_value must be -inf or a value of an integer input's dtype (floating dtypes round it).
+void check_pad_value(at::ScalarType dtype, double pad_value) {
+  TORCH_CHECK_VALUE(!std::isnan(pad_value), "seqkern max_pool: pad_value must not be NaN");
+  if (at::isFloatingType(dtype) || pad_value == -std::numeric_limits<double>::infinity()) {
+    return;
+  }
+  bool representable = false;
+  AT_DISPATCH_INTEGRAL_TYPES(dtype, "max_pool pad_value", [&] {
+    representable = pad_value == std::trunc(pad_value) &&
+                    pad_value >= static_cast<double>(std::numeric_limits<scalar_t>::min()) &&
+                    pad_value <= static_cast<double>(std::numeric_limits<scalar_t>::max());
+  });
+  TORCH_CHECK_VALUE(representable, "seqkern max_pool: pad_value ", python_float(pad_value),
+                    " is not a value of the input dtype ", python_dtype(dtype),
+                    "; use -inf or an integer in its range");
+}
+
+bool supported_dtype(at::ScalarType dtype) {
+  switch (dtype) {
+    case at::kHalf: case at::kBFloat16: case at::kFloat: case at::kDouble:
+    case at::kByte: case at::kChar: case at::kShort: case at::kInt: case at::kLong:
+      return true;
+    default:
+      return false;
+  }
+}
+
+// The window arguments of `op` for an input of `shape` (N, C, *S): an entry per spatial axis
+// (two of padding), positive sizes, non-negative padding.
+void check_window(const char* op, at::IntArrayRef shape, at::IntArrayRef kernel_size, at::IntArrayRef stride,
+                  at::IntArrayRef dilation, at::IntArrayRef padding) {
+  const int64_t spatial = static_cast<int64_t>(shape.size()) - 2;
+  const std::pair<const char*, at::IntArrayRef> counted[] = {
+      {"kernel_size", kernel_size}, {"stride", stride}, {"dilation", dilation}, {"padding", padding}};
+  for (const auto& [name, values] : counted) {
+    const int64_t wanted = std::string(name) == "padding" ? 2 * spatial : spatial;
+    TORCH_CHECK_VALUE(static_cast<int64_t>(values.size()) == wanted, "seqkern ", op, ": ", name, " needs ", wanted,
+                      " entries for a ", spatial, "-d pool, got ", python_list(values));
+  }
+  for (const auto& [name, values] : {counted[0], counted[1], counted[2]}) {
+    for (const int64_t value : values) {
+      TORCH_CHECK_VALUE(value >= 1, "seqkern ", op, ": ", name, " must be positive, got ", python_list(values));
+    }
+  }
+  for (const int64_t side : padding) {
+    TORCH_CHECK_VALUE(side >= 0, "seqkern ", op, ": padding must be non-negative, got ", python_list(padding));
+  }
+  for (int64_t axis = 0; axis < spatial; ++axis) {
+    TORCH_CHECK_VALUE(shape[2 + axis] >= 1, "seqkern ", op, ": spatial sizes must be positive, got shape ",
+                      python_tuple(shape));
+  }
+}
+
+void check_forward_arguments(const Tensor& input, at::IntArrayRef kernel_size, at::IntArrayRef stride,
+                             at::IntArrayRef dilation, at::IntArrayRef padding, bool ceil_mode, double pad_value,
+                             std::optional<at::ScalarType> index_dtype) {
+  const int64_t spatial = input.dim() - 2;
+  TORCH_CHECK_VALUE(spatial >= 1 && spatial <= 3,
+                    "seqkern max_pool: input must be (N, C, *S) with 1 to 3 spatial axes, got shape ",
+                    python_tuple(input.sizes()));
+  TORCH_CHECK_NOT_IMPLEMENTED(supported_dtype(input.scalar_type()), "seqkern max_pool: dtype ",
+                              python_dtype(input.scalar_type()), " is not supported");
+  check_window("max_pool", input.sizes(), kernel_size, stride, dilation, padding);
+  check_pad_value(input.scalar_type(), pad_value);
+  TORCH_CHECK_VALUE(!index_dtype || *index_dtype == at::kLong || *index_dtype == at::kInt,
+                    "seqkern max_pool: index_dtype must be torch.int64, torch.int32 or None, got ",
+                    python_dtype(*index_dtype));
+  int64_t plane = 1;
+  for (int64_t axis = 0; axis < spatial; ++axis) {
+    plane *= input.size(2 + axis);
+  }
+  TORCH_CHECK_VALUE(index_dtype != at::kInt || plane <= std::numeric_limits<int32_t>::max(),
+                    "seqkern max_pool: int32 indices need planes of fewer than 2**31 elements, got shape ",
+                    python_tuple(input.sizes()));
+  std::vector<int64_t> sizes;
+  bool too_small = false;
+  for (int64_t axis = 0; axis < spatial; ++axis) {
+    sizes.push_back(pool_output_size(input.size(2 + axis), kernel_size[axis], stride[axis], dilation[axis],
+                                     padding[2 * axis], padding[2 * axis + 1], ceil_mode));
+    too_small = too_small || sizes.back() < 1;
+  }
+  TORCH_CHECK_VALUE(!too_small, "seqkern max_pool: input of shape ", python_tuple(input.sizes()),
+                    " gives output size ", python_tuple(sizes), ", which is too small");
+}
+
+void check_backward_arguments(const Tensor& grad_output, const Tensor& indices, at::IntArrayRef input_size,
+                              at::IntArrayRef kernel_size, at::IntArrayRef stride, at::IntArrayRef dilation,
+                              at::IntArrayRef padding) {
+  TORCH_CHECK_VALUE(grad_output.dim() >= 3 && grad_output.dim() <= 5,
+                    "seqkern max_pool_backward: grad_output must be (N, C, *S) with 1 to 3 spatial axes, got shape ",
+                    python_tuple(grad_output.sizes()));
+  TORCH_CHECK_VALUE(indices.sizes() == grad_output.sizes(), "seqkern max_pool_backward: indices of shape ",
+                    python_tuple(indices.sizes()), " do not match grad_output of shape ",
+                    python_tuple(grad_output.sizes()));
+  TORCH_CHECK_VALUE(indices.scalar_type() == at::kLong || indices.scalar_type() == at::kInt,
+                    "seqkern max_pool_backward: indices must be int64 or int32, got ",
+                    python_dtype(indices.scalar_type()));
+  TORCH_CHECK_VALUE(static_cast<int64_t>(input_size.size()) == grad_output.dim() &&
+                        input_size[0] == grad_output.size(0) && input_size[1] == grad_output.size(1),
+                    "seqkern max_pool_backward: input_size ", python_list(input_size),
+                    " does not match grad_output of shape ", python_tuple(grad_output.sizes()),
+                    " in rank, batch and channels");
+  check_window("max_pool_backward", input_size, kernel_size, stride, dilation, padding);
+}
 
 // One spatial axis of the pool.
 struct Axis {
@@ -129,16 +269,11 @@ inline void for_each_tap(const Geometry& g, int64_t od, int64_t oh, int64_t ow, 
   });
 }
 
-// Sets every spatial axis of g but its output size from the per-axis arguments of `op`,
-// checked; shape: (N, C, *S) of the input.
-void set_axes(Geometry& g, const char* op, at::IntArrayRef shape, const std::vector<int64_t>& kernel,
-              const std::vector<int64_t>& stride, const std::vector<int64_t>& dilation, const Padding& padding) {
+// Sets every spatial axis of g but its output size from the per-axis window arguments
+// (checked: check_window); shape: (N, C, *S) of the input, padding (before, after) per axis.
+void set_axes(Geometry& g, at::IntArrayRef shape, at::IntArrayRef kernel, at::IntArrayRef stride,
+              at::IntArrayRef dilation, at::IntArrayRef padding) {
   const int64_t spatial = static_cast<int64_t>(shape.size()) - 2;
-  TORCH_CHECK(static_cast<int64_t>(kernel.size()) == spatial && static_cast<int64_t>(stride.size()) == spatial &&
-                  static_cast<int64_t>(dilation.size()) == spatial &&
-                  static_cast<int64_t>(padding.size()) == spatial,
-              "seqkern ", op, ": kernel_size, stride, dilation and padding need one entry per spatial axis (",
-              spatial, ")");
   g.batch = shape[0];
   g.channels = shape[1];
   for (int64_t i = 0; i < spatial; ++i) {
@@ -147,32 +282,20 @@ void set_axes(Geometry& g, const char* op, at::IntArrayRef shape, const std::vec
     a.kernel = kernel[i];
     a.stride = stride[i];
     a.dilation = dilation[i];
-    a.before = padding[i].first;
-    a.after = padding[i].second;
-    TORCH_CHECK(a.size >= 1, "seqkern ", op, ": spatial sizes must be positive, got shape ", shape);
-    TORCH_CHECK(a.kernel >= 1 && a.stride >= 1 && a.dilation >= 1,
-                "seqkern ", op, ": kernel_size, stride and dilation must be positive");
-    TORCH_CHECK(a.before >= 0 && a.after >= 0, "seqkern ", op, ": padding must be non-negative");
+    a.before = padding[2 * i];
+    a.after = padding[2 * i + 1];
   }
 }
 
-Geometry make_geometry(const Tensor& input, const std::vector<int64_t>& kernel, const std::vector<int64_t>& stride,
-                       const std::vector<int64_t>& dilation, const Padding& padding, bool ceil_mode,
-                       double pad_value) {
-  const int64_t spatial = input.dim() - 2;
-  TORCH_CHECK(spatial >= 1 && spatial <= 3,
-              "seqkern max_pool_forward: input must be (N, C, *S) with 1 to 3 spatial axes, got shape ",
-              input.sizes());
+Geometry make_geometry(const Tensor& input, at::IntArrayRef kernel, at::IntArrayRef stride, at::IntArrayRef dilation,
+                       at::IntArrayRef padding, bool ceil_mode, double pad_value) {
   Geometry g;
-  set_axes(g, "max_pool_forward", input.sizes(), kernel, stride, dilation, padding);
-  TORCH_CHECK(!std::isnan(pad_value), "seqkern max_pool_forward: pad_value must not be NaN");
+  set_axes(g, input.sizes(), kernel, stride, dilation, padding);
   g.pad_value = pad_value;
   g.pad_competes = pad_value > -std::numeric_limits<double>::infinity();
-  for (int64_t i = 0; i < spatial; ++i) {
-    Axis& a = g.axis[3 - spatial + i];
+  for (int64_t i = 3 - (input.dim() - 2); i < 3; ++i) {
+    Axis& a = g.axis[i];
     a.out = pool_output_size(a.size, a.kernel, a.stride, a.dilation, a.before, a.after, ceil_mode);
-    TORCH_CHECK(a.out >= 1, "seqkern max_pool_forward: input of shape ", input.sizes(),
-                " gives an output size below 1 along spatial axis ", i);
   }
   return g;
 }
@@ -645,17 +768,14 @@ int64_t pool_output_size(int64_t length, int64_t kernel, int64_t stride, int64_t
   return out;
 }
 
-std::tuple<Tensor, Tensor> max_pool_forward(const Tensor& input_arg, std::vector<int64_t> kernel_size,
-                                            std::vector<int64_t> stride, std::vector<int64_t> dilation,
-                                            Padding padding, bool ceil_mode, double pad_value,
+std::tuple<Tensor, Tensor> max_pool_forward(const Tensor& input_arg, at::IntArrayRef kernel_size,
+                                            at::IntArrayRef stride, at::IntArrayRef dilation, at::IntArrayRef padding,
+                                            bool ceil_mode, double pad_value,
                                             std::optional<at::ScalarType> index_dtype) {
   TORCH_CHECK(input_arg.device().is_cpu(), "seqkern max_pool_forward (C++): input must be a CPU tensor, got ",
               input_arg.device());
-  TORCH_CHECK(!index_dtype || *index_dtype == at::kLong || *index_dtype == at::kInt,
-              "seqkern max_pool_forward: index_dtype must be torch.int64, torch.int32 or None");
+  check_forward_arguments(input_arg, kernel_size, stride, dilation, padding, ceil_mode, pad_value, index_dtype);
   Geometry g = make_geometry(input_arg, kernel_size, stride, dilation, padding, ceil_mode, pad_value);
-  TORCH_CHECK(index_dtype != at::kInt || g.plane() <= std::numeric_limits<int32_t>::max(),
-              "seqkern max_pool_forward: int32 indices need planes of fewer than 2**31 elements, got ", g.plane());
   const bool need_indices = index_dtype.has_value();
   const auto format = input_arg.dim() >= 4 ? input_arg.suggest_memory_format() : at::MemoryFormat::Contiguous;
   g.channels_last = format != at::MemoryFormat::Contiguous;
@@ -667,16 +787,6 @@ std::tuple<Tensor, Tensor> max_pool_forward(const Tensor& input_arg, std::vector
                                 : at::empty({0}, input.options().dtype(at::kLong));
   if (output.numel() == 0) return {output, indices};
   AT_DISPATCH_ALL_TYPES_AND2(at::kBFloat16, at::kHalf, input.scalar_type(), "max_pool_forward", [&] {
-    if constexpr (!std::is_floating_point_v<scalar_t> && !std::is_same_v<scalar_t, at::BFloat16> &&
-                  !std::is_same_v<scalar_t, at::Half>) {
-      if (g.pad_competes) {
-        TORCH_CHECK(pad_value == std::trunc(pad_value) &&
-                        pad_value >= static_cast<double>(std::numeric_limits<scalar_t>::lowest()) &&
-                        pad_value <= static_cast<double>(std::numeric_limits<scalar_t>::max()),
-                    "seqkern max_pool_forward: pad_value ", pad_value, " is not a value of the input dtype ",
-                    input.scalar_type());
-      }
-    }
     const scalar_t* in = input.const_data_ptr<scalar_t>();
     scalar_t* out = output.mutable_data_ptr<scalar_t>();
     auto pool = [&](auto* index_data) {
@@ -866,25 +976,16 @@ void backward_channels_last(const scalar_t* grad_output, const index_t* indices,
 
 }  // namespace
 
-Tensor max_pool_backward(const Tensor& grad_output_arg, const Tensor& indices_arg, std::vector<int64_t> input_size,
-                         const std::vector<int64_t>& kernel_size, const std::vector<int64_t>& stride,
-                         const std::vector<int64_t>& dilation, const Padding& padding) {
+Tensor max_pool_backward(const Tensor& grad_output_arg, const Tensor& indices_arg, at::IntArrayRef input_size,
+                         at::IntArrayRef kernel_size, at::IntArrayRef stride, at::IntArrayRef dilation,
+                         at::IntArrayRef padding) {
   TORCH_CHECK(grad_output_arg.device().is_cpu() && indices_arg.device().is_cpu(),
               "seqkern max_pool_backward (C++): grad_output and indices must be CPU tensors");
+  check_backward_arguments(grad_output_arg, indices_arg, input_size, kernel_size, stride, dilation, padding);
   const int64_t dims = grad_output_arg.dim();
   const int64_t spatial = dims - 2;
-  TORCH_CHECK(spatial >= 1 && spatial <= 3 && static_cast<int64_t>(input_size.size()) == dims,
-              "seqkern max_pool_backward: grad_output must be (N, C, *S) with 1 to 3 spatial axes and input_size "
-              "of the same rank, got ", grad_output_arg.sizes(), " and ", input_size);
-  TORCH_CHECK(indices_arg.sizes() == grad_output_arg.sizes(), "seqkern max_pool_backward: indices of shape ",
-              indices_arg.sizes(), " do not match grad_output of shape ", grad_output_arg.sizes());
-  TORCH_CHECK(indices_arg.scalar_type() == at::kLong || indices_arg.scalar_type() == at::kInt,
-              "seqkern max_pool_backward: indices must be int64 or int32, got ", indices_arg.scalar_type());
-  TORCH_CHECK(input_size[0] == grad_output_arg.size(0) && input_size[1] == grad_output_arg.size(1),
-              "seqkern max_pool_backward: input_size ", input_size, " does not match grad_output of shape ",
-              grad_output_arg.sizes(), " in batch and channels");
   Geometry g;
-  set_axes(g, "max_pool_backward", input_size, kernel_size, stride, dilation, padding);
+  set_axes(g, input_size, kernel_size, stride, dilation, padding);
   for (int64_t i = 0; i < spatial; ++i) g.axis[3 - spatial + i].out = grad_output_arg.size(2 + i);
   const auto format = dims >= 4 ? indices_arg.suggest_memory_format() : at::MemoryFormat::Contiguous;
   g.channels_last = format != at::MemoryFormat::Contiguous;
@@ -913,16 +1014,42 @@ Tensor max_pool_backward(const Tensor& grad_output_arg, const Tensor& indices_ar
   return grad_input;
 }
 
+// The backends' contract takes padding as (before, after) pairs; the kernels, as the op, flat.
+std::vector<int64_t> flat_padding(const Padding& pairs) {
+  std::vector<int64_t> flat;
+  for (const auto& [before, after] : pairs) {
+    flat.push_back(before);
+    flat.push_back(after);
+  }
+  return flat;
+}
+
 void register_pooling(pybind11::module_& module) {
   namespace py = pybind11;
-  module.def("max_pool_forward", &max_pool_forward, py::call_guard<py::gil_scoped_release>(),
-             "Max pool 1d/2d/3d forward -> (output, indices); indices are (0,) when index_dtype is None.",
-             py::arg("input"), py::arg("kernel_size"), py::arg("stride"), py::arg("dilation"), py::arg("padding"),
-             py::arg("ceil_mode"), py::arg("pad_value"), py::arg("index_dtype"));
-  module.def("max_pool_backward", &max_pool_backward, py::call_guard<py::gil_scoped_release>(),
-             "Max pool backward: grad_output added into the argmax positions -> grad_input.",
-             py::arg("grad_output"), py::arg("indices"), py::arg("input_size"), py::arg("kernel_size"),
-             py::arg("stride"), py::arg("dilation"), py::arg("padding"));
+  module.def(
+      "max_pool_forward",
+      [](const Tensor& input, const std::vector<int64_t>& kernel_size, const std::vector<int64_t>& stride,
+         const std::vector<int64_t>& dilation, const Padding& padding, bool ceil_mode, double pad_value,
+         std::optional<at::ScalarType> index_dtype) {
+        return max_pool_forward(input, kernel_size, stride, dilation, flat_padding(padding), ceil_mode, pad_value,
+                                index_dtype);
+      },
+      py::call_guard<py::gil_scoped_release>(),
+      "Max pool 1d/2d/3d forward -> (output, indices); indices are (0,) when index_dtype is None.",
+      py::arg("input"), py::arg("kernel_size"), py::arg("stride"), py::arg("dilation"), py::arg("padding"),
+      py::arg("ceil_mode"), py::arg("pad_value"), py::arg("index_dtype"));
+  module.def(
+      "max_pool_backward",
+      [](const Tensor& grad_output, const Tensor& indices, const std::vector<int64_t>& input_size,
+         const std::vector<int64_t>& kernel_size, const std::vector<int64_t>& stride,
+         const std::vector<int64_t>& dilation, const Padding& padding) {
+        return max_pool_backward(grad_output, indices, input_size, kernel_size, stride, dilation,
+                                 flat_padding(padding));
+      },
+      py::call_guard<py::gil_scoped_release>(),
+      "Max pool backward: grad_output added into the argmax positions -> grad_input.", py::arg("grad_output"),
+      py::arg("indices"), py::arg("input_size"), py::arg("kernel_size"), py::arg("stride"), py::arg("dilation"),
+      py::arg("padding"));
 }
 
 }  // namespace seqkern

@@ -9,15 +9,11 @@
 //
 // Contracts (arguments, index semantics, layouts): seqkern/ops/pooling.py, which also
 // registers the fake kernels, the CUDA kernels (Triton) and the function that the CPU
-// kernels hand over to while SEQKERN_BACKEND is set. The argument checks here say what the
-// Python ones (check_pool_arguments) say.
+// kernels hand over to while SEQKERN_BACKEND is set. The kernels (pooling.cpp) check their
+// arguments as the Python path does, with the same exception types and messages.
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/autograd.h>
 #include <torch/library.h>
-
-#include <cmath>
-#include <limits>
-#include <sstream>
 
 #include "seqkern.h"
 
@@ -32,121 +28,6 @@ using PoolOutputs = std::tuple<Tensor, Tensor>;
 using ForwardSignature = PoolOutputs(const Tensor&, Sizes, Sizes, Sizes, Sizes, bool, double,
                                      std::optional<at::ScalarType>);
 using BackwardSignature = Tensor(const Tensor&, const Tensor&, Sizes, Sizes, Sizes, Sizes, Sizes, bool);
-
-// Python's str() of a list of ints, as the Python checks print them.
-std::string python_list(at::IntArrayRef values) {
-  std::ostringstream text;
-  text << "[";
-  for (size_t i = 0; i < values.size(); ++i) {
-    text << (i ? ", " : "") << values[i];
-  }
-  text << "]";
-  return text.str();
-}
-
-// Python's str() of a tuple of ints: "(3,)" for one.
-std::string python_tuple(at::IntArrayRef values) {
-  std::string list = python_list(values);
-  return "(" + list.substr(1, list.size() - 2) + (values.size() == 1 ? ",)" : ")");
-}
-
-std::vector<std::pair<int64_t, int64_t>> padding_pairs(at::IntArrayRef padding) {
-  std::vector<std::pair<int64_t, int64_t>> pairs;
-  for (size_t i = 0; i + 1 < padding.size(); i += 2) {
-    pairs.emplace_back(padding[i], padding[i + 1]);
-  }
-  return pairs;
-}
-
-// Python's str() of a dtype ("torch.int16").
-std::string python_dtype(at::ScalarType dtype) { return "torch." + std::string(c10::getDtypeNames(dtype).first); }
-
-// Python's str() of a float: integral values keep a ".0".
-std::string python_float(double value) {
-  std::ostringstream text;
-  text << value;
-  if (std::isfinite(value) && value == std::trunc(value) && std::fabs(value) < 1e16) {
-    text << ".0";
-  }
-  return text.str();
-}
-
-// pad_value must be -inf or a value of an integer input's dtype (floating dtypes round it).
-void check_pad_value(at::ScalarType dtype, double pad_value) {
-  TORCH_CHECK_VALUE(!std::isnan(pad_value), "seqkern max_pool: pad_value must not be NaN");
-  if (at::isFloatingType(dtype) || pad_value == -std::numeric_limits<double>::infinity()) {
-    return;
-  }
-  bool representable = false;
-  AT_DISPATCH_INTEGRAL_TYPES(dtype, "max_pool pad_value", [&] {
-    representable = pad_value == std::trunc(pad_value) &&
-                    pad_value >= static_cast<double>(std::numeric_limits<scalar_t>::min()) &&
-                    pad_value <= static_cast<double>(std::numeric_limits<scalar_t>::max());
-  });
-  TORCH_CHECK_VALUE(representable, "seqkern max_pool: pad_value ", python_float(pad_value),
-                    " is not a value of the input dtype ", python_dtype(dtype),
-                    "; use -inf or an integer in its range");
-}
-
-bool supported_dtype(at::ScalarType dtype) {
-  switch (dtype) {
-    case at::kHalf: case at::kBFloat16: case at::kFloat: case at::kDouble:
-    case at::kByte: case at::kChar: case at::kShort: case at::kInt: case at::kLong:
-      return true;
-    default:
-      return false;
-  }
-}
-
-void check_pool_arguments(const Tensor& input, at::IntArrayRef kernel_size, at::IntArrayRef stride,
-                          at::IntArrayRef dilation, at::IntArrayRef padding, bool ceil_mode, double pad_value,
-                          std::optional<at::ScalarType> index_dtype) {
-  const int64_t spatial = input.dim() - 2;
-  TORCH_CHECK_VALUE(spatial >= 1 && spatial <= 3,
-                    "seqkern max_pool: input must be (N, C, *S) with 1 to 3 spatial axes, got shape ",
-                    python_tuple(input.sizes()));
-  TORCH_CHECK_NOT_IMPLEMENTED(supported_dtype(input.scalar_type()), "seqkern max_pool: dtype ",
-                              python_dtype(input.scalar_type()), " is not supported");
-  const std::pair<const char*, at::IntArrayRef> counted[] = {
-      {"kernel_size", kernel_size}, {"stride", stride}, {"dilation", dilation}, {"padding", padding}};
-  for (const auto& [name, values] : counted) {
-    const int64_t wanted = std::string(name) == "padding" ? 2 * spatial : spatial;
-    TORCH_CHECK_VALUE(static_cast<int64_t>(values.size()) == wanted, "seqkern max_pool: ", name, " needs ", wanted,
-                      " entries for a ", spatial, "-d pool, got ", python_list(values));
-  }
-  for (const auto& [name, values] : {counted[0], counted[1], counted[2]}) {
-    for (const int64_t value : values) {
-      TORCH_CHECK_VALUE(value >= 1, "seqkern max_pool: ", name, " must be positive, got ", python_list(values));
-    }
-  }
-  for (const int64_t side : padding) {
-    TORCH_CHECK_VALUE(side >= 0, "seqkern max_pool: padding must be non-negative, got ", python_list(padding));
-  }
-  for (int64_t axis = 0; axis < spatial; ++axis) {
-    TORCH_CHECK_VALUE(input.size(2 + axis) >= 1, "seqkern max_pool: spatial sizes must be positive, got shape ",
-                      python_tuple(input.sizes()));
-  }
-  check_pad_value(input.scalar_type(), pad_value);
-  TORCH_CHECK_VALUE(!index_dtype || *index_dtype == at::kLong || *index_dtype == at::kInt,
-                    "seqkern max_pool: index_dtype must be torch.int64, torch.int32 or None, got ",
-                    python_dtype(*index_dtype));
-  int64_t plane = 1;
-  for (int64_t axis = 0; axis < spatial; ++axis) {
-    plane *= input.size(2 + axis);
-  }
-  TORCH_CHECK_VALUE(index_dtype != at::kInt || plane <= std::numeric_limits<int32_t>::max(),
-                    "seqkern max_pool: int32 indices need planes of fewer than 2**31 elements, got shape ",
-                    python_tuple(input.sizes()));
-  std::vector<int64_t> sizes;
-  bool too_small = false;
-  for (int64_t axis = 0; axis < spatial; ++axis) {
-    sizes.push_back(pool_output_size(input.size(2 + axis), kernel_size[axis], stride[axis], dilation[axis],
-                                     padding[2 * axis], padding[2 * axis + 1], ceil_mode));
-    too_small = too_small || sizes.back() < 1;
-  }
-  TORCH_CHECK_VALUE(!too_small, "seqkern max_pool: input of shape ", python_tuple(input.sizes()),
-                    " gives output size ", python_tuple(sizes), ", which is too small");
-}
 
 at::MemoryFormat layout_of(const Tensor& tensor) {
   return tensor.dim() >= 4 ? tensor.suggest_memory_format() : at::MemoryFormat::Contiguous;
@@ -169,25 +50,10 @@ PoolOutputs max_pool_cpu(const Tensor& input, Sizes kernel_size, Sizes stride, S
         .forward()(input, kernel.vec(), steps.vec(), dilations.vec(), sides.vec(), ceil_mode, pad_value, index_dtype)
         .cast<PoolOutputs>();
   }
-  check_pool_arguments(input, kernel, steps, dilations, sides, ceil_mode, pad_value, index_dtype);
   const auto layout = layout_of(input);
-  auto [output, indices] = max_pool_forward(input.contiguous(layout), kernel.vec(), steps.vec(), dilations.vec(),
-                                            padding_pairs(sides), ceil_mode, pad_value, index_dtype);
+  auto [output, indices] =
+      max_pool_forward(input.contiguous(layout), kernel, steps, dilations, sides, ceil_mode, pad_value, index_dtype);
   return {output.contiguous(layout), index_dtype ? indices.contiguous(layout) : indices};
-}
-
-void check_backward_arguments(const Tensor& grad_output, const Tensor& indices, at::IntArrayRef input_size) {
-  TORCH_CHECK_VALUE(indices.sizes() == grad_output.sizes(), "seqkern max_pool_backward: indices of shape ",
-                    python_tuple(indices.sizes()), " do not match grad_output of shape ",
-                    python_tuple(grad_output.sizes()));
-  TORCH_CHECK_VALUE(indices.scalar_type() == at::kLong || indices.scalar_type() == at::kInt,
-                    "seqkern max_pool_backward: indices must be int64 or int32, got ",
-                    python_dtype(indices.scalar_type()));
-  TORCH_CHECK_VALUE(static_cast<int64_t>(input_size.size()) == grad_output.dim() && grad_output.dim() >= 2 &&
-                        input_size[0] == grad_output.size(0) && input_size[1] == grad_output.size(1),
-                    "seqkern max_pool_backward: input_size ", python_list(input_size),
-                    " does not match grad_output of shape ", python_tuple(grad_output.sizes()),
-                    " in rank, batch and channels");
 }
 
 Tensor max_pool_backward_cpu(const Tensor& grad_output, const Tensor& indices, Sizes input_size, Sizes kernel_size,
@@ -202,10 +68,9 @@ Tensor max_pool_backward_cpu(const Tensor& grad_output, const Tensor& indices, S
                     channels_last)
         .cast<Tensor>();
   }
-  check_backward_arguments(grad_output, indices, sizes);
   const auto layout = layout_for(static_cast<int64_t>(sizes.size()), channels_last);
-  return max_pool_backward(grad_output.contiguous(layout), indices.contiguous(layout), sizes.vec(), kernel.vec(),
-                           steps.vec(), dilations.vec(), padding_pairs(sides))
+  return max_pool_backward(grad_output.contiguous(layout), indices.contiguous(layout), sizes, kernel, steps,
+                           dilations, sides)
       .contiguous(layout);
 }
 

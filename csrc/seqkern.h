@@ -38,21 +38,20 @@ RecurrentGrads recurrent_layer_backward(const at::Tensor& grad_output, const at:
                                         bool need_input_grad, bool need_weight_grad);
 
 // Max pool forward over the trailing 1-3 axes of (N, C, *S) -> (output, indices), indices
-// (0,) without index_dtype; padding as (before, after) per spatial axis. And its backward.
-// The contract is in seqkern/ops/pooling.py.
-std::tuple<at::Tensor, at::Tensor> max_pool_forward(const at::Tensor& input, std::vector<int64_t> kernel_size,
-                                                    std::vector<int64_t> stride, std::vector<int64_t> dilation,
-                                                    std::vector<std::pair<int64_t, int64_t>> padding,
-                                                    bool ceil_mode, double pad_value,
+// (0,) without index_dtype; padding (before, after) per spatial axis, flat as the op takes it.
+// And its backward. Both check their arguments as the Python path does. The contract is in
+// seqkern/ops/pooling.py.
+std::tuple<at::Tensor, at::Tensor> max_pool_forward(const at::Tensor& input, at::IntArrayRef kernel_size,
+                                                    at::IntArrayRef stride, at::IntArrayRef dilation,
+                                                    at::IntArrayRef padding, bool ceil_mode, double pad_value,
                                                     std::optional<at::ScalarType> index_dtype);
 // Pooled length along one axis: torch's rule (floor division), extended to unequal padding
 // sides; with ceil_mode the last window must start inside the input or the leading padding.
 int64_t pool_output_size(int64_t length, int64_t kernel, int64_t stride, int64_t dilation, int64_t before,
                          int64_t after, bool ceil_mode);
-at::Tensor max_pool_backward(const at::Tensor& grad_output, const at::Tensor& indices,
-                             std::vector<int64_t> input_size, const std::vector<int64_t>& kernel_size,
-                             const std::vector<int64_t>& stride, const std::vector<int64_t>& dilation,
-                             const std::vector<std::pair<int64_t, int64_t>>& padding);
+at::Tensor max_pool_backward(const at::Tensor& grad_output, const at::Tensor& indices, at::IntArrayRef input_size,
+                             at::IntArrayRef kernel_size, at::IntArrayRef stride, at::IntArrayRef dilation,
+                             at::IntArrayRef padding);
 
 // Whether SEQKERN_BACKEND is set: the ops' CPU kernels then hand each call to the Python
 // functions that their family's module registered (seqkern/_backend.py picks the backend).

@@ -220,28 +220,36 @@ def test_window_without_an_inbounds_position(backend):
     assert grad.tolist() == [[[0.0, 0.0]]]
 
 
-def test_cpp_rejects_bad_arguments_with_clear_errors():
+def test_cpp_kernels_reject_bad_arguments_as_the_op_does():
+    """The raw kernels (seqkern._C, what SEQKERN_BACKEND=cpp runs) check their arguments with the
+    op's exception types and messages; only an index outside its plane, which only the data
+    shows, is a RuntimeError of their own."""
     x = torch.randn(1, 2, 5, 5)
-    with pytest.raises(RuntimeError, match="kernel_size, stride and dilation must be positive"):
-        seqkern._C.max_pool_forward(x, [0, 2], [1, 1], [1, 1], [(0, 0), (0, 0)], False, -math.inf, None)
-    with pytest.raises(RuntimeError, match="one entry per spatial axis"):
-        seqkern._C.max_pool_forward(x, [2], [1, 1], [1, 1], [(0, 0), (0, 0)], False, -math.inf, None)
-    with pytest.raises(RuntimeError, match="output size below 1"):
-        seqkern._C.max_pool_forward(x, [7, 2], [1, 1], [1, 1], [(0, 0), (0, 0)], False, -math.inf, None)
-    with pytest.raises(RuntimeError, match="pad_value must not be NaN"):
-        seqkern._C.max_pool_forward(x, [2, 2], [1, 1], [1, 1], [(0, 0), (0, 0)], False, math.nan, None)
-    with pytest.raises(RuntimeError, match="not a value of the input dtype"):
-        seqkern._C.max_pool_forward(x.to(torch.int8), [2, 2], [1, 1], [1, 1], [(1, 1), (0, 0)], False, 0.5, None)
+    cases = [
+        (dict(kernel_size=[0, 2]), ValueError, r"kernel_size must be positive, got \[0, 2\]"),
+        (dict(kernel_size=[2]), ValueError, r"kernel_size needs 2 entries for a 2-d pool, got \[2\]"),
+        (dict(kernel_size=[7, 2]), ValueError,
+         r"input of shape \(1, 2, 5, 5\) gives output size \(-1, 4\), which is too small"),
+        (dict(pad_value=math.nan), ValueError, "pad_value must not be NaN"),
+        (dict(input=x.to(torch.int8), padding=[(1, 1), (0, 0)], pad_value=0.5), ValueError,
+         "pad_value 0.5 is not a value of the input dtype torch.int8"),
+        (dict(index_dtype=torch.int16), ValueError, "index_dtype must be torch.int64, torch.int32 or None"),
+        (dict(input=x.to(torch.complex64)), NotImplementedError, "dtype torch.complex64 is not supported"),
+    ]
+    for change, error, message in cases:
+        args = {**dict(input=x, kernel_size=[2, 2], stride=[1, 1], dilation=[1, 1], padding=[(0, 0), (0, 0)],
+                       ceil_mode=False, pad_value=-math.inf, index_dtype=None), **change}
+        with pytest.raises(error, match="^seqkern max_pool: " + message):
+            seqkern._C.max_pool_forward(*args.values())
     output, indices = seqkern._C.max_pool_forward(x, [2, 2], [2, 2], [1, 1], [(0, 0), (0, 0)], False, -math.inf,
-                                                      torch.int64)
+                                                  torch.int64)
+    grad = torch.ones_like(output)
     with pytest.raises(RuntimeError, match="outside a plane of 25"):
-        seqkern._C.max_pool_backward(torch.ones_like(output), indices + 25, list(x.shape), [2, 2], [2, 2], [1, 1],
-                                     [(0, 0), (0, 0)])
-    with pytest.raises(RuntimeError, match="indices must be int64 or int32"):
-        seqkern._C.max_pool_backward(torch.ones_like(output), indices.short(), list(x.shape), [2, 2], [2, 2], [1, 1],
-                                     [(0, 0), (0, 0)])
-    with pytest.raises(RuntimeError, match="index_dtype must be torch.int64, torch.int32 or None"):
-        seqkern._C.max_pool_forward(x, [2, 2], [1, 1], [1, 1], [(0, 0), (0, 0)], False, -math.inf, torch.int16)
+        seqkern._C.max_pool_backward(grad, indices + 25, list(x.shape), [2, 2], [2, 2], [1, 1], [(0, 0), (0, 0)])
+    with pytest.raises(ValueError, match="^seqkern max_pool_backward: indices must be int64 or int32, got torch.int16"):
+        seqkern._C.max_pool_backward(grad, indices.short(), list(x.shape), [2, 2], [2, 2], [1, 1], [(0, 0), (0, 0)])
+    with pytest.raises(ValueError, match=r"^seqkern max_pool_backward: stride must be positive, got \[2, 0\]"):
+        seqkern._C.max_pool_backward(grad, indices, list(x.shape), [2, 2], [2, 0], [1, 1], [(0, 0), (0, 0)])
 
 
 @pytest.mark.parametrize("backend, case, layout", [p for p in _params() if p.values[1].name in

@@ -524,6 +524,11 @@ _BAD_BACKWARD = {
     "indices shape": dict(indices=torch.zeros(1, 2, 3, 3, dtype=torch.int64)),
     "indices dtype": dict(indices=torch.zeros(1, 2, 2, 2, dtype=torch.int16)),
     "input size": dict(input_size=[1, 3, 5, 5]),
+    "rank": dict(grad_output=torch.ones(2, 2), indices=torch.zeros(2, 2, dtype=torch.int64), input_size=[2, 2]),
+    "count": dict(kernel_size=[2]),
+    "stride": dict(stride=[2, 0]),
+    "padding": dict(padding=[0, 0, -1, 0]),
+    "empty plane": dict(input_size=[1, 2, 5, 0]),
 }
 
 

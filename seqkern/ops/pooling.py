@@ -108,6 +108,23 @@ def _representable_pad_value(dtype: torch.dtype, pad_value: float) -> float:
     return torch.tensor(pad_value, dtype=dtype).item()
 
 
+def _check_window(op, shape, kernel_size, stride, dilation, padding) -> None:
+    """The window arguments of ``op`` for an input of ``shape`` (N, C, *S): an entry per spatial
+    axis (two of padding), positive sizes, non-negative padding."""
+    spatial = len(shape) - 2
+    for name, values, length in (("kernel_size", kernel_size, spatial), ("stride", stride, spatial),
+                                 ("dilation", dilation, spatial), ("padding", padding, 2 * spatial)):
+        if len(values) != length:
+            raise ValueError(f"seqkern {op}: {name} needs {length} entries for a {spatial}-d pool, got {list(values)}")
+    for name, values in (("kernel_size", kernel_size), ("stride", stride), ("dilation", dilation)):
+        if any(v < 1 for v in values):
+            raise ValueError(f"seqkern {op}: {name} must be positive, got {list(values)}")
+    if any(p < 0 for p in padding):
+        raise ValueError(f"seqkern {op}: padding must be non-negative, got {list(padding)}")
+    if any(size < 1 for size in shape[2:]):
+        raise ValueError(f"seqkern {op}: spatial sizes must be positive, got shape {tuple(shape)}")
+
+
 def check_pool_arguments(input, kernel_size, stride, dilation, padding, pad_value, index_dtype) -> None:
     """Validate the op's arguments (the messages name the argument and what it got)."""
     spatial = input.dim() - 2
@@ -117,17 +134,7 @@ def check_pool_arguments(input, kernel_size, stride, dilation, padding, pad_valu
         )
     if input.dtype not in SUPPORTED_DTYPES:
         raise NotImplementedError(f"seqkern max_pool: dtype {input.dtype} is not supported")
-    for name, values, length in (("kernel_size", kernel_size, spatial), ("stride", stride, spatial),
-                                 ("dilation", dilation, spatial), ("padding", padding, 2 * spatial)):
-        if len(values) != length:
-            raise ValueError(f"seqkern max_pool: {name} needs {length} entries for a {spatial}-d pool, got {list(values)}")
-    for name, values in (("kernel_size", kernel_size), ("stride", stride), ("dilation", dilation)):
-        if any(v < 1 for v in values):
-            raise ValueError(f"seqkern max_pool: {name} must be positive, got {list(values)}")
-    if any(p < 0 for p in padding):
-        raise ValueError(f"seqkern max_pool: padding must be non-negative, got {list(padding)}")
-    if any(size < 1 for size in input.shape[2:]):
-        raise ValueError(f"seqkern max_pool: spatial sizes must be positive, got shape {tuple(input.shape)}")
+    _check_window("max_pool", tuple(input.shape), kernel_size, stride, dilation, padding)
     check_pad_value(input.dtype, pad_value)
     if index_dtype is not None and index_dtype not in INDEX_DTYPES:
         raise ValueError(f"seqkern max_pool: index_dtype must be torch.int64, torch.int32 or None, got {index_dtype}")
@@ -176,7 +183,12 @@ def _max_pool_fake(input, kernel_size, stride, dilation, padding, ceil_mode, pad
     return output, indices
 
 
-def _check_backward_arguments(grad_output, indices, input_size):
+def _check_backward_arguments(grad_output, indices, input_size, kernel_size, stride, dilation, padding):
+    if grad_output.dim() not in (3, 4, 5):
+        raise ValueError(
+            "seqkern max_pool_backward: grad_output must be (N, C, *S) with 1 to 3 spatial axes, got shape "
+            f"{tuple(grad_output.shape)}"
+        )
     if tuple(indices.shape) != tuple(grad_output.shape):
         raise ValueError(
             f"seqkern max_pool_backward: indices of shape {tuple(indices.shape)} do not match grad_output of "
@@ -189,11 +201,12 @@ def _check_backward_arguments(grad_output, indices, input_size):
             f"seqkern max_pool_backward: input_size {list(input_size)} does not match grad_output of shape "
             f"{tuple(grad_output.shape)} in rank, batch and channels"
         )
+    _check_window("max_pool_backward", tuple(input_size), kernel_size, stride, dilation, padding)
 
 
 def _backward_on_backend(grad_output, indices, input_size, kernel_size, stride, dilation, padding, channels_last):
     """seqkern::max_pool_backward on the backend ``_backend`` picks."""
-    _check_backward_arguments(grad_output, indices, input_size)
+    _check_backward_arguments(grad_output, indices, input_size, kernel_size, stride, dilation, padding)
     layout = _layout(len(input_size), channels_last)
     backward = _backend.implementation("pooling", "max_pool_backward", grad_output.device)
     grad_input = backward(
@@ -204,7 +217,7 @@ def _backward_on_backend(grad_output, indices, input_size, kernel_size, stride, 
 
 
 def _max_pool_backward_fake(grad_output, indices, input_size, kernel_size, stride, dilation, padding, channels_last):
-    _check_backward_arguments(grad_output, indices, input_size)
+    _check_backward_arguments(grad_output, indices, input_size, kernel_size, stride, dilation, padding)
     return torch.empty(input_size, dtype=grad_output.dtype, device=grad_output.device,
                        memory_format=_layout(len(input_size), channels_last))
 
