@@ -38,6 +38,7 @@
 #include <vector>
 
 #include "memory.h"
+#include "python_format.h"
 #include "seqkern.h"
 
 namespace seqkern {
@@ -49,36 +50,6 @@ using Padding = std::vector<std::pair<int64_t, int64_t>>;
 // ---------------------------------------------------------------------------------------
 // Argument checks: the Python path's (seqkern/ops/pooling.py), with its exception types and
 // messages, so that the op says the same on every backend.
-
-// Python's str() of a list of ints.
-std::string python_list(at::IntArrayRef values) {
-  std::ostringstream text;
-  text << "[";
-  for (size_t i = 0; i < values.size(); ++i) {
-    text << (i ? ", " : "") << values[i];
-  }
-  text << "]";
-  return text.str();
-}
-
-// Python's str() of a tuple of ints: "(3,)" for one.
-std::string python_tuple(at::IntArrayRef values) {
-  std::string list = python_list(values);
-  return "(" + list.substr(1, list.size() - 2) + (values.size() == 1 ? ",)" : ")");
-}
-
-// Python's str() of a dtype ("torch.int16").
-std::string python_dtype(at::ScalarType dtype) { return "torch." + std::string(c10::getDtypeNames(dtype).first); }
-
-// Python's str() of a float: integral values keep a ".0".
-std::string python_float(double value) {
-  std::ostringstream text;
-  text << value;
-  if (std::isfinite(value) && value == std::trunc(value) && std::fabs(value) < 1e16) {
-    text << ".0";
-  }
-  return text.str();
-}
 
 // pad_value must be -inf or a value of an integer input's dtype (floating dtypes round it).
 void check_pad_value(at::ScalarType dtype, double pad_value) {

@@ -36,7 +36,6 @@
 #include <initializer_list>
 #include <memory>
 #include <mutex>
-#include <sstream>
 #include <string>
 #include <thread>
 #include <tuple>
@@ -44,6 +43,7 @@
 #include <vector>
 
 #include "memory.h"
+#include "python_format.h"
 #include "recurrent_gemm.h"
 #include "recurrent_math.h"
 #include "seqkern.h"
@@ -78,24 +78,15 @@ struct Layer {
   int64_t gate_rows() const { return gates * hidden; }
 };
 
-std::string shape_string(at::IntArrayRef shape) {
-  std::ostringstream text;
-  text << "(";
-  for (size_t i = 0; i < shape.size(); ++i) {
-    text << (i ? ", " : "") << shape[i];
-  }
-  text << ")";
-  return text.str();
-}
-
 void check_shape(const char* name, const Tensor& tensor, at::IntArrayRef expected) {
   TORCH_CHECK_VALUE(tensor.sizes() == expected, "seqkern recurrent layer: ", name, " must have shape ",
-                    shape_string(expected), ", got ", shape_string(tensor.sizes()));
+                    python_tuple(expected), ", got ", python_tuple(tensor.sizes()));
 }
 
 void check_like_input(const char* name, const Tensor& tensor, const Tensor& input) {
   TORCH_CHECK_VALUE(tensor.scalar_type() == input.scalar_type(), "seqkern recurrent layer: ", name,
-                    " has dtype ", tensor.scalar_type(), ", but input has ", input.scalar_type());
+                    " has dtype ", python_dtype(tensor.scalar_type()), ", but input has ",
+                    python_dtype(input.scalar_type()));
   TORCH_CHECK_VALUE(tensor.device() == input.device(), "seqkern recurrent layer: ", name, " is on ",
                     tensor.device(), ", but input is on ", input.device());
 }
@@ -124,20 +115,20 @@ Layer check_layer(const Tensor& input, const Tensor& h0, const OptionalTensor& c
                     input.device());
   const auto dtype = input.scalar_type();
   TORCH_CHECK_VALUE(dtype == at::kFloat || dtype == at::kDouble || dtype == at::kBFloat16 || dtype == at::kHalf,
-                    "seqkern recurrent layer (C++ backend): input dtype ", dtype,
+                    "seqkern recurrent layer (C++ backend): input dtype ", python_dtype(dtype),
                     " is not supported; use float32, float64, bfloat16 or float16");
   layer.steps = input.size(0);
   layer.batch = input.size(1);
   layer.input_size = input.size(2);
   TORCH_CHECK_VALUE(w_ih.dim() == 2 && w_ih.size(0) % layer.gates == 0, "seqkern recurrent layer: w_ih must be 2-D with a multiple of ",
-                    layer.gates, " rows for cell '", cell, "', got ", shape_string(w_ih.sizes()));
+                    layer.gates, " rows for cell '", cell, "', got ", python_tuple(w_ih.sizes()));
   layer.hidden = w_ih.size(0) / layer.gates;
   layer.out_size = layer.hidden;
   layer.projection = w_hr.has_value();
   if (layer.projection) {
     TORCH_CHECK_VALUE(layer.lstm(), "seqkern recurrent layer: w_hr (projection) is only supported for LSTM cells");
     TORCH_CHECK_VALUE(w_hr->dim() == 2 && w_hr->size(1) == layer.hidden, "seqkern recurrent layer: w_hr must have shape (P, ",
-                      layer.hidden, "), got ", shape_string(w_hr->sizes()));
+                      layer.hidden, "), got ", python_tuple(w_hr->sizes()));
     layer.out_size = w_hr->size(0);
   }
   const int64_t rows = layer.gate_rows();
@@ -176,7 +167,7 @@ Layer check_layer(const Tensor& input, const Tensor& h0, const OptionalTensor& c
   if (lengths) {
     TORCH_CHECK_VALUE(lengths->scalar_type() == at::kLong && lengths->dim() == 1 && lengths->size(0) == layer.batch,
                       "seqkern recurrent layer: lengths must be an int64 tensor of shape (", layer.batch, ",), got ",
-                      lengths->scalar_type(), " ", shape_string(lengths->sizes()));
+                      python_dtype(lengths->scalar_type()), " ", python_tuple(lengths->sizes()));
     TORCH_CHECK_VALUE(lengths->device() == input.device(), "seqkern recurrent layer: lengths is on ",
                       lengths->device(), ", but input is on ", input.device());
   }

@@ -8,6 +8,7 @@ import torch
 import seqkern  # noqa: F401  (registers torch.ops.seqkern)
 from seqkern import _C
 from seqkern.ops import _reference_backend as reference
+from seqkern.ops import recurrent as recurrent_ops
 from seqkern.reference import CELL_GATES as GATES, LSTM_CELLS
 from support import RECURRENT_VARIANTS as VARIANTS, Inputs, assert_close
 
@@ -312,7 +313,7 @@ def test_reduced_precision_runs_in_float32_inside(variant, dtype):
 def test_integer_input_is_a_clear_error():
     args = list(Layer("lstm", dtype=torch.float32).forward_args())
     args[0] = torch.zeros(args[0].shape, dtype=torch.int32)
-    with pytest.raises(ValueError, match="Int is not supported; use float32, float64, bfloat16 or float16"):
+    with pytest.raises(ValueError, match="torch.int32 is not supported; use float32, float64, bfloat16 or float16"):
         _C.recurrent_layer_forward(*args)
 
 
@@ -507,8 +508,8 @@ BAD_FORWARD = {
     "w_ih rows": (dict(w_ih=torch.zeros(15, 3, dtype=torch.float64)), "w_ih must be 2-D with a multiple of 4 rows"),
     "w_ih columns": (dict(w_ih=torch.zeros(16, 5, dtype=torch.float64)), "w_ih must have shape (16, 3), got (16, 5)"),
     "w_hh": (dict(w_hh=torch.zeros(16, 5, dtype=torch.float64)), "w_hh must have shape (16, 4), got (16, 5)"),
-    "b_ih": (dict(b_ih=torch.zeros(15, dtype=torch.float64)), "b_ih must have shape (16), got (15)"),
-    "b_hh": (dict(b_hh=torch.zeros(4, 4, dtype=torch.float64)), "b_hh must have shape (16), got (4, 4)"),
+    "b_ih": (dict(b_ih=torch.zeros(15, dtype=torch.float64)), "b_ih must have shape (16,), got (15,)"),
+    "b_hh": (dict(b_hh=torch.zeros(4, 4, dtype=torch.float64)), "b_hh must have shape (16,), got (4, 4)"),
     "h0": (dict(h0=torch.zeros(3, 4, dtype=torch.float64)), "h0 must have shape (2, 4), got (3, 4)"),
     "c0 missing": (dict(c0=None), "cell 'lstm' needs c0 of shape (2, 4)"),
     "c0 shape": (dict(c0=torch.zeros(2, 5, dtype=torch.float64)), "c0 must have shape (2, 4), got (2, 5)"),
@@ -525,15 +526,15 @@ BAD_FORWARD = {
                             w_hh=torch.zeros(4, 4, dtype=torch.float64), b_ih=None, b_hh=None,
                             w_peep=torch.zeros(3, 4, dtype=torch.float64)),
                        "w_peep (peephole) is only supported for LSTM cells"),
-    "dtype": (dict(w_hh=torch.zeros(16, 4, dtype=torch.float32)), "w_hh has dtype Float, but input has Double"),
+    "dtype": (dict(w_hh=torch.zeros(16, 4, dtype=torch.float32)), "w_hh has dtype torch.float32, but input has torch.float64"),
     "lengths dtype": (dict(lengths=torch.tensor([1, 2], dtype=torch.int32)),
-                      "lengths must be an int64 tensor of shape (2,), got Int (2)"),
+                      "lengths must be an int64 tensor of shape (2,), got torch.int32 (2,)"),
     "lengths shape": (dict(lengths=torch.tensor([1, 2, 3])), "lengths must be an int64 tensor of shape (2,)"),
     "lengths too long": (dict(lengths=torch.tensor([1, 4])), "lengths[1] = 4 is outside [0, 3]"),
     "negative length": (dict(lengths=torch.tensor([-1, 2])), "lengths[0] = -1 is outside [0, 3]"),
     "meta input": (dict(input=torch.zeros(3, 2, 3, dtype=torch.float64, device="meta")),
                    "input must be a CPU tensor, got meta"),
-    "integer input": (dict(input=torch.zeros(3, 2, 3, dtype=torch.int64)), "input dtype Long is not supported"),
+    "integer input": (dict(input=torch.zeros(3, 2, 3, dtype=torch.int64)), "input dtype torch.int64 is not supported"),
 }
 
 
@@ -542,6 +543,27 @@ def test_bad_forward_input_is_a_clear_error(case):
     changes, fragment = BAD_FORWARD[case]
     with pytest.raises(ValueError, match=re.escape(fragment)):
         bad_forward(**changes)()
+
+
+# Checks only the C++ backend makes: the lengths' values (which the Python check leaves to each
+# backend, so that CUDA does not wait on them), its device and the dtypes it computes in.
+CPP_ONLY = {"lengths too long", "negative length", "meta input", "integer input"}
+
+
+@pytest.mark.parametrize("case", sorted(set(BAD_FORWARD) - CPP_ONLY))
+def test_cpp_and_python_checks_say_the_same(case):
+    """The C++ kernel's checks and check_layer_arguments (every other backend's and the fake
+    kernel's) raise the same type and message: shapes print as Python tuples, dtypes as torch's."""
+    changes, _ = BAD_FORWARD[case]
+    layer = Layer("lstm", steps=3, batch=2, input_size=3, hidden=4)
+    names = ("input", "h0", "c0", "w_ih", "w_hh", "b_ih", "b_hh", "w_hr", "w_peep", "lengths", "cell")
+    args = {**dict(zip(names, layer.forward_args())), **changes}
+    raised = []
+    for check in (bad_forward(**changes), lambda: recurrent_ops.check_layer_arguments(*args.values())):
+        with pytest.raises(ValueError) as caught:
+            check()
+        raised.append(str(caught.value).split("\n")[0])
+    assert raised[0] == raised[1]
 
 
 def bad_backward(**changes):
@@ -557,9 +579,9 @@ def bad_backward(**changes):
 BAD_BACKWARD = {
     "grad_output": (dict(grad_output=torch.zeros(3, 2, 5, dtype=torch.float64)),
                     "grad_output must have shape (3, 2, 4), got (3, 2, 5)"),
-    "grad_h_n": (dict(grad_h_n=torch.zeros(2, dtype=torch.float64)), "grad_h_n must have shape (2, 4), got (2)"),
+    "grad_h_n": (dict(grad_h_n=torch.zeros(2, dtype=torch.float64)), "grad_h_n must have shape (2, 4), got (2,)"),
     "grad_c_n missing": (dict(grad_c_n=None), "cell 'lstm' needs grad_c_n of shape (2, 4)"),
-    "grad_c_n dtype": (dict(grad_c_n=torch.zeros(2, 4, dtype=torch.float32)), "grad_c_n has dtype Float"),
+    "grad_c_n dtype": (dict(grad_c_n=torch.zeros(2, 4, dtype=torch.float32)), "grad_c_n has dtype torch.float32, but input has torch.float64"),
     "output": (dict(output=torch.zeros(2, 2, 4, dtype=torch.float64)), "output must have shape (3, 2, 4)"),
     "workspace": (dict(workspace=torch.zeros(3, 2, 16, dtype=torch.float64)),
                   "workspace must have shape (3, 2, 20), got (3, 2, 16)"),

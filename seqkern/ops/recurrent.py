@@ -54,7 +54,7 @@ from ..reference import CELL_GATES, LSTM_CELLS, workspace_width
 
 
 def _shape_str(shape) -> str:
-    return "(" + ", ".join(str(s) for s in shape) + ")"
+    return str(tuple(shape))
 
 
 def _expect_shape(name: str, tensor: Optional[Tensor], shape) -> None:
