@@ -315,3 +315,19 @@ def test_module_exports_with_dynamic_steps_and_batch(mode, monkeypatch):
         for state, expected in zip(hidden if mode == "lstm" else (hidden,),
                                    expected_hidden if mode == "lstm" else (expected_hidden,)):
             assert_close(state, expected)
+
+
+@pytest.mark.parametrize("kind", ["LSTM", "GRU", "RNN"])
+def test_layers_compute_in_their_own_dtype_under_cpu_autocast(kind, monkeypatch):
+    """What README says of torch.autocast: the layers run in the dtype of their input and
+    weights (seqkern registers no autocast kernel), so a float32 layer gives its float32
+    numbers, bit for bit, inside an autocast region too; torch.nn's LSTM and RNN return
+    bfloat16 there."""
+    monkeypatch.delenv("SEQKERN_BACKEND", raising=False)
+    layer = getattr(seqkern.nn, kind)(5, 7, num_layers=2)
+    x = Inputs().randn(4, 3, 5, dtype=torch.float32)
+    expected, _ = layer(x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        output, _ = layer(x)
+    assert output.dtype == torch.float32
+    assert torch.equal(output, expected)
