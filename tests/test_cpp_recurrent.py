@@ -92,14 +92,6 @@ def test_float64_matches_reference(variant, reverse, lengths):
     assert_matches_reference(Layer(variant, lengths=lengths, reverse=reverse))
 
 
-@pytest.mark.parametrize("lengths", [None, (1, 0, 1)], ids=["full", "one_empty"])
-@pytest.mark.parametrize("variant", VARIANTS)
-def test_single_step_matches_reference(variant, lengths):
-    """T = 1 (the cells) reads h0 where it lies and takes the weight gradient of w_hh from the
-    gate gradients as they are (an empty sequence's are zeros)."""
-    assert_matches_reference(Layer(variant, steps=1, lengths=lengths))
-
-
 # (batch, hidden, input) for the step-product kernel: row tails of its 6-row tiles (1, 2 on
 # the wide path, as 4 with AVX2's narrow panels of two vectors; 5 in one tile; 7 and 8 as 6
 # rows narrow and the 1 or 2 left wide), vector padding of H, K past one cache block (G * H
@@ -135,12 +127,15 @@ def test_deep_weight_gradients_match_reference(threads):
     assert_matches_reference(Layer("lstm", steps=2, batch=16000, input_size=16, hidden=16, lengths=[2, 1] * 8000))
 
 
+@pytest.mark.parametrize("lengths", [None, (1, 0, 1)], ids=["full", "one_empty"])
 @pytest.mark.parametrize("hidden", [37, 32])
-@pytest.mark.parametrize("variant", ["lstm_proj_peephole", "lstm_coupled", "gru", "gru_reset_before", "rnn_relu"])
-def test_single_step_matches_reference(variant, hidden):
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_single_step_matches_reference(variant, hidden, lengths):
     """T = 1 (the cells) runs its step product through BLAS without packing: gate block by
-    gate block where H = 37 pads them, as one product where H = 32 is whole vectors."""
-    assert_matches_reference(Layer(variant, steps=1, hidden=hidden, lengths=[1, 0, 1]))
+    gate block where H = 37 pads them, as one product where H = 32 is whole vectors. It reads
+    h0 where it lies and takes the weight gradient of w_hh from the gate gradients as they
+    are (an empty sequence's are zeros)."""
+    assert_matches_reference(Layer(variant, steps=1, hidden=hidden, lengths=lengths))
 
 
 @pytest.fixture
