@@ -32,7 +32,6 @@
 #include <cstdint>
 #include <limits>
 #include <optional>
-#include <sstream>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -184,8 +183,6 @@ int64_t floor_div(int64_t a, int64_t b) {
   const int64_t q = a / b;
   return (a % b != 0 && ((a < 0) != (b < 0))) ? q - 1 : q;
 }
-
-// torch's output length, extended to unequal padding sides.
 
 struct Geometry {
   int64_t batch = 0, channels = 0;
@@ -985,6 +982,8 @@ Tensor max_pool_backward(const Tensor& grad_output_arg, const Tensor& indices_ar
   return grad_input;
 }
 
+namespace {
+
 // The backends' contract takes padding as (before, after) pairs; the kernels, as the op, flat.
 std::vector<int64_t> flat_padding(const Padding& pairs) {
   std::vector<int64_t> flat;
@@ -994,6 +993,8 @@ std::vector<int64_t> flat_padding(const Padding& pairs) {
   }
   return flat;
 }
+
+}  // namespace
 
 void register_pooling(pybind11::module_& module) {
   namespace py = pybind11;
