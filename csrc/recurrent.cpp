@@ -96,7 +96,7 @@ void check_like_input(const char* name, const Tensor& tensor, const Tensor& inpu
 Layer check_layer(const Tensor& input, const Tensor& h0, const OptionalTensor& c0, const Tensor& w_ih,
                   const Tensor& w_hh, const OptionalTensor& b_ih, const OptionalTensor& b_hh,
                   const OptionalTensor& w_hr, const OptionalTensor& w_peep, const OptionalTensor& lengths,
-                  const std::string& cell, bool reverse) {
+                  const std::string& cell, bool reverse, bool cpu_kernel = true) {
   const CellName* found = nullptr;
   for (const auto& entry : kCells) {
     if (cell == entry.name) {
@@ -111,12 +111,17 @@ Layer check_layer(const Tensor& input, const Tensor& h0, const OptionalTensor& c
   layer.reverse = reverse;
   TORCH_CHECK_VALUE(input.dim() == 3, "seqkern recurrent layer: input must be 3-D (T, B, I), got ", input.dim(),
                     "-D");
-  TORCH_CHECK_VALUE(input.device().is_cpu(), "seqkern recurrent layer (C++ backend): input must be a CPU tensor, got ",
-                    input.device());
   const auto dtype = input.scalar_type();
-  TORCH_CHECK_VALUE(dtype == at::kFloat || dtype == at::kDouble || dtype == at::kBFloat16 || dtype == at::kHalf,
-                    "seqkern recurrent layer (C++ backend): input dtype ", python_dtype(dtype),
-                    " is not supported; use float32, float64, bfloat16 or float16");
+  if (cpu_kernel) {
+    TORCH_CHECK_VALUE(input.device().is_cpu(),
+                      "seqkern recurrent layer (C++ backend): input must be a CPU tensor, got ", input.device());
+    TORCH_CHECK_VALUE(dtype == at::kFloat || dtype == at::kDouble || dtype == at::kBFloat16 || dtype == at::kHalf,
+                      "seqkern recurrent layer (C++ backend): input dtype ", python_dtype(dtype),
+                      " is not supported; use float32, float64, bfloat16 or float16");
+  } else {
+    TORCH_CHECK_VALUE(at::isFloatingType(dtype), "seqkern recurrent layer: input must be floating point, got ",
+                      python_dtype(dtype));
+  }
   layer.steps = input.size(0);
   layer.batch = input.size(1);
   layer.input_size = input.size(2);
@@ -1731,6 +1736,14 @@ bool reduced_precision(const Tensor& input) {
 }
 
 }  // namespace
+
+void check_recurrent_layer(const Tensor& input, const Tensor& h0, const OptionalTensor& c0, const Tensor& w_ih,
+                           const Tensor& w_hh, const OptionalTensor& b_ih, const OptionalTensor& b_hh,
+                           const OptionalTensor& w_hr, const OptionalTensor& w_peep, const OptionalTensor& lengths,
+                           const std::string& cell) {
+  check_layer(input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, w_peep, lengths, cell, /*reverse=*/false,
+              /*cpu_kernel=*/false);
+}
 
 std::tuple<Tensor, Tensor, Tensor, Tensor> recurrent_layer_forward(
     const Tensor& input, const Tensor& h0, const OptionalTensor& c0, const Tensor& w_ih, const Tensor& w_hh,

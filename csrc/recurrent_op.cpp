@@ -7,6 +7,9 @@
 //   seqkern::recurrent_layer_backward  its BPTT; differentiating it again raises
 //   seqkern::recurrent_cell            one step (B, I) -> (h', c'), the layer op at T = 1
 //
+// What the kernels' autograd Function cannot carry, forward-mode tangents and functorch
+// transforms, goes through the layer written as ATen ops (layer_from_aten_ops).
+//
 // Other pieces live in Python, seqkern/ops/recurrent.py: the fake (meta) kernels for
 // torch.compile, the CUDA kernels (Triton), and the backend override: when
 // SEQKERN_BACKEND is set, the CPU kernels hand the call to a Python function that picks the
@@ -156,24 +159,157 @@ class RecurrentLayerFunction : public torch::autograd::Function<RecurrentLayerFu
   }
 };
 
-// Whether a tensor needs an op's autograd Function: a gradient to track (in grad mode), or a
-// forward-mode tangent, which the Function rejects (without it the tangent would be dropped).
-bool tracked(bool grad_mode, const Tensor& tensor) {
-  return tensor.defined() && ((grad_mode && tensor.requires_grad()) || tensor._fw_grad(0).defined());
+// The layer as ATen ops, step by step, mirroring seqkern/reference.py: the path for what the
+// kernels' autograd Function cannot carry, forward-mode tangents and functorch transforms
+// (grad, vmap, jvp, jacrev, ...), since every ATen op has derivative formulas of all orders and
+// a batching rule. A loop of small ops, at torch.nn's unfused speed. Reduced precision computes
+// in float32, as the kernels do. Returns (output, h_n, c_n or undefined).
+std::tuple<Tensor, Tensor, Tensor> layer_from_aten_ops(const Tensor& input, const Tensor& h0,
+                                                       const OptionalTensor& c0, const Tensor& w_ih,
+                                                       const Tensor& w_hh, const OptionalTensor& b_ih,
+                                                       const OptionalTensor& b_hh, const OptionalTensor& w_hr,
+                                                       const OptionalTensor& w_peep,
+                                                       const OptionalTensor& lengths, c10::string_view cell,
+                                                       bool reverse) {
+  const at::ScalarType dtype = input.scalar_type();
+  const at::ScalarType math_dtype = at::isReducedFloatingType(dtype) ? at::kFloat : dtype;
+  const auto widen = [math_dtype](const OptionalTensor& tensor) -> OptionalTensor {
+    return tensor ? OptionalTensor(tensor->to(math_dtype)) : std::nullopt;
+  };
+  const OptionalTensor b_hidden = widen(b_hh), peephole = widen(w_peep), projection = widen(w_hr);
+  const Tensor w_hidden = w_hh.to(math_dtype);
+  const bool lstm = cell == "lstm" || cell == "lstm_coupled", coupled = cell == "lstm_coupled";
+  const bool rnn = cell == "rnn_tanh" || cell == "rnn_relu", reset_before = cell == "gru_reset_before";
+  // Without a projection only LSTM's state width differs from h's; with one, c0 holds it.
+  const int64_t hidden = lstm ? c0->size(1) : h0.size(1);
+  const int64_t steps = input.size(0);
+  // The reset-before GRU's n block multiplies r ⊙ h, not h: that product comes inside the step.
+  const int64_t hidden_rows = reset_before ? 2 * hidden : w_hh.size(0);
+  const Tensor w_rz = w_hidden.narrow(0, 0, hidden_rows);
+  const OptionalTensor b_rz = b_hidden ? OptionalTensor(b_hidden->narrow(0, 0, hidden_rows)) : std::nullopt;
+  const Tensor x_gates = at::linear(input.to(math_dtype), w_ih.to(math_dtype), widen(b_ih));
+  Tensor h = h0.to(math_dtype);
+  Tensor c = lstm ? c0->to(math_dtype) : Tensor();
+  std::vector<Tensor> outputs(steps);
+  for (int64_t step = 0; step < steps; ++step) {
+    const int64_t t = reverse ? steps - 1 - step : step;
+    const Tensor x_t = x_gates.select(0, t);
+    const Tensor h_gates = at::linear(h, w_rz, b_rz);
+    Tensor h_new, c_new;
+    if (rnn) {
+      h_new = cell == "rnn_relu" ? at::relu(x_t + h_gates) : at::tanh(x_t + h_gates);
+    } else if (lstm) {
+      const std::vector<Tensor> blocks = (x_t + h_gates).chunk(coupled ? 3 : 4, 1);
+      Tensor i_pre = coupled ? Tensor() : blocks[0], f_pre = blocks[coupled ? 0 : 1];
+      const Tensor g = at::tanh(blocks[coupled ? 1 : 2]);
+      Tensor o_pre = blocks[coupled ? 2 : 3];
+      if (peephole) {
+        if (!coupled) {
+          i_pre = i_pre + peephole->select(0, 0) * c;
+        }
+        f_pre = f_pre + peephole->select(0, coupled ? 0 : 1) * c;
+      }
+      const Tensor f = at::sigmoid(f_pre);
+      const Tensor i = coupled ? 1 - f : at::sigmoid(i_pre);
+      c_new = f * c + i * g;
+      if (peephole) {
+        // The output gate peeks at the new cell state.
+        o_pre = o_pre + peephole->select(0, -1) * c_new;
+      }
+      h_new = at::sigmoid(o_pre) * at::tanh(c_new);
+      if (projection) {
+        h_new = at::linear(h_new, *projection);
+      }
+    } else {
+      const std::vector<Tensor> x_blocks = x_t.chunk(3, 1), h_blocks = h_gates.chunk(reset_before ? 2 : 3, 1);
+      const Tensor r = at::sigmoid(x_blocks[0] + h_blocks[0]);
+      const Tensor z = at::sigmoid(x_blocks[1] + h_blocks[1]);
+      const Tensor n_hidden =
+          reset_before ? at::linear(r * h, w_hidden.narrow(0, hidden_rows, hidden),
+                                    b_hidden ? OptionalTensor(b_hidden->narrow(0, hidden_rows, hidden)) : std::nullopt)
+                       : r * h_blocks[2];
+      const Tensor n = at::tanh(x_blocks[2] + n_hidden);
+      h_new = (1 - z) * n + z * h;
+    }
+    if (lengths) {
+      // Sequences past their end keep their state and output zeros.
+      const Tensor taken = lengths->gt(t).unsqueeze(1);
+      outputs[t] = at::where(taken, h_new, 0);
+      h = at::where(taken, h_new, h);
+      c = lstm ? at::where(taken, c_new, c) : c;
+    } else {
+      outputs[t] = h_new;
+      h = h_new;
+      c = c_new;
+    }
+  }
+  const Tensor output = steps > 0 ? at::stack(outputs) : input.new_zeros({0, input.size(1), h.size(1)});
+  return {output.to(dtype), h.to(dtype), lstm ? c.to(dtype) : Tensor()};
 }
 
-bool tracked(bool grad_mode, const OptionalTensor& tensor) { return tensor && tracked(grad_mode, *tensor); }
+// functorch includes its dynamic-layer keys in every dispatch while a transform (grad, vmap,
+// jvp, ...) is on its stack. (Its own query, DynamicLayer.h, needs a header torch does not ship.)
+bool functorch_transform_active() {
+  return c10::impl::tls_is_dispatch_key_included(c10::DispatchKey::FuncTorchDynamicLayerFrontMode);
+}
+
+bool has_tangent(const Tensor& tensor) { return tensor.defined() && tensor._fw_grad(/*level=*/0).defined(); }
+
+bool has_tangent(const OptionalTensor& tensor) { return tensor && has_tangent(*tensor); }
+
+template <typename... Tensors>
+bool carries_tangent(const Tensors&... tensors) {
+  return (has_tangent(tensors) || ...);
+}
+
+// Gives `output` the tangent of `dual`, an output of the ATen-op layer on the same numbers
+// (none where the output does not depend on any tangent, as c_n on w_hr's at T = 1).
+void set_tangent(const Tensor& output, const Tensor& dual) {
+  if (has_tangent(dual)) {
+    output._set_fw_grad(dual._fw_grad(/*level=*/0), /*level=*/0, /*is_inplace_op=*/false);
+  }
+}
+
+// Whether an op needs its autograd Function: a gradient to track. (Tangents are dealt with
+// before: the Function cannot carry them.)
+bool tracked(const Tensor& tensor) { return tensor.defined() && tensor.requires_grad(); }
+
+bool tracked(const OptionalTensor& tensor) { return tensor && tracked(*tensor); }
 
 template <typename... Tensors>
 bool needs_autograd(const Tensors&... tensors) {
-  const bool grad_mode = at::GradMode::is_enabled();
-  return (tracked(grad_mode, tensors) || ...);
+  return at::GradMode::is_enabled() && (tracked(tensors) || ...);
 }
 
 LayerOutputs forward_autograd(const Tensor& input, const Tensor& h0, const OptionalTensor& c0, const Tensor& w_ih,
                               const Tensor& w_hh, const OptionalTensor& b_ih, const OptionalTensor& b_hh,
                               const OptionalTensor& w_hr, const OptionalTensor& w_peep,
                               const OptionalTensor& lengths, c10::string_view cell, bool reverse) {
+  if (functorch_transform_active()) {
+    // A C++ autograd Function raises under a functorch transform.
+    check_recurrent_layer(input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, w_peep, lengths, std::string(cell));
+    const auto [output, h_n, c_n] =
+        layer_from_aten_ops(input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, w_peep, lengths, cell, reverse);
+    const Tensor absent = input.new_empty({0});
+    return {output, h_n, c_n.defined() ? c_n : absent, absent};
+  }
+  if (carries_tangent(input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, w_peep)) {
+    // The Function cannot carry tangents either. The kernels compute the outputs from the primals
+    // (the same numbers as without a tangent, tracked for backward as usual), the ATen-op layer
+    // their tangents (with a graph of their own where grad mode asks for one).
+    const auto primal = [](const OptionalTensor& tensor) -> OptionalTensor {
+      return tensor ? OptionalTensor(tensor->_fw_primal(0)) : std::nullopt;
+    };
+    LayerOutputs outputs =
+        forward_autograd(input._fw_primal(0), h0._fw_primal(0), primal(c0), w_ih._fw_primal(0), w_hh._fw_primal(0),
+                         primal(b_ih), primal(b_hh), primal(w_hr), primal(w_peep), lengths, cell, reverse);
+    const auto [output, h_n, c_n] =
+        layer_from_aten_ops(input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, w_peep, lengths, cell, reverse);
+    set_tangent(std::get<0>(outputs), output);
+    set_tangent(std::get<1>(outputs), h_n);
+    set_tangent(std::get<2>(outputs), c_n);
+    return outputs;
+  }
   // Without a gradient to track, the Function's graph node, saved tensors and output wrapping
   // are a tenth of a cell step; its outputs would not require grad anyway.
   if (!needs_autograd(input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, w_peep)) {
@@ -186,7 +322,11 @@ LayerOutputs forward_autograd(const Tensor& input, const Tensor& h0, const Optio
 }
 
 // Differentiating the backward would need second derivatives of every gate; say so
-// instead of returning zeros.
+// instead of returning zeros, and name the path that has them.
+constexpr const char* kNoSecondDerivatives =
+    "seqkern recurrent layers do not support double backward (gradients of gradients, or forward-mode AD of a "
+    "backward); torch.func transforms (hessian, jacfwd(jacrev(f)), grad(grad(f))) do, through a path of ATen ops";
+
 class RecurrentLayerBackwardFunction : public torch::autograd::Function<RecurrentLayerBackwardFunction> {
  public:
   static variable_list forward(AutogradContext*, const Tensor& grad_output, const Tensor& grad_h_n,
@@ -204,9 +344,7 @@ class RecurrentLayerBackwardFunction : public torch::autograd::Function<Recurren
   }
 
   static variable_list backward(AutogradContext*, variable_list) {
-    TORCH_CHECK(false,
-                "seqkern recurrent layers do not support double backward (gradients of gradients); "
-                "use torch.nn for create_graph=True / gradgradcheck");
+    TORCH_CHECK(false, kNoSecondDerivatives);
   }
 };
 
@@ -216,6 +354,9 @@ RecurrentGrads backward_autograd(const Tensor& grad_output, const Tensor& grad_h
                                  const OptionalTensor& w_hr, const OptionalTensor& w_peep,
                                  const OptionalTensor& lengths, const Tensor& output, const Tensor& workspace,
                                  c10::string_view cell, bool reverse, bool need_input_grad, bool need_weight_grad) {
+  TORCH_CHECK(!carries_tangent(grad_output, grad_h_n, grad_c_n, input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, w_peep,
+                               output),
+              kNoSecondDerivatives);
   // Outside create_graph=True (every usual backward), no node that could only raise.
   if (!needs_autograd(grad_output, grad_h_n, grad_c_n, input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, w_peep, output,
                       workspace)) {

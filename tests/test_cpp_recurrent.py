@@ -467,6 +467,145 @@ def test_double_backward_is_a_clear_error(monkeypatch):
         grad_input.sum().backward()
 
 
+# ---------------------------------------------------------------- forward-mode AD and torch.func
+# The kernels' autograd Function carries neither tangents nor functorch transforms; those go
+# through the layer written as ATen ops (csrc/recurrent_op.cpp), checked here against the
+# reference: its outputs, its vector-Jacobian products and, by the transposition identity
+# <u, J v> = <J^T u, v>, its Jacobian-vector products.
+
+def tangents_for(layer, seed=11):
+    inputs = Inputs(seed)
+    return [None if t is None else inputs.randn(*t.shape, dtype=t.dtype) for t in layer.tensors()]
+
+
+def present_outputs(output, h_n, c_n):
+    return (output, h_n, c_n) if c_n.numel() else (output, h_n)
+
+
+def cotangents(layer):
+    return [t for t in (layer.grad_output, layer.grad_h_n, layer.grad_c_n) if t is not None]
+
+
+TRANSFORM_CASES = [pytest.param(variant, reverse, lengths, id=f"{variant}-{direction}-{kind}")
+                   for variant in VARIANTS
+                   for reverse, direction in ((False, "forward"), (True, "reverse"))
+                   for lengths, kind in ((None, "full"), ((2, 4, 0), "uneven"))]
+
+
+@pytest.mark.parametrize("variant,reverse,lengths", TRANSFORM_CASES)
+def test_jvp_matches_reference(monkeypatch, variant, reverse, lengths):
+    """Tangents of every output, outside functorch: the primal outputs are the kernels' own."""
+    monkeypatch.delenv("SEQKERN_BACKEND", raising=False)
+    layer = Layer(variant, steps=4, batch=3, input_size=5, hidden=6, proj=4, lengths=lengths, reverse=reverse)
+    tangents = tangents_for(layer)
+    with torch.autograd.forward_ad.dual_level():
+        duals = [t if t is None else torch.autograd.forward_ad.make_dual(t, v)
+                 for t, v in zip(layer.tensors(), tangents)]
+        unpacked = [torch.autograd.forward_ad.unpack_dual(t)
+                    for t in present_outputs(*recurrent_ops.recurrent_layer(*duals, *layer.forward_args()[9:])[:3])]
+    plain = present_outputs(*_C.recurrent_layer_forward(*layer.forward_args())[:3])
+    for (primal, _), expected in zip(unpacked, plain):
+        assert torch.equal(primal, expected)
+    along_tangent = sum((u * dual.tangent).sum() for u, dual in zip(cotangents(layer), unpacked))
+    _, reference_grads = layer.reference_run()
+    expected = sum((g * v).sum() for g, v in zip(reference_grads, tangents) if v is not None)
+    assert_close(along_tangent, expected)
+
+
+@pytest.mark.parametrize("variant,reverse,lengths", TRANSFORM_CASES)
+def test_torch_func_vjp_matches_reference(monkeypatch, variant, reverse, lengths):
+    """Under a functorch transform the whole layer, outputs included, is the ATen-op path."""
+    monkeypatch.delenv("SEQKERN_BACKEND", raising=False)
+    layer = Layer(variant, steps=4, batch=3, input_size=5, hidden=6, proj=4, lengths=lengths, reverse=reverse)
+    present = [t for t in layer.tensors() if t is not None]
+
+    def run(*tensors):
+        filled = iter(tensors)
+        arguments = [None if t is None else next(filled) for t in layer.tensors()]
+        return present_outputs(*recurrent_ops.recurrent_layer(*arguments, *layer.forward_args()[9:])[:3])
+
+    outputs, vjp = torch.func.vjp(run, *present)
+    expected_outputs, expected_grads = layer.reference_run()
+    for actual, expected in zip(outputs, expected_outputs):
+        assert_close(actual, expected)
+    for actual, expected in zip(vjp(tuple(cotangents(layer))), [g for g in expected_grads if g.numel()]):
+        assert_close(actual, expected)
+
+
+@pytest.mark.parametrize("variant", ["lstm_proj_peephole", "lstm_coupled_peephole", "gru", "gru_reset_before",
+                                     "rnn_relu"])
+def test_gradcheck_forward_mode(monkeypatch, variant):
+    monkeypatch.delenv("SEQKERN_BACKEND", raising=False)
+    layer = Layer(variant, steps=3, batch=2, input_size=3, hidden=4, proj=2, lengths=(3, 1), reverse=True)
+    args = op_inputs(layer)
+
+    def run(*tensors):
+        return present_outputs(*torch.ops.seqkern.recurrent_layer(*tensors, *args[9:])[:3])
+
+    assert torch.autograd.gradcheck(run, args[:9], eps=1e-6, atol=1e-7, check_forward_ad=True,
+                                    check_backward_ad=False, check_undefined_grad=False, check_batched_grad=False)
+
+
+@pytest.mark.parametrize("variant", ["lstm_proj_peephole", "gru_reset_before", "rnn_tanh"])
+def test_second_derivatives_under_torch_func_match_finite_differences(monkeypatch, variant):
+    """A Hessian-vector product (jvp of grad) against central differences of the kernels'
+    gradient, which the reference checks."""
+    monkeypatch.delenv("SEQKERN_BACKEND", raising=False)
+    layer = Layer(variant, steps=3, batch=2, input_size=3, hidden=4, proj=2, lengths=(3, 2))
+    weights = cotangents(layer)
+
+    def loss(x):
+        outputs = recurrent_ops.recurrent_layer(x, *layer.tensors()[1:], *layer.forward_args()[9:])[:3]
+        return sum((w * o).sum() for w, o in zip(weights, present_outputs(*outputs)))
+
+    direction = Inputs(5).randn(*layer.input.shape)
+    _, hessian_vector = torch.func.jvp(torch.func.grad(loss), (layer.input,), (direction,))
+    step = 1e-5
+
+    def kernel_grad(x):
+        x = x.clone().requires_grad_()
+        return torch.autograd.grad(loss(x), x)[0]
+
+    expected = (kernel_grad(layer.input + step * direction) - kernel_grad(layer.input - step * direction)) / (2 * step)
+    torch.testing.assert_close(hessian_vector, expected, rtol=1e-6, atol=1e-8)
+
+
+def test_torch_func_checks_arguments_as_the_kernels_do(monkeypatch):
+    monkeypatch.delenv("SEQKERN_BACKEND", raising=False)
+    layer = Layer("lstm", steps=3, batch=2, input_size=3, hidden=4)
+    args = list(layer.forward_args())
+    args[2] = Inputs().randn(2, 5)
+
+    def run(x):
+        return recurrent_ops.recurrent_layer(x, *args[1:])[0]
+
+    with pytest.raises(ValueError, match=re.escape("c0 must have shape (2, 4), got (2, 5)")):
+        torch.func.vjp(run, layer.input)
+
+
+def test_reduced_precision_tangents_keep_the_dtype(monkeypatch):
+    monkeypatch.delenv("SEQKERN_BACKEND", raising=False)
+    layer = Layer("gru", steps=3, batch=2, input_size=3, hidden=4, dtype=torch.bfloat16)
+    args = layer.forward_args()
+    with torch.autograd.forward_ad.dual_level():
+        dual = torch.autograd.forward_ad.make_dual(layer.input, torch.ones_like(layer.input))
+        primal, tangent = torch.autograd.forward_ad.unpack_dual(recurrent_ops.recurrent_layer(dual, *args[1:])[0])
+    assert tangent.dtype == torch.bfloat16
+    assert torch.equal(primal, _C.recurrent_layer_forward(*args)[0])
+
+
+def test_forward_mode_ad_of_the_backward_is_a_clear_error(monkeypatch):
+    """jvp of a gradient outside torch.func needs the backward's derivative."""
+    monkeypatch.delenv("SEQKERN_BACKEND", raising=False)
+    layer = Layer("gru", steps=2, batch=2, hidden=3)
+    args = op_inputs(layer)
+    output = torch.ops.seqkern.recurrent_layer(*args)[0]
+    with torch.autograd.forward_ad.dual_level():
+        grad_output = torch.autograd.forward_ad.make_dual(torch.ones_like(output), torch.ones_like(output))
+        with pytest.raises(RuntimeError, match="torch.func transforms .* do"):
+            torch.autograd.grad(output, args[0], grad_output)
+
+
 def test_compile_fullgraph_lstm_and_gru(monkeypatch):
     monkeypatch.delenv("SEQKERN_BACKEND", raising=False)
     lstm = Layer("lstm", steps=4, batch=2, input_size=3, hidden=5, lengths=(4, 2), dtype=torch.float32)

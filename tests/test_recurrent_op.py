@@ -189,19 +189,3 @@ def test_cell_op_wants_two_dimensional_input():
     with pytest.raises(ValueError, match="recurrent cell: input must be 2-D"):
         recurrent.recurrent_cell(inputs.randn(2, 3, 5), inputs.randn(3, 4), None, inputs.randn(4, 5),
                                  inputs.randn(4, 4), None, None, None, "rnn_tanh")
-
-
-@pytest.mark.parametrize("grad_mode", [True, False], ids=["grad", "no_grad"])
-def test_forward_mode_ad_is_a_clear_error(monkeypatch, grad_mode):
-    """The ops have no forward-mode derivative, so a tangent raises, in grad mode or not:
-    without a gradient to track the op skips its autograd Function, but not where an input
-    carries a tangent, which would be dropped."""
-    monkeypatch.delenv("SEQKERN_BACKEND", raising=False)
-    inputs = Inputs()
-    cases = ((seqkern.nn.RNNCell(5, 4), inputs.randn(3, 5, dtype=torch.float32)),
-             (seqkern.nn.LSTM(5, 4), inputs.randn(2, 3, 5, dtype=torch.float32)))
-    with torch.autograd.forward_ad.dual_level(), torch.set_grad_enabled(grad_mode):
-        for module, x in cases:
-            dual = torch.autograd.forward_ad.make_dual(x, torch.ones_like(x))
-            with pytest.raises(RuntimeError, match="jvp is not implemented"):
-                module(dual)
