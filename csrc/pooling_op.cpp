@@ -7,6 +7,9 @@
 //   seqkern::max_pool_backward  adds each output gradient into its argmax; its own
 //                               gradient (double backward) gathers at the argmax
 //
+// Forward-mode tangents and functorch transforms, which the autograd Function cannot carry,
+// gather at the kernel's argmax in ATen ops.
+//
 // Contracts (arguments, index semantics, layouts): seqkern/ops/pooling.py, which also
 // registers the fake kernels, the CUDA kernels (Triton) and the function that the CPU
 // kernels hand over to while SEQKERN_BACKEND is set. The kernels (pooling.cpp) check their
@@ -154,6 +157,23 @@ class MaxPoolFunction : public torch::autograd::Function<MaxPoolFunction> {
 
 PoolOutputs max_pool_autograd(const Tensor& input, Sizes kernel_size, Sizes stride, Sizes dilation, Sizes padding,
                               bool ceil_mode, double pad_value, std::optional<at::ScalarType> index_dtype) {
+  if (functorch_transform_active()) {
+    // The C++ Function raises under a functorch transform. The kernel finds each window's argmax
+    // (piecewise constant: nothing to differentiate) and the output is the input gathered there,
+    // in ATen ops that carry every transform; where the maximum was padding it is the kernel's
+    // (a constant). The same numbers as the kernel's output.
+    Tensor pooled, indices;
+    {
+      at::AutoDispatchBelowADInplaceOrView below_autograd;
+      std::tie(pooled, indices) = forward_op().call(input, kernel_size, stride, dilation, padding, ceil_mode,
+                                                    pad_value, index_dtype.value_or(at::kLong));
+    }
+    const Tensor flat_indices = indices.flatten(2);
+    const Tensor gathered = input.flatten(2).gather(2, flat_indices.clamp_min(0));
+    const Tensor output = at::where(flat_indices >= 0, gathered, pooled.flatten(2)).reshape(pooled.sizes());
+    return {output.contiguous(layout_of(input)),
+            index_dtype ? indices : at::empty({0}, input.options().dtype(at::kLong))};
+  }
   const Tensor tangent = input._fw_grad(/*level=*/0);
   if (tangent.defined()) {
     // Forward-mode AD (torch's max pools have it): a C++ autograd Function cannot carry a

@@ -247,12 +247,6 @@ std::tuple<Tensor, Tensor, Tensor> layer_from_aten_ops(const Tensor& input, cons
   return {output.to(dtype), h.to(dtype), lstm ? c.to(dtype) : Tensor()};
 }
 
-// functorch includes its dynamic-layer keys in every dispatch while a transform (grad, vmap,
-// jvp, ...) is on its stack. (Its own query, DynamicLayer.h, needs a header torch does not ship.)
-bool functorch_transform_active() {
-  return c10::impl::tls_is_dispatch_key_included(c10::DispatchKey::FuncTorchDynamicLayerFrontMode);
-}
-
 bool has_tangent(const Tensor& tensor) { return tensor.defined() && tensor._fw_grad(/*level=*/0).defined(); }
 
 bool has_tangent(const OptionalTensor& tensor) { return tensor && has_tangent(*tensor); }

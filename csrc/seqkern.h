@@ -61,6 +61,14 @@ at::Tensor max_pool_backward(const at::Tensor& grad_output, const at::Tensor& in
                              at::IntArrayRef kernel_size, at::IntArrayRef stride, at::IntArrayRef dilation,
                              at::IntArrayRef padding);
 
+// Whether a functorch transform (torch.func.grad, vmap, jvp, ...) is on functorch's stack, under
+// which a C++ autograd Function raises: functorch includes its dynamic-layer key in every
+// dispatch while it is. (functorch's own query, DynamicLayer.h, needs a header torch does not
+// ship.)
+inline bool functorch_transform_active() {
+  return c10::impl::tls_is_dispatch_key_included(c10::DispatchKey::FuncTorchDynamicLayerFrontMode);
+}
+
 // Whether SEQKERN_BACKEND is set: the ops' CPU kernels then hand each call to the Python
 // functions that their family's module registered (seqkern/_backend.py picks the backend).
 bool backend_overridden();

@@ -543,7 +543,7 @@ def test_gradcheck_forward_mode(monkeypatch, variant):
         return present_outputs(*torch.ops.seqkern.recurrent_layer(*tensors, *args[9:])[:3])
 
     assert torch.autograd.gradcheck(run, args[:9], eps=1e-6, atol=1e-7, check_forward_ad=True,
-                                    check_backward_ad=False, check_undefined_grad=False, check_batched_grad=False)
+                                    check_batched_forward_grad=True, check_backward_ad=False)
 
 
 @pytest.mark.parametrize("variant", ["lstm_proj_peephole", "gru_reset_before", "rnn_tanh"])

@@ -679,6 +679,43 @@ def test_forward_mode_ad_of_padded_maximum_and_functorch():
                                     check_batched_forward_grad=False)
 
 
+@pytest.mark.parametrize("dims, channels_last", [(1, False), (2, False), (2, True), (3, True)])
+def test_torch_func_transforms_match_torch(dims, channels_last):
+    """Under a torch.func transform (which the kernels' autograd Function cannot run under) the
+    output is the input gathered at the kernel's argmax, in ATen ops; vmap's dimension joins
+    the batch. grad, vmap, per-sample grad and jacrev give torch's numbers."""
+    inputs = Inputs()
+    spatial = [7, 6, 5][:dims]
+    if channels_last:
+        # Four samples, each channels-last.
+        samples = inputs.randn(4, 2, *spatial, 3).movedim(-1, 2)
+    else:
+        samples = inputs.randn(4, 2, 3, *spatial)
+    weights = inputs.randn(*TORCH_POOLS[dims](samples[0], 3, 2, 1, ceil_mode=True).shape)
+
+    def transforms(pool):
+        def loss(x):
+            return (pool(x, 3, 2, 1, ceil_mode=True) * weights).sum()
+
+        return (torch.func.grad(loss)(samples[0]),
+                *torch.func.vmap(lambda x: pool(x, 3, 2, 1, ceil_mode=True, return_indices=True))(samples),
+                torch.func.vmap(torch.func.grad(loss))(samples),
+                torch.func.jacrev(lambda x: pool(x, 3, 2, 1, ceil_mode=True))(samples[0, :1, :1]))
+
+    for actual, expected in zip(transforms(SEQKERN_POOLS[dims]), transforms(TORCH_POOLS[dims])):
+        _same(actual, expected)
+
+
+def test_vmap_has_a_batching_rule_and_keeps_a_padded_maximum():
+    assert torch._C._dispatch_has_kernel_for_dispatch_key("seqkern::max_pool", "FuncTorchBatched")
+    x = torch.full((2, 1, 1, 3), -2.0, dtype=torch.float64)
+    output, indices = torch.func.vmap(
+        lambda t: SF.max_pool1d(t, 2, 2, ((1, 0),), pad_value=0.0, return_indices=True))(x)
+    assert output.tolist() == [[[[0.0, -2.0]]]] * 2 and indices.tolist() == [[[[-1, 1]]]] * 2
+    gradient = torch.func.grad(lambda t: SF.max_pool1d(t, 2, 2, ((1, 0),), pad_value=0.0).sum())(x[0])
+    assert gradient.tolist() == [[[0.0, 1.0, 0.0]]]
+
+
 @pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
 def test_torch_compile_fullgraph_layer_forward_and_backward(layout):
     torch._dynamo.reset()

@@ -228,6 +228,18 @@ def _layout(rank: int, channels_last: bool) -> torch.memory_format:
     return torch.channels_last if rank == 4 else torch.channels_last_3d
 
 
+def _max_pool_vmap(info, in_dims, input, kernel_size, stride, dilation, padding, ceil_mode, pad_value,
+                   index_dtype):
+    """torch.vmap of seqkern::max_pool: the vmapped dimension joins the batch, one call for all."""
+    batched = input.movedim(in_dims[0], 0)
+    output, indices = max_pool(batched.flatten(0, 1), kernel_size, stride, dilation, padding, ceil_mode,
+                               pad_value, index_dtype)
+    batch = batched.shape[:2]
+    if index_dtype is None:
+        return (output.unflatten(0, batch), indices), (0, None)
+    return (output.unflatten(0, batch), indices.unflatten(0, batch)), (0, 0)
+
+
 # The schemas, the CPU kernels and autograd (double backward included) are registered in C++
 # (csrc/pooling_op.cpp) when seqkern._C loads; this module adds what must be Python. Without the
 # extension the ops do not exist, and calling them says how to build it.
@@ -241,6 +253,7 @@ else:
     torch.library.register_fake("seqkern::max_pool_backward")(_max_pool_backward_fake)
     torch.library.register_kernel("seqkern::max_pool", "cuda", _forward_on_backend)
     torch.library.register_kernel("seqkern::max_pool_backward", "cuda", _backward_on_backend)
+    torch.library.register_vmap("seqkern::max_pool")(_max_pool_vmap)
     max_pool = torch.ops.seqkern.max_pool.default
     max_pool_backward = torch.ops.seqkern.max_pool_backward.default
 
