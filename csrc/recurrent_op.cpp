@@ -4,11 +4,11 @@
 //
 //   seqkern::recurrent_layer           forward of one layer, one direction (contract and
 //                                      workspace layout: seqkern/ops/recurrent.py)
-//   seqkern::recurrent_layer_backward  its BPTT; differentiating it again raises
+//   seqkern::recurrent_layer_backward  its BPTT
 //   seqkern::recurrent_cell            one step (B, I) -> (h', c'), the layer op at T = 1
 //
-// What the kernels' autograd Function cannot carry, forward-mode tangents and functorch
-// transforms, goes through the layer written as ATen ops (layer_from_aten_ops).
+// What the kernels cannot do, forward-mode tangents, functorch transforms and second
+// derivatives, goes through the layer written as ATen ops (layer_from_aten_ops).
 //
 // Other pieces live in Python, seqkern/ops/recurrent.py: the fake (meta) kernels for
 // torch.compile, the CUDA kernels (Triton), and the backend override: when
@@ -315,15 +315,19 @@ LayerOutputs forward_autograd(const Tensor& input, const Tensor& h0, const Optio
   return {outputs[0], outputs[1], outputs[2], outputs[3]};
 }
 
-// Differentiating the backward would need second derivatives of every gate; say so
-// instead of returning zeros, and name the path that has them.
-constexpr const char* kNoSecondDerivatives =
-    "seqkern recurrent layers do not support double backward (gradients of gradients, or forward-mode AD of a "
-    "backward); torch.func transforms (hessian, jacfwd(jacrev(f)), grad(grad(f))) do, through a path of ATen ops";
+// Forward-mode AD of the backward (jvp of a gradient outside torch.func) and third derivatives
+// have no path; say so instead of returning zeros, and name the paths that exist.
+constexpr const char* kNoHigherDerivatives =
+    "seqkern recurrent layers support second derivatives through backward (create_graph=True, then backward) "
+    "and torch.func transforms (hessian, jacfwd(jacrev(f)), grad(grad(f))), not forward-mode AD of a backward "
+    "or create_graph=True on the second backward";
 
+// The BPTT op, for create_graph=True. Its own backward (the second derivatives) differentiates
+// twice through the layer written as ATen ops, recomputed from the saved arguments: the BPTT
+// kernel has no derivative of its own, and this runs only where a second derivative is asked for.
 class RecurrentLayerBackwardFunction : public torch::autograd::Function<RecurrentLayerBackwardFunction> {
  public:
-  static variable_list forward(AutogradContext*, const Tensor& grad_output, const Tensor& grad_h_n,
+  static variable_list forward(AutogradContext* ctx, const Tensor& grad_output, const Tensor& grad_h_n,
                                const OptionalTensor& grad_c_n, const Tensor& input, const Tensor& h0,
                                const OptionalTensor& c0, const Tensor& w_ih, const Tensor& w_hh,
                                const OptionalTensor& b_ih, const OptionalTensor& b_hh, const OptionalTensor& w_hr,
@@ -334,11 +338,94 @@ class RecurrentLayerBackwardFunction : public torch::autograd::Function<Recurren
     const RecurrentGrads grads =
         backward_op().call(grad_output, grad_h_n, grad_c_n, input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, w_peep,
                            lengths, output, workspace, cell, reverse, need_input_grad, need_weight_grad);
+    const Tensor none;
+    ctx->save_for_backward({grad_output, grad_h_n, grad_c_n.value_or(none), input, h0, c0.value_or(none), w_ih, w_hh,
+                            b_ih.value_or(none), b_hh.value_or(none), w_hr.value_or(none), w_peep.value_or(none),
+                            lengths.value_or(none), output, workspace});
+    ctx->saved_data["cell"] = std::string(cell);
+    ctx->saved_data["reverse"] = reverse;
+    ctx->saved_data["need_input_grad"] = need_input_grad;
+    ctx->saved_data["need_weight_grad"] = need_weight_grad;
+    // The gradients nobody differentiates (absent or unused ones) get no zero-filled grad_grads.
+    ctx->set_materialize_grads(false);
     return as_list(grads);
   }
 
-  static variable_list backward(AutogradContext*, variable_list) {
-    TORCH_CHECK(false, kNoSecondDerivatives);
+  // grad_grads: one per gradient forward returned (input, h0, c0, w_ih, ..., w_peep).
+  static variable_list backward(AutogradContext* ctx, variable_list grad_grads) {
+    // The engine runs a backward in grad mode exactly when it was asked for create_graph=True.
+    TORCH_CHECK(!at::GradMode::is_enabled(), kNoHigherDerivatives);
+    const variable_list saved = ctx->get_saved_variables();
+    enum { kUpstream = 3, kLayerTensors = 9, kLengths = kUpstream + kLayerTensors, kSaved = kLengths + 3 };
+    // needs_input_grad counts only the tensors that were given, in argument order.
+    bool needs[kSaved] = {};
+    for (int argument = 0, edge = 0; argument < kSaved; ++argument) {
+      if (saved[argument].defined()) {
+        needs[argument] = ctx->needs_input_grad(edge++);
+      }
+    }
+    // Which gradients forward returned (h0's and c0's always; the rest on request).
+    const bool input_grad_returned = ctx->saved_data["need_input_grad"].toBool();
+    const bool weight_grads_returned = ctx->saved_data["need_weight_grad"].toBool();
+
+    at::AutoGradMode grad_mode(true);
+    // Leaves of the recomputation: the upstream gradients and the layer's tensors.
+    variable_list leaves(kLengths);
+    for (int argument = 0; argument < kLengths; ++argument) {
+      if (saved[argument].defined()) {
+        leaves[argument] = saved[argument].detach().requires_grad_(true);
+      }
+    }
+    const auto optional = [](const Tensor& tensor) { return present(tensor); };
+    const Tensor* layer = &leaves[kUpstream];
+    const auto [output, h_n, c_n] = layer_from_aten_ops(
+        layer[0], layer[1], optional(layer[2]), layer[3], layer[4], optional(layer[5]), optional(layer[6]),
+        optional(layer[7]), optional(layer[8]), optional(saved[kLengths]), ctx->saved_data["cell"].toStringRef(),
+        ctx->saved_data["reverse"].toBool());
+    variable_list outputs{output, h_n}, upstream{leaves[0], leaves[1]};
+    if (c_n.defined()) {
+      outputs.push_back(c_n);
+      upstream.push_back(leaves[2]);
+    }
+    // The first-order gradients forward returned and something differentiates.
+    variable_list differentiated, cotangents;
+    for (int tensor = 0; tensor < kLayerTensors; ++tensor) {
+      const bool returned = tensor == 0 ? input_grad_returned : tensor <= 2 || weight_grads_returned;
+      if (returned && layer[tensor].defined() && grad_grads[tensor].defined()) {
+        differentiated.push_back(layer[tensor]);
+        cotangents.push_back(grad_grads[tensor]);
+      }
+    }
+    variable_list grad_inputs(kSaved + 4);  // + cell, reverse, need_input_grad, need_weight_grad
+    if (differentiated.empty()) {
+      return grad_inputs;
+    }
+    const variable_list first = torch::autograd::grad(outputs, differentiated, upstream, /*retain_graph=*/true,
+                                                      /*create_graph=*/true, /*allow_unused=*/true);
+    variable_list sources, weights;
+    for (size_t index = 0; index < first.size(); ++index) {
+      if (first[index].defined() && first[index].requires_grad()) {
+        sources.push_back(first[index]);
+        weights.push_back(cotangents[index]);
+      }
+    }
+    variable_list targets;
+    std::vector<int> target_arguments;
+    for (int argument = 0; argument < kLengths; ++argument) {
+      if (needs[argument]) {
+        targets.push_back(leaves[argument]);
+        target_arguments.push_back(argument);
+      }
+    }
+    if (sources.empty() || targets.empty()) {
+      return grad_inputs;
+    }
+    const variable_list second = torch::autograd::grad(sources, targets, weights, /*retain_graph=*/false,
+                                                       /*create_graph=*/false, /*allow_unused=*/true);
+    for (size_t index = 0; index < targets.size(); ++index) {
+      grad_inputs[target_arguments[index]] = second[index];
+    }
+    return grad_inputs;
   }
 };
 
@@ -350,7 +437,7 @@ RecurrentGrads backward_autograd(const Tensor& grad_output, const Tensor& grad_h
                                  c10::string_view cell, bool reverse, bool need_input_grad, bool need_weight_grad) {
   TORCH_CHECK(!carries_tangent(grad_output, grad_h_n, grad_c_n, input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, w_peep,
                                output),
-              kNoSecondDerivatives);
+              kNoHigherDerivatives);
   // Outside create_graph=True (every usual backward), no node that could only raise.
   if (!needs_autograd(grad_output, grad_h_n, grad_c_n, input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, w_peep, output,
                       workspace)) {

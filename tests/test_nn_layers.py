@@ -176,12 +176,25 @@ def test_gradcheck(mode, backend):
     assert torch.autograd.gradcheck(outputs, (x, *weights), fast_mode=True)
 
 
-def test_double_backward_is_a_clear_error(backend):
-    module = seqkern.nn.LSTM(3, 4).double()
-    x = Inputs().randn(4, 2, 3, requires_grad=True)
-    (grad,) = torch.autograd.grad(module(x)[0].sum(), x, create_graph=True)
-    with pytest.raises(RuntimeError, match="do not support double backward"):
-        grad.sum().backward()
+@pytest.mark.parametrize("mode", ["lstm", "gru", "rnn_relu"])
+def test_gradient_penalty_matches_torch(mode, backend):
+    """Double backward (create_graph=True, then backward), as a gradient penalty uses it: the
+    penalty's gradients of the input and every weight match torch.nn's (its LSTM without
+    oneDNN, which has no double backward)."""
+    inputs = Inputs()
+    torch_module, seqkern_module = build_pair(mode, True, False, True, 2, PROJ if mode == "lstm" else 0,
+                                              torch.float64, inputs)
+    x = inputs.randn(STEPS, BATCH, INPUT)
+    results = []
+    for module in (torch_module, seqkern_module):
+        leaf = x.clone().requires_grad_()
+        with torch.backends.mkldnn.flags(enabled=False):
+            output, _ = module(leaf)
+            (grad,) = torch.autograd.grad(output.pow(2).sum(), leaf, create_graph=True)
+            grad.pow(2).sum().backward()
+        results.append([leaf.grad] + [parameter.grad for parameter in module.parameters()])
+    for actual, expected in zip(results[1], results[0]):
+        assert_close(actual, expected)
 
 
 @pytest.mark.parametrize("mode", ["lstm", "gru", "rnn_tanh"])
