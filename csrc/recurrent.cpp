@@ -1129,13 +1129,22 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> forward_kernel(const Layer& layer, co
 
   // Input projection of every step, into the gate columns of the workspace.
   Tensor gate_columns = workspace.view({T * B, W}).narrow(1, 0, GH);
-  steps_product<scalar_t>(single_step, x.view({T * B, I}), w_ih_c.t(), gate_columns, false);
+  const bool transposed_step = single_step && gemm::transposed_step_product_pays<scalar_t>(B);
+  if (transposed_step) {
+    gemm::transposed_step_product<scalar_t>(x.view({B, I}), w_ih_c, gate_columns.data_ptr<scalar_t>(), W, false, GH,
+                                            GH);
+  } else {
+    steps_product<scalar_t>(single_step, x.view({T * B, I}), w_ih_c.t(), gate_columns, false);
+  }
 
   const TimeOrder order{T, layer.reverse};
   const auto pack = [&](const Share& share) { pack_share(share, {&recurrent, &projection, &reset_product}); };
   // The projection and the reset-before GRU's n product read the pass of every share.
   const bool second_product = layer.projection || layer.cell == Cell::GruResetBefore;
-  if (single_step) {
+  if (transposed_step) {
+    gemm::transposed_step_product<scalar_t>(h0_c, w_hh_c.narrow(0, 0, step_gates * H), s.hidden_gates, s.ld_gates,
+                                            false, H, recurrent.block_ld());
+  } else if (single_step) {
     recurrent.once(h0_c, hidden_gates, false);
   }
   const TeamPlan plan = plan_loop_team(single_step, B, H, step_work, {&recurrent, &projection, &reset_product});
@@ -1504,8 +1513,10 @@ RecurrentGrads backward_kernel(const Layer& layer, const Tensor& grad_output, co
   // reset-before GRU's n block goes through r first.
   const int64_t step_rows = layer.cell == Cell::GruResetBefore ? 2 * H : GH;
   const int64_t step_work = B * Hout * GH + (layer.projection ? B * H * Hout : 0);
-  // A single step (the cells) runs its main product once through BLAS, without packing.
+  // A single step (the cells) runs its main product once without packing the weight:
+  // transposed where the batch fills enough of a vector, through BLAS otherwise.
   const bool single_step = T == 1;
+  const bool transposed_step = single_step && gemm::transposed_step_product_pays<scalar_t>(B);
   gemm::StepProduct<scalar_t> recurrent(w_hh_c.narrow(0, 0, step_rows), 1, !single_step);
   gemm::StepProduct<scalar_t> projection, reset_product;
   if (layer.projection) {
@@ -1615,7 +1626,11 @@ RecurrentGrads backward_kernel(const Layer& layer, const Tensor& grad_output, co
       }
     }
   });
-  if (single_step) {
+  if (transposed_step) {
+    gemm::transposed_step_product<scalar_t>(grad_gates.view({B, GH}).narrow(1, 0, step_rows),
+                                            w_hh_c.narrow(0, 0, step_rows).t(), grad_h.data_ptr<scalar_t>(),
+                                            grad_h.stride(0), true, Hout, Hout);
+  } else if (single_step) {
     recurrent.once(grad_gates.view({B, GH}).narrow(1, 0, step_rows), grad_h, true);
   }
 
@@ -1628,14 +1643,23 @@ RecurrentGrads backward_kernel(const Layer& layer, const Tensor& grad_output, co
   const auto product = [&](const Tensor& a, const Tensor& b, const Tensor& c, bool accumulate) {
     steps_product<scalar_t>(single_step, a, b, c, accumulate);
   };
+  // The input gradient's products have the batch as rows, like a single step's main product.
+  const auto batch_product = [&](const Tensor& a, const Tensor& b, const Tensor& c, bool accumulate) {
+    if (transposed_step) {
+      gemm::transposed_step_product<scalar_t>(a, b.t(), c.data_ptr<scalar_t>(), c.stride(0), accumulate, b.size(1),
+                                              b.size(1));
+    } else {
+      product(a, b, c, accumulate);
+    }
+  };
   Tensor grad_input = none();
   if (need_input_grad) {
     grad_input = empty_large({T, B, I}, options);
     const Tensor dx = grad_input.view({T * B, I});
-    product(grad_gates_flat.narrow(1, 0, shared_rows), w_ih_c.narrow(0, 0, shared_rows), dx, false);
+    batch_product(grad_gates_flat.narrow(1, 0, shared_rows), w_ih_c.narrow(0, 0, shared_rows), dx, false);
     // The reset-after GRU's n block, on the input side's own gradient.
     if (layer.cell == Cell::Gru) {
-      product(grad_x_n_flat, w_ih_c.narrow(0, 2 * H, H), dx, true);
+      batch_product(grad_x_n_flat, w_ih_c.narrow(0, 2 * H, H), dx, true);
     }
   }
   Tensor grad_w_ih = none(), grad_w_hh = none(), grad_b_ih = none(), grad_b_hh = none();

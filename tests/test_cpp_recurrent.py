@@ -138,6 +138,21 @@ def test_single_step_matches_reference(variant, hidden, lengths):
     assert_matches_reference(Layer(variant, steps=1, hidden=hidden, lengths=lengths))
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["float64", "float32"])
+@pytest.mark.parametrize("hidden", [37, 32])
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_single_step_with_a_batch_of_vectors_matches_reference(variant, hidden, dtype):
+    """T = 1 at a batch that fills half a vector or more (8 and 19 rows of float32, 4 and 19 of
+    float64) computes its products transposed, w . xᵀ with xᵀ packed, into each gate block,
+    padded where H = 37, its gate rows split among the threads 64 at a time. One sequence is
+    empty."""
+    lanes = 64 // torch.tensor([], dtype=dtype).element_size()
+    for batch in (lanes // 2, 19):
+        lengths = [1] * (batch - 1) + [0]
+        assert_matches_reference(Layer(variant, steps=1, batch=batch, input_size=50 if hidden == 37 else 7,
+                                       hidden=hidden, lengths=lengths, dtype=dtype))
+
+
 @pytest.fixture
 def threads():
     """Sets torch's intra-op thread count for one test, then restores it."""
