@@ -244,7 +244,7 @@ def test_team_breakups_at_any_barrier_give_the_same_bits(variant, batch, hidden,
 # (variant, batch, steps), float32, I and H whole vectors so that seqkern's kernels run every
 # product: at B = 1 each step's product has one row, whose sums split whatever the team;
 # T B = 7 leaves the input projection a chunk of one row on two threads; B = 16 shares rows.
-THREAD_COUNT_CASES = [("lstm", 1, 7), ("gru", 1, 7), ("lstm", 16, 5), ("rnn_tanh", 16, 5)]
+THREAD_COUNT_CASES = [("lstm", 1, 7), ("gru", 1, 7), ("lstm", 16, 5), ("rnn_tanh", 16, 5), ("gru", 16, 1), ("lstm", 19, 1)]
 
 
 @pytest.mark.parametrize("variant,batch,steps", THREAD_COUNT_CASES, ids=lambda v: str(v))
