@@ -17,7 +17,9 @@
 // gradient per step; the gradients of the weights and of the input are a few large
 // products over all steps after the loop, on the same kernel as the projection.
 //
-// The per-step products run on the packed register-blocked kernel of recurrent_gemm.h.
+// The per-step products run on the packed register-blocked kernel of recurrent_gemm.h. A
+// single step (the cells) packs no weight: its products with the batch as rows are
+// batch_rows_step_product's, its weight gradients BLAS's.
 // When a step has enough work, the threads share the time loop as a team (see Split). Where
 // the step weight fits a core's L2 cache and there are sequences enough, each thread owns a
 // slice of the batch and runs its steps without ever waiting for the others. Otherwise each
@@ -1096,7 +1098,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> forward_kernel(const Layer& layer, co
   // The reset-before GRU's step product covers r and z only; n's comes after the reset.
   const int64_t step_gates = layer.cell == Cell::GruResetBefore ? 2 : layer.gates;
   const int64_t step_work = B * Hout * GH + (layer.projection ? B * H * Hout : 0);
-  // A single step (the cells) runs its main product once through BLAS, without packing.
+  // A single step (the cells) runs its products once, without packing the weight.
   const bool single_step = T == 1;
   gemm::StepProduct<scalar_t> recurrent(w_hh_c.narrow(0, 0, step_gates * H).t(), step_gates, !single_step);
   gemm::StepProduct<scalar_t> projection, reset_product;
@@ -1129,9 +1131,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> forward_kernel(const Layer& layer, co
 
   // Input projection of every step, into the gate columns of the workspace.
   Tensor gate_columns = workspace.view({T * B, W}).narrow(1, 0, GH);
-  const bool transposed_step = single_step && gemm::transposed_step_product_pays<scalar_t>(B);
-  if (transposed_step) {
-    gemm::transposed_step_product<scalar_t>(x.view({B, I}), w_ih_c, gate_columns.data_ptr<scalar_t>(), W, false, GH,
+  if (single_step) {
+    gemm::batch_rows_step_product<scalar_t>(x.view({B, I}), w_ih_c, gate_columns.data_ptr<scalar_t>(), W, false, GH,
                                             GH);
   } else {
     steps_product<scalar_t>(single_step, x.view({T * B, I}), w_ih_c.t(), gate_columns, false);
@@ -1141,11 +1142,9 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> forward_kernel(const Layer& layer, co
   const auto pack = [&](const Share& share) { pack_share(share, {&recurrent, &projection, &reset_product}); };
   // The projection and the reset-before GRU's n product read the pass of every share.
   const bool second_product = layer.projection || layer.cell == Cell::GruResetBefore;
-  if (transposed_step) {
-    gemm::transposed_step_product<scalar_t>(h0_c, w_hh_c.narrow(0, 0, step_gates * H), s.hidden_gates, s.ld_gates,
+  if (single_step) {
+    gemm::batch_rows_step_product<scalar_t>(h0_c, w_hh_c.narrow(0, 0, step_gates * H), s.hidden_gates, s.ld_gates,
                                             false, H, recurrent.block_ld());
-  } else if (single_step) {
-    recurrent.once(h0_c, hidden_gates, false);
   }
   const TeamPlan plan = plan_loop_team(single_step, B, H, step_work, {&recurrent, &projection, &reset_product});
   run_team(plan, T, second_product ? 2 : 1, [&](Team& team) {
@@ -1513,10 +1512,8 @@ RecurrentGrads backward_kernel(const Layer& layer, const Tensor& grad_output, co
   // reset-before GRU's n block goes through r first.
   const int64_t step_rows = layer.cell == Cell::GruResetBefore ? 2 * H : GH;
   const int64_t step_work = B * Hout * GH + (layer.projection ? B * H * Hout : 0);
-  // A single step (the cells) runs its main product once without packing the weight:
-  // transposed where the batch fills enough of a vector, through BLAS otherwise.
+  // A single step (the cells) runs its main product once, without packing the weight.
   const bool single_step = T == 1;
-  const bool transposed_step = single_step && gemm::transposed_step_product_pays<scalar_t>(B);
   gemm::StepProduct<scalar_t> recurrent(w_hh_c.narrow(0, 0, step_rows), 1, !single_step);
   gemm::StepProduct<scalar_t> projection, reset_product;
   if (layer.projection) {
@@ -1626,12 +1623,10 @@ RecurrentGrads backward_kernel(const Layer& layer, const Tensor& grad_output, co
       }
     }
   });
-  if (transposed_step) {
-    gemm::transposed_step_product<scalar_t>(grad_gates.view({B, GH}).narrow(1, 0, step_rows),
+  if (single_step) {
+    gemm::batch_rows_step_product<scalar_t>(grad_gates.view({B, GH}).narrow(1, 0, step_rows),
                                             w_hh_c.narrow(0, 0, step_rows).t(), grad_h.data_ptr<scalar_t>(),
                                             grad_h.stride(0), true, Hout, Hout);
-  } else if (single_step) {
-    recurrent.once(grad_gates.view({B, GH}).narrow(1, 0, step_rows), grad_h, true);
   }
 
   // Each absent result is a tensor of its own: results must not alias one another.
@@ -1645,8 +1640,8 @@ RecurrentGrads backward_kernel(const Layer& layer, const Tensor& grad_output, co
   };
   // The input gradient's products have the batch as rows, like a single step's main product.
   const auto batch_product = [&](const Tensor& a, const Tensor& b, const Tensor& c, bool accumulate) {
-    if (transposed_step) {
-      gemm::transposed_step_product<scalar_t>(a, b.t(), c.data_ptr<scalar_t>(), c.stride(0), accumulate, b.size(1),
+    if (single_step) {
+      gemm::batch_rows_step_product<scalar_t>(a, b.t(), c.data_ptr<scalar_t>(), c.stride(0), accumulate, b.size(1),
                                               b.size(1));
     } else {
       product(a, b, c, accumulate);

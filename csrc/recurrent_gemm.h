@@ -2,7 +2,8 @@
 //
 // The products over all steps at once (input projection, weight and input gradients) run
 // on the kernel below, shared by rows (packed_rows_product in recurrent.cpp), or on ATen's
-// BLAS where their columns are not whole vectors and for a single step. The product of each
+// BLAS where their columns are not whole vectors. A single step's products with the batch as
+// rows (the cells) run without packing the weight (batch_rows_step_product, at the end). The product of each
 // step is short (at B = 1, H = 64 a BLAS call's fixed cost is about that of the whole
 // product) and repeats with the same weight, which BLAS would pack again on every call. So
 // it runs a register-blocked kernel here, on a copy of the weight packed once per layer
@@ -396,7 +397,8 @@ class StepProduct {
   StepProduct() = default;
   // b: (K, N) view of a weight (any strides; typically a transposed weight). Nothing is
   // packed yet: each thread packs the columns it will compute (pack), in its own caches.
-  // Without `packed`, there is no room to pack into, and only `once` may be called.
+  // Without `packed`, there is no room to pack into: only the sizes are of use (a single step,
+  // whose products are batch_rows_step_product's).
   StepProduct(const Tensor& b, int64_t blocks, bool packed = true) : b_(b), blocks_(blocks) {
     constexpr int64_t lanes = Vector<scalar_t>::lanes;
     block_cols_ = blocks > 0 ? b.size(1) / blocks : 0;
@@ -475,23 +477,6 @@ class StepProduct {
     }
   }
 
-  // The whole product c (M, width()) (+)= a (M, K) . b through BLAS, on b as it is: for a
-  // single step, where packing b costs more than the product gains by it. Blocks whose
-  // columns are whole vectors lie side by side in c and make one product (the four gates of
-  // an LSTM cell at H = 16: one BLAS call and no views instead of four calls and eight views,
-  // which took most of a small cell's time); otherwise block by block.
-  void once(const Tensor& a, const Tensor& c, bool accumulate) const {
-    if (block_ld_ == block_cols_) {
-      Tensor whole = c;
-      blas(a, b_, whole, accumulate);
-      return;
-    }
-    for (int64_t block = 0; block < blocks_; ++block) {
-      Tensor c_block = c.narrow(1, block * block_ld_, block_cols_);
-      blas(a, b_.narrow(1, block * block_cols_, block_cols_), c_block, accumulate);
-    }
-  }
-
   // Columns [begin, end) of every block; begin and end are multiples of L, and pack packed
   // them from `begin` on (in one call or in several that each began a panel apart from it).
   // a's element (r, k) is at a[r * lda + k * ldk]. A one-row product splits its sums where
@@ -553,6 +538,126 @@ void transposed_step_product(const Tensor& a, const Tensor& w, scalar_t* c, int6
       }
     }
   });
+}
+
+// The sum of a vector's lanes, in one fixed order.
+template <typename scalar_t>
+inline scalar_t sum_of_lanes(typename Vector<scalar_t>::type v) {
+#if defined(__AVX512F__)
+  if constexpr (std::is_same_v<scalar_t, float>) {
+    return _mm512_reduce_add_ps(reinterpret_cast<__m512>(v));
+  } else if constexpr (std::is_same_v<scalar_t, double>) {
+    return _mm512_reduce_add_pd(reinterpret_cast<__m512d>(v));
+  }
+#endif
+  scalar_t sum = 0;
+  for (int64_t lane = 0; lane < Vector<scalar_t>::lanes; ++lane) {
+    sum += v[lane];
+  }
+  return sum;
+}
+
+// The same product as transposed_step_product, for a batch too small for it (fewer rows of a
+// than half a vector: B = 1 in a decoder), straight from the weight, on one thread. Where w's
+// rows are contiguous (the forward's x W^T), each element is a dot product of two contiguous
+// rows; where its columns are (the backward's products with W), each row of c sums the
+// weight's rows scaled by a's elements. Without BLAS's call and dispatch, which cost more than
+// the product at these sizes.
+template <typename scalar_t>
+void few_rows_step_product(const Tensor& a, const Tensor& w, scalar_t* c, int64_t ldc, bool accumulate,
+                           int64_t block_cols, int64_t block_ld) {
+  using vector = typename Vector<scalar_t>::type;
+  constexpr int64_t lanes = Vector<scalar_t>::lanes;
+  const int64_t M = a.size(0), N = w.size(0), K = w.size(1), lda = a.stride(0);
+  TORCH_INTERNAL_ASSERT(a.stride(1) == 1 && (w.stride(1) == 1 || w.stride(0) == 1));
+  const scalar_t* const a_data = a.data_ptr<scalar_t>();
+  const scalar_t* const w_data = w.data_ptr<scalar_t>();
+  // Four independent sums at a time, so that the multiply-adds' latency is hidden.
+  constexpr int64_t kGroup = 4;
+  if (w.stride(1) == 1) {
+    const int64_t ldw = w.stride(0), whole = K / lanes * lanes;
+    const auto finish = [&](int64_t m, int64_t n, vector sums, const scalar_t* row, const scalar_t* weights) {
+      scalar_t sum = sum_of_lanes<scalar_t>(sums);
+      for (int64_t k = whole; k < K; ++k) {
+        sum += row[k] * weights[k];
+      }
+      scalar_t& out = c[m * ldc + (n / block_cols) * block_ld + n % block_cols];
+      out = accumulate ? out + sum : sum;
+    };
+    for (int64_t m = 0; m < M; ++m) {
+      const scalar_t* const row = a_data + m * lda;
+      int64_t n = 0;
+      for (; n + kGroup <= N; n += kGroup) {
+        vector sums[kGroup] = {};
+        for (int64_t k = 0; k < whole; k += lanes) {
+          const vector x = Vector<scalar_t>::load(row + k);
+          for (int64_t j = 0; j < kGroup; ++j) {
+            sums[j] = multiply_add(x, Vector<scalar_t>::load(w_data + (n + j) * ldw + k), sums[j]);
+          }
+        }
+        for (int64_t j = 0; j < kGroup; ++j) {
+          finish(m, n + j, sums[j], row, w_data + (n + j) * ldw);
+        }
+      }
+      for (; n < N; ++n) {
+        vector sums = {};
+        for (int64_t k = 0; k < whole; k += lanes) {
+          sums = multiply_add(Vector<scalar_t>::load(row + k), Vector<scalar_t>::load(w_data + n * ldw + k), sums);
+        }
+        finish(m, n, sums, row, w_data + n * ldw);
+      }
+    }
+    return;
+  }
+  // w[n, k] = weight[k * ldk + n]: c's row m is the sum over k of a[m, k] times the weight's row k.
+  TORCH_INTERNAL_ASSERT(block_cols == N && block_ld == N);
+  const int64_t ldk = w.stride(1);
+  for (int64_t m = 0; m < M; ++m) {
+    const scalar_t* const row = a_data + m * lda;
+    scalar_t* const out = c + m * ldc;
+    int64_t n = 0;
+    for (; n + kGroup * lanes <= N; n += kGroup * lanes) {
+      vector sums[kGroup];
+      for (int64_t j = 0; j < kGroup; ++j) {
+        sums[j] = accumulate ? Vector<scalar_t>::load(out + n + j * lanes) : vector{};
+      }
+      for (int64_t k = 0; k < K; ++k) {
+        const vector scale = vector{} + row[k];
+        for (int64_t j = 0; j < kGroup; ++j) {
+          sums[j] = multiply_add(scale, Vector<scalar_t>::load(w_data + k * ldk + n + j * lanes), sums[j]);
+        }
+      }
+      for (int64_t j = 0; j < kGroup; ++j) {
+        Vector<scalar_t>::store(out + n + j * lanes, sums[j]);
+      }
+    }
+    for (; n + lanes <= N; n += lanes) {
+      vector sums = accumulate ? Vector<scalar_t>::load(out + n) : vector{};
+      for (int64_t k = 0; k < K; ++k) {
+        sums = multiply_add(vector{} + row[k], Vector<scalar_t>::load(w_data + k * ldk + n), sums);
+      }
+      Vector<scalar_t>::store(out + n, sums);
+    }
+    for (; n < N; ++n) {
+      scalar_t sum = accumulate ? out[n] : scalar_t(0);
+      for (int64_t k = 0; k < K; ++k) {
+        sum += row[k] * w_data[k * ldk + n];
+      }
+      out[n] = sum;
+    }
+  }
+}
+
+// A single step's product with the batch as rows, c (+)= a . wᵀ: transposed where the batch
+// fills enough of a vector, straight from the weight where it does not.
+template <typename scalar_t>
+void batch_rows_step_product(const Tensor& a, const Tensor& w, scalar_t* c, int64_t ldc, bool accumulate,
+                             int64_t block_cols, int64_t block_ld) {
+  if (transposed_step_product_pays<scalar_t>(a.size(0))) {
+    transposed_step_product<scalar_t>(a, w, c, ldc, accumulate, block_cols, block_ld);
+  } else {
+    few_rows_step_product<scalar_t>(a, w, c, ldc, accumulate, block_cols, block_ld);
+  }
 }
 
 }  // namespace seqkern::gemm

@@ -127,15 +127,18 @@ def test_deep_weight_gradients_match_reference(threads):
     assert_matches_reference(Layer("lstm", steps=2, batch=16000, input_size=16, hidden=16, lengths=[2, 1] * 8000))
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["float64", "float32"])
 @pytest.mark.parametrize("lengths", [None, (1, 0, 1)], ids=["full", "one_empty"])
 @pytest.mark.parametrize("hidden", [37, 32])
 @pytest.mark.parametrize("variant", VARIANTS)
-def test_single_step_matches_reference(variant, hidden, lengths):
-    """T = 1 (the cells) runs its step product through BLAS without packing: gate block by
-    gate block where H = 37 pads them, as one product where H = 32 is whole vectors. It reads
-    h0 where it lies and takes the weight gradient of w_hh from the gate gradients as they
-    are (an empty sequence's are zeros)."""
-    assert_matches_reference(Layer(variant, steps=1, hidden=hidden, lengths=lengths))
+def test_single_step_matches_reference(variant, hidden, lengths, dtype):
+    """T = 1 (the cells) at B = 3, too few rows to fill half a vector, runs its batch-row
+    products straight from the weight: dot products of rows into each gate block (padded
+    where H = 37; 7 inputs leave a tail of each row), and in backward the weight's rows scaled
+    and summed (vectors four at a time, one at a time, then single columns). It reads h0 where
+    it lies and takes the weight gradient of w_hh from the gate gradients as they are (an
+    empty sequence's are zeros)."""
+    assert_matches_reference(Layer(variant, steps=1, hidden=hidden, lengths=lengths, dtype=dtype))
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["float64", "float32"])
