@@ -315,16 +315,17 @@ LayerOutputs forward_autograd(const Tensor& input, const Tensor& h0, const Optio
   return {outputs[0], outputs[1], outputs[2], outputs[3]};
 }
 
-// Forward-mode AD of the backward (jvp of a gradient outside torch.func) and third derivatives
-// have no path; say so instead of returning zeros, and name the paths that exist.
-constexpr const char* kNoHigherDerivatives =
-    "seqkern recurrent layers support second derivatives through backward (create_graph=True, then backward) "
-    "and torch.func transforms (hessian, jacfwd(jacrev(f)), grad(grad(f))), not forward-mode AD of a backward "
-    "or create_graph=True on the second backward";
+// Forward-mode AD of the backward (a jvp of a gradient outside torch.func) has no path; say so
+// instead of dropping the tangent, and name the paths that exist.
+constexpr const char* kNoTangentOfBackward =
+    "seqkern recurrent layers have no forward-mode AD of their backward (a jvp of a gradient outside "
+    "torch.func); torch.func.jvp(torch.func.grad(f)), torch.func.hessian and double backward "
+    "(create_graph=True) work";
 
 // The BPTT op, for create_graph=True. Its own backward (the second derivatives) differentiates
 // twice through the layer written as ATen ops, recomputed from the saved arguments: the BPTT
-// kernel has no derivative of its own, and this runs only where a second derivative is asked for.
+// kernel has no derivative of its own, and this runs only where a second derivative is asked
+// for. Those ops have derivatives of every order, so third ones work too.
 class RecurrentLayerBackwardFunction : public torch::autograd::Function<RecurrentLayerBackwardFunction> {
  public:
   static variable_list forward(AutogradContext* ctx, const Tensor& grad_output, const Tensor& grad_h_n,
@@ -353,8 +354,10 @@ class RecurrentLayerBackwardFunction : public torch::autograd::Function<Recurren
 
   // grad_grads: one per gradient forward returned (input, h0, c0, w_ih, ..., w_peep).
   static variable_list backward(AutogradContext* ctx, variable_list grad_grads) {
-    // The engine runs a backward in grad mode exactly when it was asked for create_graph=True.
-    TORCH_CHECK(!at::GradMode::is_enabled(), kNoHigherDerivatives);
+    // The engine runs a backward in grad mode exactly when it was asked for create_graph=True
+    // (the double-vjp trick of torch.autograd.functional.hvp, third derivatives): then these
+    // second derivatives must be differentiable in turn.
+    const bool create_graph = at::GradMode::is_enabled();
     const variable_list saved = ctx->get_saved_variables();
     enum { kUpstream = 3, kLayerTensors = 9, kLengths = kUpstream + kLayerTensors, kSaved = kLengths + 3 };
     // needs_input_grad counts only the tensors that were given, in argument order.
@@ -369,12 +372,14 @@ class RecurrentLayerBackwardFunction : public torch::autograd::Function<Recurren
     const bool weight_grads_returned = ctx->saved_data["need_weight_grad"].toBool();
 
     at::AutoGradMode grad_mode(true);
-    // Leaves of the recomputation: the upstream gradients and the layer's tensors.
+    // Each saved tensor that requires grad enters the recomputation as an alias of its own, at
+    // which the gradients below stop: they are partial derivatives, not paths through another
+    // saved tensor's history (an upstream gradient computed from the output depends on the
+    // input), and through the aliases the result stays on the graph for create_graph=True.
     variable_list leaves(kLengths);
     for (int argument = 0; argument < kLengths; ++argument) {
-      if (saved[argument].defined()) {
-        leaves[argument] = saved[argument].detach().requires_grad_(true);
-      }
+      const Tensor& tensor = saved[argument];
+      leaves[argument] = tensor.defined() && tensor.requires_grad() ? tensor.view_as(tensor) : tensor;
     }
     const auto optional = [](const Tensor& tensor) { return present(tensor); };
     const Tensor* layer = &leaves[kUpstream];
@@ -420,8 +425,8 @@ class RecurrentLayerBackwardFunction : public torch::autograd::Function<Recurren
     if (sources.empty() || targets.empty()) {
       return grad_inputs;
     }
-    const variable_list second = torch::autograd::grad(sources, targets, weights, /*retain_graph=*/false,
-                                                       /*create_graph=*/false, /*allow_unused=*/true);
+    const variable_list second = torch::autograd::grad(sources, targets, weights, /*retain_graph=*/create_graph,
+                                                       create_graph, /*allow_unused=*/true);
     for (size_t index = 0; index < targets.size(); ++index) {
       grad_inputs[target_arguments[index]] = second[index];
     }
@@ -437,7 +442,7 @@ RecurrentGrads backward_autograd(const Tensor& grad_output, const Tensor& grad_h
                                  c10::string_view cell, bool reverse, bool need_input_grad, bool need_weight_grad) {
   TORCH_CHECK(!carries_tangent(grad_output, grad_h_n, grad_c_n, input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, w_peep,
                                output),
-              kNoHigherDerivatives);
+              kNoTangentOfBackward);
   // Outside create_graph=True (every usual backward), no node that could only raise.
   if (!needs_autograd(grad_output, grad_h_n, grad_c_n, input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, w_peep, output,
                       workspace)) {

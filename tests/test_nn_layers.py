@@ -198,6 +198,30 @@ def test_gradient_penalty_matches_torch(mode, backend):
 
 
 @pytest.mark.parametrize("mode", ["lstm", "gru", "rnn_tanh"])
+def test_hessian_vector_products_and_third_derivatives_match_torch(mode, backend):
+    """torch.autograd.functional.hvp differentiates a second backward run with
+    create_graph=True (the double-vjp trick), and so does a third derivative: the second
+    derivatives are differentiable in turn."""
+    inputs = Inputs()
+    torch_module, seqkern_module = build_pair(mode, True, False, False, 1, 0, torch.float64, inputs)
+    x, direction = inputs.randn(3, 2, INPUT), inputs.randn(3, 2, INPUT)
+    results = []
+    for module in (torch_module, seqkern_module):
+        def loss(x):
+            return module(x)[0].pow(2).sum()
+
+        with torch.backends.mkldnn.flags(enabled=False):
+            hvp = torch.autograd.functional.hvp(loss, x, direction)[1]
+            leaf = x.clone().requires_grad_()
+            (first,) = torch.autograd.grad(loss(leaf), leaf, create_graph=True)
+            (second,) = torch.autograd.grad((first * direction).sum(), leaf, create_graph=True)
+            (third,) = torch.autograd.grad((second * direction).sum(), leaf)
+        results.append((hvp, third))
+    for actual, expected in zip(results[1], results[0]):
+        assert_close(actual, expected)
+
+
+@pytest.mark.parametrize("mode", ["lstm", "gru", "rnn_tanh"])
 def test_dropout_training_matches_torch_and_eval_turns_it_off(mode, backend):
     inputs = Inputs()
     torch_module, seqkern_module = build_pair(mode, True, False, True, 3, 0, torch.float64, inputs)
