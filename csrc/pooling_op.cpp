@@ -97,13 +97,15 @@ std::vector<c10::SymInt> saved_sizes(AutogradContext* ctx, const char* name) {
   return ctx->saved_data[name].toSymIntVector();
 }
 
-// values (N, C, *S_in) at each window's argmax -> (N, C, *S_out); zero where the index is -1 (the
-// maximum was a padded position). Both the tangent of max_pool (forward-mode AD) and the
-// gradient of max_pool_backward, which is linear in grad_output.
-Tensor gather_at_argmax(const Tensor& values, const Tensor& indices) {
+// values (N, C, *S_in) at each window's argmax -> (N, C, *S_out); where the index is -1 (the
+// maximum was a padded position), `padded` (N, C, *S_out), or zero without it. The tangent of
+// max_pool (forward-mode AD), the gradient of max_pool_backward, which is linear in
+// grad_output, and the pool itself under a functorch transform.
+Tensor gather_at_argmax(const Tensor& values, const Tensor& indices, const Tensor& padded = Tensor()) {
   const Tensor flat_indices = indices.flatten(2).to(at::kLong);
   const Tensor gathered = values.flatten(2).gather(2, flat_indices.clamp_min(0));
-  return at::where(flat_indices >= 0, gathered, at::zeros_like(gathered)).reshape_symint(indices.sym_sizes());
+  const Tensor fallback = padded.defined() ? padded.flatten(2) : at::zeros_like(gathered);
+  return at::where(flat_indices >= 0, gathered, fallback).reshape_symint(indices.sym_sizes());
 }
 
 class MaxPoolBackwardFunction : public torch::autograd::Function<MaxPoolBackwardFunction> {
@@ -168,10 +170,7 @@ PoolOutputs max_pool_autograd(const Tensor& input, Sizes kernel_size, Sizes stri
       std::tie(pooled, indices) = forward_op().call(input, kernel_size, stride, dilation, padding, ceil_mode,
                                                     pad_value, index_dtype.value_or(at::kLong));
     }
-    const Tensor flat_indices = indices.flatten(2);
-    const Tensor gathered = input.flatten(2).gather(2, flat_indices.clamp_min(0));
-    const Tensor output = at::where(flat_indices >= 0, gathered, pooled.flatten(2)).reshape(pooled.sizes());
-    return {output.contiguous(layout_of(input)),
+    return {gather_at_argmax(input, indices, pooled).contiguous(layout_of(input)),
             index_dtype ? indices : at::empty({0}, input.options().dtype(at::kLong))};
   }
   const Tensor tangent = input._fw_grad(/*level=*/0);
