@@ -572,39 +572,41 @@ void few_rows_step_product(const Tensor& a, const Tensor& w, scalar_t* c, int64_
   TORCH_INTERNAL_ASSERT(a.stride(1) == 1 && (w.stride(1) == 1 || w.stride(0) == 1));
   const scalar_t* const a_data = a.data_ptr<scalar_t>();
   const scalar_t* const w_data = w.data_ptr<scalar_t>();
-  // Four independent sums at a time, so that the multiply-adds' latency is hidden.
+  // Four independent sums at a time where there are four, so that the multiply-adds' latency
+  // is hidden; one at a time after that. Each sum runs over k in the same order either way.
   constexpr int64_t kGroup = 4;
+  using group = std::integral_constant<int64_t, kGroup>;
+  using single = std::integral_constant<int64_t, 1>;
   if (w.stride(1) == 1) {
     const int64_t ldw = w.stride(0), whole = K / lanes * lanes;
-    const auto finish = [&](int64_t m, int64_t n, vector sums, const scalar_t* row, const scalar_t* weights) {
-      scalar_t sum = sum_of_lanes<scalar_t>(sums);
-      for (int64_t k = whole; k < K; ++k) {
-        sum += row[k] * weights[k];
+    // c[m, n + j] for j < count: dot products of a's row m with w's rows n + j.
+    const auto dot_products = [&](auto count, int64_t m, int64_t n) {
+      constexpr int64_t kCount = decltype(count)::value;
+      const scalar_t* const row = a_data + m * lda;
+      vector sums[kCount] = {};
+      for (int64_t k = 0; k < whole; k += lanes) {
+        const vector x = Vector<scalar_t>::load(row + k);
+        for (int64_t j = 0; j < kCount; ++j) {
+          sums[j] = multiply_add(x, Vector<scalar_t>::load(w_data + (n + j) * ldw + k), sums[j]);
+        }
       }
-      scalar_t& out = c[m * ldc + (n / block_cols) * block_ld + n % block_cols];
-      out = accumulate ? out + sum : sum;
+      for (int64_t j = 0; j < kCount; ++j) {
+        const scalar_t* const weights = w_data + (n + j) * ldw;
+        scalar_t sum = sum_of_lanes<scalar_t>(sums[j]);
+        for (int64_t k = whole; k < K; ++k) {
+          sum += row[k] * weights[k];
+        }
+        scalar_t& out = c[m * ldc + ((n + j) / block_cols) * block_ld + (n + j) % block_cols];
+        out = accumulate ? out + sum : sum;
+      }
     };
     for (int64_t m = 0; m < M; ++m) {
-      const scalar_t* const row = a_data + m * lda;
       int64_t n = 0;
       for (; n + kGroup <= N; n += kGroup) {
-        vector sums[kGroup] = {};
-        for (int64_t k = 0; k < whole; k += lanes) {
-          const vector x = Vector<scalar_t>::load(row + k);
-          for (int64_t j = 0; j < kGroup; ++j) {
-            sums[j] = multiply_add(x, Vector<scalar_t>::load(w_data + (n + j) * ldw + k), sums[j]);
-          }
-        }
-        for (int64_t j = 0; j < kGroup; ++j) {
-          finish(m, n + j, sums[j], row, w_data + (n + j) * ldw);
-        }
+        dot_products(group{}, m, n);
       }
       for (; n < N; ++n) {
-        vector sums = {};
-        for (int64_t k = 0; k < whole; k += lanes) {
-          sums = multiply_add(Vector<scalar_t>::load(row + k), Vector<scalar_t>::load(w_data + n * ldw + k), sums);
-        }
-        finish(m, n, sums, row, w_data + n * ldw);
+        dot_products(single{}, m, n);
       }
     }
     return;
@@ -612,32 +614,35 @@ void few_rows_step_product(const Tensor& a, const Tensor& w, scalar_t* c, int64_
   // w[n, k] = weight[k * ldk + n]: c's row m is the sum over k of a[m, k] times the weight's row k.
   TORCH_INTERNAL_ASSERT(block_cols == N && block_ld == N);
   const int64_t ldk = w.stride(1);
-  for (int64_t m = 0; m < M; ++m) {
+  // Vectors [n, n + count L) of c's row m.
+  const auto scaled_rows = [&](auto count, int64_t m, int64_t n) {
     const scalar_t* const row = a_data + m * lda;
-    scalar_t* const out = c + m * ldc;
+    constexpr int64_t kCount = decltype(count)::value;
+    scalar_t* const out = c + m * ldc + n;
+    vector sums[kCount];
+    for (int64_t j = 0; j < kCount; ++j) {
+      sums[j] = accumulate ? Vector<scalar_t>::load(out + j * lanes) : vector{};
+    }
+    for (int64_t k = 0; k < K; ++k) {
+      const vector scale = vector{} + row[k];
+      for (int64_t j = 0; j < kCount; ++j) {
+        sums[j] = multiply_add(scale, Vector<scalar_t>::load(w_data + k * ldk + n + j * lanes), sums[j]);
+      }
+    }
+    for (int64_t j = 0; j < kCount; ++j) {
+      Vector<scalar_t>::store(out + j * lanes, sums[j]);
+    }
+  };
+  for (int64_t m = 0; m < M; ++m) {
     int64_t n = 0;
     for (; n + kGroup * lanes <= N; n += kGroup * lanes) {
-      vector sums[kGroup];
-      for (int64_t j = 0; j < kGroup; ++j) {
-        sums[j] = accumulate ? Vector<scalar_t>::load(out + n + j * lanes) : vector{};
-      }
-      for (int64_t k = 0; k < K; ++k) {
-        const vector scale = vector{} + row[k];
-        for (int64_t j = 0; j < kGroup; ++j) {
-          sums[j] = multiply_add(scale, Vector<scalar_t>::load(w_data + k * ldk + n + j * lanes), sums[j]);
-        }
-      }
-      for (int64_t j = 0; j < kGroup; ++j) {
-        Vector<scalar_t>::store(out + n + j * lanes, sums[j]);
-      }
+      scaled_rows(group{}, m, n);
     }
     for (; n + lanes <= N; n += lanes) {
-      vector sums = accumulate ? Vector<scalar_t>::load(out + n) : vector{};
-      for (int64_t k = 0; k < K; ++k) {
-        sums = multiply_add(vector{} + row[k], Vector<scalar_t>::load(w_data + k * ldk + n), sums);
-      }
-      Vector<scalar_t>::store(out + n, sums);
+      scaled_rows(single{}, m, n);
     }
+    const scalar_t* const row = a_data + m * lda;
+    scalar_t* const out = c + m * ldc;
     for (; n < N; ++n) {
       scalar_t sum = accumulate ? out[n] : scalar_t(0);
       for (int64_t k = 0; k < K; ++k) {
