@@ -342,7 +342,7 @@ class RecurrentLayerBackwardFunction : public torch::autograd::Function<Recurren
     const Tensor none;
     ctx->save_for_backward({grad_output, grad_h_n, grad_c_n.value_or(none), input, h0, c0.value_or(none), w_ih, w_hh,
                             b_ih.value_or(none), b_hh.value_or(none), w_hr.value_or(none), w_peep.value_or(none),
-                            lengths.value_or(none), output, workspace});
+                            lengths.value_or(none)});
     ctx->saved_data["cell"] = std::string(cell);
     ctx->saved_data["reverse"] = reverse;
     ctx->saved_data["need_input_grad"] = need_input_grad;
@@ -359,10 +359,12 @@ class RecurrentLayerBackwardFunction : public torch::autograd::Function<Recurren
     // second derivatives must be differentiable in turn.
     const bool create_graph = at::GradMode::is_enabled();
     const variable_list saved = ctx->get_saved_variables();
-    enum { kUpstream = 3, kLayerTensors = 9, kLengths = kUpstream + kLayerTensors, kSaved = kLengths + 3 };
+    // Saved: the upstream gradients, the layer's tensors and lengths, in argument order; output
+    // and workspace, which follow, are not needed (the recomputation makes its own).
+    enum { kUpstream = 3, kLayerTensors = 9, kLengths = kUpstream + kLayerTensors, kArguments = kLengths + 7 };
     // needs_input_grad counts only the tensors that were given, in argument order.
-    bool needs[kSaved] = {};
-    for (int argument = 0, edge = 0; argument < kSaved; ++argument) {
+    bool needs[kLengths] = {};
+    for (int argument = 0, edge = 0; argument < kLengths; ++argument) {
       if (saved[argument].defined()) {
         needs[argument] = ctx->needs_input_grad(edge++);
       }
@@ -401,7 +403,8 @@ class RecurrentLayerBackwardFunction : public torch::autograd::Function<Recurren
         cotangents.push_back(grad_grads[tensor]);
       }
     }
-    variable_list grad_inputs(kSaved + 4);  // + cell, reverse, need_input_grad, need_weight_grad
+    // lengths, output, workspace, cell, reverse, need_input_grad, need_weight_grad get none.
+    variable_list grad_inputs(kArguments);
     if (differentiated.empty()) {
       return grad_inputs;
     }
