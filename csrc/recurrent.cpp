@@ -1760,8 +1760,17 @@ void check_recurrent_layer(const Tensor& input, const Tensor& h0, const Optional
                            const Tensor& w_hh, const OptionalTensor& b_ih, const OptionalTensor& b_hh,
                            const OptionalTensor& w_hr, const OptionalTensor& w_peep, const OptionalTensor& lengths,
                            const std::string& cell) {
-  check_layer(input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, w_peep, lengths, cell, /*reverse=*/false,
-              /*cpu_kernel=*/false);
+  const Layer layer = check_layer(input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, w_peep, lengths, cell,
+                                  /*reverse=*/false, /*cpu_kernel=*/false);
+  if (lengths && layer.batch > 0) {
+    // With ATen ops, not the data pointer: under a transform lengths may be a wrapper.
+    const Tensor outside = lengths->lt(0).logical_or(lengths->gt(layer.steps));
+    if (outside.any().item<bool>()) {
+      const int64_t b = outside.to(at::kByte).argmax().item<int64_t>();
+      TORCH_CHECK_VALUE(false, "seqkern recurrent layer: lengths[", b, "] = ", (*lengths)[b].item<int64_t>(),
+                        " is outside [0, ", layer.steps, "] (T = ", layer.steps, ")");
+    }
+  }
 }
 
 std::tuple<Tensor, Tensor, Tensor, Tensor> recurrent_layer_forward(

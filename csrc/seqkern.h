@@ -27,7 +27,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> recurrent_layer_forwa
     const std::optional<at::Tensor>& lengths, const std::string& cell, bool reverse);
 
 // recurrent_layer_forward's argument checks that hold on every device (shapes, dtypes and
-// devices that agree; not the lengths' values), for a path that runs no kernel of ours.
+// devices that agree, lengths in [0, T]), for a path that runs no kernel of ours.
 void check_recurrent_layer(const at::Tensor& input, const at::Tensor& h0, const std::optional<at::Tensor>& c0,
                            const at::Tensor& w_ih, const at::Tensor& w_hh, const std::optional<at::Tensor>& b_ih,
                            const std::optional<at::Tensor>& b_hh, const std::optional<at::Tensor>& w_hr,

@@ -603,19 +603,6 @@ def test_second_derivatives_under_torch_func_match_finite_differences(monkeypatc
     torch.testing.assert_close(hessian_vector, expected, rtol=1e-6, atol=1e-8)
 
 
-def test_torch_func_checks_arguments_as_the_kernels_do(monkeypatch):
-    monkeypatch.delenv("SEQKERN_BACKEND", raising=False)
-    layer = Layer("lstm", steps=3, batch=2, input_size=3, hidden=4)
-    args = list(layer.forward_args())
-    args[2] = Inputs().randn(2, 5)
-
-    def run(x):
-        return recurrent_ops.recurrent_layer(x, *args[1:])[0]
-
-    with pytest.raises(ValueError, match=re.escape("c0 must have shape (2, 4), got (2, 5)")):
-        torch.func.vjp(run, layer.input)
-
-
 def test_reduced_precision_tangents_keep_the_dtype(monkeypatch):
     monkeypatch.delenv("SEQKERN_BACKEND", raising=False)
     layer = Layer("gru", steps=3, batch=2, input_size=3, hidden=4, dtype=torch.bfloat16)
@@ -731,6 +718,26 @@ def test_cpp_and_python_checks_say_the_same(case):
             check()
         raised.append(str(caught.value).split("\n")[0])
     assert raised[0] == raised[1]
+
+
+# The kernels' own checks on the dtype and device they compute on do not apply there.
+TRANSFORM_CHECKED = sorted(set(BAD_FORWARD) - {"meta input", "integer input"})
+
+
+@pytest.mark.parametrize("case", TRANSFORM_CHECKED)
+def test_torch_func_checks_arguments_as_the_kernels_do(monkeypatch, case):
+    """Under a transform the layer runs as ATen ops, after the same checks, lengths' values included."""
+    monkeypatch.delenv("SEQKERN_BACKEND", raising=False)
+    changes, fragment = BAD_FORWARD[case]
+    layer = Layer("lstm", steps=3, batch=2, input_size=3, hidden=4)
+    names = ("input", "h0", "c0", "w_ih", "w_hh", "b_ih", "b_hh", "w_hr", "w_peep", "lengths", "cell", "reverse")
+    args = {**dict(zip(names, layer.forward_args())), **changes}
+
+    def run(w_ih):
+        return recurrent_ops.recurrent_layer(**{**args, "w_ih": w_ih})[0]
+
+    with pytest.raises(ValueError, match=re.escape(fragment)):
+        torch.func.vjp(run, args["w_ih"])
 
 
 def bad_backward(**changes):
