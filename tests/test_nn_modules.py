@@ -1,12 +1,17 @@
 """seqkern.nn modules are torch.nn modules: same parameters from the same seed, state_dict
-both ways, repr, pickling (old pickles included), _flat_weights bookkeeping, extensions."""
+both ways, repr, pickling (old pickles included), _flat_weights bookkeeping, extensions;
+TorchScript: a clear error from torch.jit.script, and torch.jit.trace records the ops."""
+import io
 import math
 import pickle
+import re
+import warnings
 
 import pytest
 import torch
 
 import seqkern
+from support import Inputs, assert_close
 
 # (class name, args, kwargs)
 CONFIGS = [
@@ -181,3 +186,82 @@ def test_gru_reset_before_flag_changes_no_parameter():
     assert list(module.state_dict()) == list(torch_module.state_dict())
     assert repr(module) == "GRU(7, 5, num_layers=2, reset_after=False)"
     assert repr(seqkern.nn.GRUCell(7, 5, reset_after=False)) == "GRUCell(7, 5, reset_after=False)"
+
+
+POOL_CONFIGS = [("MaxPool1d", (3, 2, 1), {}), ("MaxPool2d", (2,), {"ceil_mode": True}),
+                ("MaxPool3d", ((1, 2, 2),), {"dilation": (1, 2, 1)})]
+
+
+def scripting_model(module):
+    """A user's model holding the module, as torch.jit.script meets it: through its parent."""
+    return torch.nn.Sequential(torch.nn.Identity(), module)
+
+
+@pytest.mark.parametrize("config", CONFIGS + POOL_CONFIGS, ids=config_id)
+def test_torch_jit_script_is_a_clear_error(config):
+    """torch.jit.script cannot compile a seqkern forward (Python around torch.library ops);
+    it says so, naming the module and what to use, instead of failing to parse it."""
+    name, args, kwargs = config
+    module = getattr(seqkern.nn, name)(*args, **kwargs)
+    message = f"seqkern.nn.{name} cannot be compiled by TorchScript (torch.jit.script)"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        for target in (module, scripting_model(module)):
+            with pytest.raises(RuntimeError, match=re.escape(message)) as caught:
+                torch.jit.script(target)
+            assert "torch.compile" in str(caught.value) and "torch.jit.trace" in str(caught.value)
+
+
+def example_input(name, args, kwargs, batch, steps, inputs):
+    input_size = args[0]
+    if name.endswith("Cell"):
+        return inputs.randn(batch, input_size)
+    if kwargs.get("batch_first"):
+        return inputs.randn(batch, steps, input_size)
+    return inputs.randn(steps, batch, input_size)
+
+
+def flat_outputs(output):
+    if isinstance(output, torch.Tensor):
+        return [output]
+    return [tensor for item in output for tensor in flat_outputs(item)]
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=config_id)
+def test_traced_module_runs_seqkern_ops_at_other_shapes(config):
+    """torch.jit.trace records the seqkern ops; the saved and reloaded trace runs at a batch and
+    length it was not traced at, with torch.nn's results (float64, inference)."""
+    name, args, kwargs = config
+    torch_module, seqkern_module = build_both(*config)
+    torch_module, seqkern_module = torch_module.double().eval(), seqkern_module.double().eval()
+    inputs = Inputs()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        traced = torch.jit.trace(seqkern_module, (example_input(name, args, kwargs, 3, 4, inputs),))
+        buffer = io.BytesIO()
+        torch.jit.save(traced, buffer)
+        buffer.seek(0)
+        loaded = torch.jit.load(buffer)
+    graph = str(traced.inlined_graph)
+    assert ("seqkern::recurrent_cell" if name.endswith("Cell") else "seqkern::recurrent_layer") in graph
+    x = example_input(name, args, kwargs, 5, 7, inputs)
+    expected = flat_outputs(torch_module(x))
+    actual = flat_outputs(loaded(x))
+    assert [tensor.shape for tensor in actual] == [tensor.shape for tensor in expected]
+    for tensor, wanted in zip(actual, expected):
+        assert_close(tensor, wanted)
+
+
+@pytest.mark.parametrize("config", POOL_CONFIGS, ids=config_id)
+def test_traced_pool_runs_seqkern_ops_at_other_shapes(config):
+    name, args, kwargs = config
+    torch_module = getattr(torch.nn, name)(*args, **kwargs)
+    seqkern_module = getattr(seqkern.nn, name)(*args, **kwargs)
+    dims = int(name[-2])
+    inputs = Inputs()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        traced = torch.jit.trace(seqkern_module, (inputs.randn(2, 3, *[6] * dims),))
+    assert "seqkern::max_pool" in str(traced.inlined_graph)
+    x = inputs.randn(3, 2, *[9 + axis for axis in range(dims)])
+    assert torch.equal(traced(x), torch_module(x))

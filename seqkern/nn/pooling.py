@@ -9,9 +9,10 @@ import math
 import torch
 
 from .. import functional
+from ._scripting import NotScriptable
 
 
-class _SeqkernMaxPool:
+class _SeqkernMaxPool(NotScriptable):
     """The shared part: constructor, forward, the pad_value attribute and its repr. A
     subclass names its functional pool; torch.nn's class after this one in its bases gives
     the attributes and checks."""

@@ -30,6 +30,7 @@ from torch.nn import Parameter, init
 from torch.nn.utils.rnn import PackedSequence
 
 from .. import functional as F
+from ._scripting import NotScriptable
 
 __all__ = ["RNN", "LSTM", "GRU", "RNNCell", "LSTMCell", "GRUCell"]
 
@@ -56,7 +57,7 @@ def _map_state_pair(hx, function):
     return function(hx[0]), function(hx[1])
 
 
-class _RecurrentStack:
+class _RecurrentStack(NotScriptable):
     """What seqkern's RNN, LSTM and GRU change in torch.nn.RNNBase (first in their bases).
 
     Extension flags are class attributes as well as instance attributes, so modules built
@@ -229,7 +230,7 @@ class LSTM(_RecurrentStack, torch.nn.LSTM):
                       coupled_gates=self.coupled_gates)
 
 
-class _Cell:
+class _Cell(NotScriptable):
     """What seqkern's cells change in torch.nn.RNNCellBase (first in their bases)."""
 
     _extension_defaults: dict = {}
