@@ -468,6 +468,108 @@ def test_errors_match_torch(dims, make_input, args, kwargs, return_indices, requ
     assert str(actual.value) == str(expected.value)
 
 
+# Values an int[] argument's element (or the whole argument) may be, as torch's parser sees
+# them: it checks the first element's type (bool is not an int there) and unpacks the rest
+# (where bool is), and names C types with their module (numpy.float64).
+PARSER_VALUES = {
+    "int": lambda: 2, "bool": lambda: True, "float": lambda: 2.0, "numpy int64": lambda: np.int64(2),
+    "numpy float64": lambda: np.float64(2.0), "numpy bool": lambda: np.bool_(True),
+    "int tensor": lambda: torch.tensor(2), "float tensor": lambda: torch.tensor(2.0),
+    "bool tensor": lambda: torch.tensor(True), "one-element tensor": lambda: torch.tensor([2]),
+    "None": lambda: None, "str": lambda: "a", "numpy array": lambda: np.array([2, 2]),
+}
+PARSER_DEFAULTS = {"kernel_size": 2, "stride": 1, "padding": 0, "dilation": 1}
+
+
+@pytest.mark.parametrize("argument", PARSER_DEFAULTS)
+@pytest.mark.parametrize("dims", [2, 3])
+def test_int_list_arguments_parse_as_torchs(dims, argument):
+    x = torch.zeros(1, 1, *[6] * dims)
+    mismatches = []
+    for name, make in PARSER_VALUES.items():
+        for where in ["whole", *range(dims)]:
+            if argument == "padding" and where == "whole" and name == "str":
+                continue  # the seqkern extension's: "same", "valid" or its own error
+            arguments = dict(PARSER_DEFAULTS)
+            arguments[argument] = make() if where == "whole" else [
+                make() if axis == where else PARSER_DEFAULTS[argument] for axis in range(dims)]
+            for return_indices in (False, True):
+                outcomes = [_outcome(lambda pool=pool: pool(x, **arguments, return_indices=return_indices))
+                            for pool in (TORCH_POOLS[dims], SEQKERN_POOLS[dims])]
+                expected, actual = outcomes
+                same = actual[0] is expected[0] and (
+                    torch.equal(actual[1][0] if return_indices else actual[1],
+                                expected[1][0] if return_indices else expected[1])
+                    if expected[0] == "value" else actual[1] == expected[1])
+                if not same:
+                    mismatches.append((name, where, return_indices, expected, actual))
+    assert not mismatches, mismatches[:3]
+
+
+def test_other_argument_type_names_match_torch():
+    x = torch.zeros(1, 1, 4, 4)
+    for call in (lambda pool: pool(np.zeros((1, 1, 4, 4)), 2), lambda pool: pool(x, 2, ceil_mode=np.bool_(True))):
+        expected, actual = _outcome(lambda: call(F.max_pool2d)), _outcome(lambda: call(SF.max_pool2d))
+        assert expected[0] is TypeError and actual == expected
+
+
+def _outcome(call):
+    try:
+        return ("value", call())
+    except Exception as error:  # the outcome compared: its type and message
+        return (type(error), str(error))
+
+
+# (dims, a call's input and arguments that pass, then ones that torch treats differently
+# although the check cache could see the same key: equal values of other types, another
+# layout or shape). Each probe runs after its warm-up call, whose geometry is cached.
+CACHE_PROBES = [
+    (2, lambda: torch.zeros(1, 1, 4, 4), (1,), {}, lambda: torch.zeros(1, 1, 4, 4), (True,), {}),
+    (2, lambda: torch.zeros(1, 1, 4, 4), (2,), {}, lambda: torch.zeros(1, 1, 4, 4), (2.0,), {}),
+    (2, lambda: torch.zeros(1, 1, 4, 4), (2, (1, 1)), {}, lambda: torch.zeros(1, 1, 4, 4), (2, (1, True)), {}),
+    (2, lambda: torch.zeros(1, 1, 4, 4), (2,), {"ceil_mode": False}, lambda: torch.zeros(1, 1, 4, 4), (2,),
+     {"ceil_mode": 0}),
+    (2, lambda: torch.zeros(1, 1, 4, 4), (3, 1, 1), {}, lambda: torch.zeros(1, 1, 1, 1), (3, 1, 1), {}),
+    (3, lambda: torch.zeros(2, 4, 4, 4), (2,), {}, lambda: torch.zeros(2, 4, 4, 4).to(
+        memory_format=torch.channels_last), (2,), {}),
+    (1, lambda: torch.zeros(1, 2, 5), (2,), {}, lambda: torch.zeros(1, 2, 5, dtype=torch.bool), (2,), {}),
+]
+
+
+@pytest.mark.parametrize("dims, warm_input, warm_args, warm_kwargs, probe_input, probe_args, probe_kwargs",
+                         CACHE_PROBES)
+def test_cached_checks_let_no_other_argument_through(dims, warm_input, warm_args, warm_kwargs, probe_input,
+                                                     probe_args, probe_kwargs):
+    """A pool's checked geometry is cached by its arguments and the input's shape and dtype;
+    an argument that only compares equal to a cached one (True == 1, 2.0 == 2) or an input
+    that differs elsewhere still gets torch's own outcome."""
+    SEQKERN_POOLS[dims](warm_input(), *warm_args, **warm_kwargs)
+    expected = _outcome(lambda: TORCH_POOLS[dims](probe_input(), *probe_args, **probe_kwargs))
+    actual = _outcome(lambda: SEQKERN_POOLS[dims](probe_input(), *probe_args, **probe_kwargs))
+    assert actual[0] is expected[0]
+    if expected[0] == "value":
+        assert torch.equal(actual[1], expected[1])
+    else:
+        assert actual[1] == expected[1]
+
+
+def test_the_check_cache_stays_bounded():
+    x = torch.arange(64.0).reshape(1, 1, 8, 8)
+    for width in range(2, 2 + pooling_ops._MAX_GEOMETRIES + 40):
+        SF.max_pool1d(torch.zeros(1, 1, width), 2)
+        assert len(pooling_ops._GEOMETRIES) <= pooling_ops._MAX_GEOMETRIES
+    assert torch.equal(SF.max_pool2d(x, 2), F.max_pool2d(x, 2))
+
+
+def test_cached_checks_still_check_pad_value():
+    SF.max_pool2d(torch.zeros(1, 1, 4, 4), 2, pad_value=1)
+    with pytest.raises(TypeError, match="pad_value must be a real number, not bool"):
+        SF.max_pool2d(torch.zeros(1, 1, 4, 4), 2, pad_value=True)
+    SF.max_pool2d(torch.zeros(1, 1, 4, 4, dtype=torch.int8), 2, pad_value=100)
+    with pytest.raises(ValueError, match="is not a value of the input dtype torch.int8"):
+        SF.max_pool2d(torch.zeros(1, 1, 4, 4, dtype=torch.int8), 2, pad_value=1000)
+
+
 @pytest.mark.parametrize("dims", [1, 2, 3])
 def test_non_tensor_input_and_layer_errors_match_torch(dims):
     for pool in (TORCH_POOLS[dims], SEQKERN_POOLS[dims]):

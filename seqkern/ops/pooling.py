@@ -264,6 +264,7 @@ else:
 # ---------------------------------------------------------------------------------------
 _ARGUMENT_POSITIONS = {"kernel_size": 2, "stride": 3, "padding": 4, "dilation": 5}
 _INT32_RANGE = (-(2**31), 2**31 - 1)
+_HEAP_TYPE = 1 << 9  # Py_TPFLAGS_HEAPTYPE: a class made by a class statement, not a C type
 _SCALAR_TYPE_NAMES = {
     torch.bool: "Bool", torch.complex32: "ComplexHalf", torch.complex64: "ComplexFloat",
     torch.complex128: "ComplexDouble", torch.uint16: "UInt16", torch.uint32: "UInt32", torch.uint64: "UInt64",
@@ -281,6 +282,15 @@ def _is_index(value) -> bool:
     return True
 
 
+def _type_name(value) -> str:
+    """The type's name as torch's argument parser prints it (CPython's tp_name): a C type
+    outside builtins carries its module ("numpy.float64"), a Python class does not."""
+    kind = type(value)
+    if kind.__flags__ & _HEAP_TYPE or kind.__module__ == "builtins":
+        return kind.__name__
+    return f"{kind.__module__}.{kind.__name__}"
+
+
 def _int_list(function: str, name: str, value) -> List[int]:
     """torch's int[] argument parsing: an int, or a list or tuple of ints."""
     if type(value) is int:  # the common cases first: each check below keeps their result
@@ -289,17 +299,19 @@ def _int_list(function: str, name: str, value) -> List[int]:
         return list(value)
     position = _ARGUMENT_POSITIONS[name]
     if isinstance(value, (list, tuple)):
+        # torch checks the type of the first element only, then unpacks each, and unpacking
+        # takes a bool for an int: (2, True) is (2, 1), (True, 2) is an error.
+        if value and not _is_index(value[0]):
+            raise TypeError(f"{function}(): argument '{name}' (position {position}) must be tuple of ints, "
+                            f"but found element of type {_type_name(value[0])} at pos 0")
         for at, item in enumerate(value):
-            if isinstance(item, bool):
-                raise TypeError(f"{function}(): argument '{name}' (position {position}) must be tuple of ints, "
-                                f"but found element of type bool at pos {at}")
-            if not _is_index(item):
-                raise TypeError(f"{function}(): argument '{name}' failed to unpack the object at pos {position} "
-                                f'with error "type must be tuple of ints,but got {type(item).__name__}"')
+            if not (isinstance(item, bool) or _is_index(item)):
+                raise TypeError(f"{function}(): argument '{name}' failed to unpack the object at pos {at + 1} "
+                                f'with error "type must be tuple of ints,but got {_type_name(item)}"')
         return [item.__index__() for item in value]
     if not _is_index(value):
         raise TypeError(f"{function}(): argument '{name}' (position {position}) must be tuple of ints, "
-                        f"not {type(value).__name__}")
+                        f"not {_type_name(value)}")
     return [value.__index__()]
 
 
@@ -517,29 +529,60 @@ def _is_extension_padding(padding) -> bool:
         isinstance(padding, (list, tuple)) and any(isinstance(sides, (list, tuple)) for sides in padding))
 
 
-def _index_dtype(input: Tensor, dims: int, return_indices: bool) -> Optional[torch.dtype]:
-    """int64 for indices the caller gets, int32 for indices only backward reads, else none."""
-    if return_indices:
-        return torch.int64
-    if not (input.requires_grad and torch.is_grad_enabled()):
-        return None
+def _backward_index_dtype(input: Tensor, dims: int) -> torch.dtype:
+    """Indices only backward reads: int32 (half the memory traffic) where a plane allows it."""
     return torch.int32 if math.prod(input.shape[-dims:]) <= 2**31 - 1 else torch.int64
 
 
-def max_pool_nd(dims, input, kernel_size, stride, padding, dilation, ceil_mode, return_indices, pad_value):
-    """seqkern.functional.max_pool{dims}d: torch's semantics, checks and messages, plus
-    padding="same" / "valid" / per-axis (before, after) pairs and a pad_value."""
+def _plain_ints(value) -> bool:
+    if type(value) is int:
+        return True
+    if type(value) is not tuple:
+        return False
+    for item in value:
+        if type(item) is not int:
+            return False
+    return True
+
+
+# Checked geometries of recent calls, by _geometry_key: a module pools inputs of one shape
+# call after call, and torch's argument checks cost more than the kernel on small inputs.
+_GEOMETRIES: dict = {}
+_MAX_GEOMETRIES = 256
+
+
+def _geometry_key(dims, input, kernel_size, stride, padding, dilation, ceil_mode, return_indices, pad_value):
+    """What the checks' outcome depends on, or None where a cached outcome could differ from
+    the checks': arguments whose type the checks look at (True == 1 and 2.0 == 2 as keys, but
+    not for torch), a layout only the checks read (an unbatched 3-D pool's input), a tensor
+    subclass, and Dynamo's tracing (which should see the checks, not a global dict)."""
+    if type(input) is not Tensor or torch.compiler.is_compiling():
+        return None
+    if not (_plain_ints(kernel_size) and (stride is None or _plain_ints(stride))
+            and (type(padding) is str or _plain_ints(padding)) and _plain_ints(dilation)):
+        return None
+    if type(ceil_mode) is not bool or type(return_indices) is not bool or type(pad_value) not in (float, int):
+        return None
+    if dims == 3 and input.dim() == 4:
+        return None
+    return (dims, kernel_size, stride, padding, dilation, ceil_mode, return_indices, pad_value, input.shape,
+            input.dtype)
+
+
+def _checked_geometry(dims, input, kernel_size, stride, padding, dilation, ceil_mode, return_indices, pad_value):
+    """torch's argument checks and messages, and the extension's; returns (kernel, stride,
+    dilation, flat padding, pad_value as a float, the dtype of indices kept for backward)."""
     with_indices = return_indices
     function = f"max_pool{dims}d" + ("_with_indices" if with_indices else "")
     if not isinstance(input, Tensor):
-        raise TypeError(f"{function}(): argument 'input' (position 1) must be Tensor, not {type(input).__name__}")
+        raise TypeError(f"{function}(): argument 'input' (position 1) must be Tensor, not {_type_name(input)}")
     kernel = _int_list(function, "kernel_size", kernel_size)
     stride = [] if stride is None else _int_list(function, "stride", stride)
     extension = _is_extension_padding(padding)
     torch_padding = [] if extension else _int_list(function, "padding", padding)
     dilation = _int_list(function, "dilation", dilation)
     if not isinstance(ceil_mode, bool):
-        raise TypeError(f"{function}(): argument 'ceil_mode' (position 6) must be bool, not {type(ceil_mode).__name__}")
+        raise TypeError(f"{function}(): argument 'ceil_mode' (position 6) must be bool, not {_type_name(ceil_mode)}")
     if isinstance(pad_value, bool) or not isinstance(pad_value, (int, float)):
         raise TypeError(f"max_pool{dims}d: pad_value must be a real number, not {type(pad_value).__name__}")
     pad_value = float(pad_value)
@@ -561,11 +604,35 @@ def max_pool_nd(dims, input, kernel_size, stride, padding, dilation, ceil_mode, 
         type_name = _SCALAR_TYPE_NAMES.get(input.dtype, str(input.dtype).replace("torch.", "").capitalize())
         raise NotImplementedError(f'"{kernel_name}" not implemented for \'{type_name}\'')
     check_pad_value(input.dtype, pad_value)
-    batched = input.dim() == dims + 2
     flat_padding = [side for sides in window.padding for side in sides]
-    output, indices = max_pool(input if batched else input.unsqueeze(0), window.kernel, window.stride,
-                               window.dilation, flat_padding, ceil_mode, pad_value,
-                               _index_dtype(input, dims, return_indices))
+    return (window.kernel, window.stride, window.dilation, flat_padding, pad_value,
+            _backward_index_dtype(input, dims))
+
+
+def max_pool_nd(dims, input, kernel_size, stride, padding, dilation, ceil_mode, return_indices, pad_value):
+    """seqkern.functional.max_pool{dims}d: torch's semantics, checks and messages, plus
+    padding="same" / "valid" / per-axis (before, after) pairs and a pad_value."""
+    key = _geometry_key(dims, input, kernel_size, stride, padding, dilation, ceil_mode, return_indices, pad_value)
+    geometry = None if key is None else _GEOMETRIES.get(key)
+    if geometry is None:
+        geometry = _checked_geometry(dims, input, kernel_size, stride, padding, dilation, ceil_mode,
+                                     return_indices, pad_value)
+        if key is not None:
+            if len(_GEOMETRIES) >= _MAX_GEOMETRIES:
+                _GEOMETRIES.clear()
+            _GEOMETRIES[key] = geometry
+    kernel, stride, dilation, flat_padding, pad_value, backward_index_dtype = geometry
+    # int64 for indices the caller gets, the backward dtype where only backward reads them,
+    # none for inference.
+    if return_indices:
+        index_dtype = torch.int64
+    elif input.requires_grad and torch.is_grad_enabled():
+        index_dtype = backward_index_dtype
+    else:
+        index_dtype = None
+    batched = input.dim() == dims + 2
+    output, indices = max_pool(input if batched else input.unsqueeze(0), kernel, stride, dilation, flat_padding,
+                               ceil_mode, pad_value, index_dtype)
     if not batched:
         output, indices = output.squeeze(0), indices.squeeze(0) if return_indices else indices
     return (output, indices) if return_indices else output
