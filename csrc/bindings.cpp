@@ -8,8 +8,10 @@
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, module) {
   module.doc() = "seqkern C++ CPU kernels";
   seqkern::register_recurrent(module);
+  seqkern::register_recurrent_op_calls(module);
   seqkern::recurrent_override.register_setter(module, "_set_recurrent_override");
   seqkern::register_pooling(module);
+  seqkern::register_pooling_op_calls(module);
   seqkern::pooling_override.register_setter(module, "_set_pooling_override");
   module.def(
       "_empty_large_block_cache", [] { seqkern::LargeBlockAllocator::get().empty_cache(); },

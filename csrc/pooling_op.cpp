@@ -206,6 +206,21 @@ Tensor max_pool_backward_autograd(const Tensor& grad_output, const Tensor& indic
 
 BackendOverride pooling_override("seqkern.ops.pooling");
 
+void register_pooling_op_calls(pybind11::module_& module) {
+  namespace py = pybind11;
+  module.def(
+      "_max_pool_call",
+      [](const Tensor& input, const std::vector<int64_t>& kernel_size, const std::vector<int64_t>& stride,
+         const std::vector<int64_t>& dilation, const std::vector<int64_t>& padding, bool ceil_mode, double pad_value,
+         std::optional<at::ScalarType> index_dtype) {
+        return forward_op().call(input, c10::fromIntArrayRefSlow(kernel_size), c10::fromIntArrayRefSlow(stride),
+                                 c10::fromIntArrayRefSlow(dilation), c10::fromIntArrayRefSlow(padding), ceil_mode,
+                                 pad_value, index_dtype);
+      },
+      py::call_guard<py::gil_scoped_release>(),
+      "seqkern::max_pool through the dispatcher, with the op's arguments in its order (positional only)");
+}
+
 }  // namespace seqkern
 
 TORCH_LIBRARY_FRAGMENT(seqkern, m) {

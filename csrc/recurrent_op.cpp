@@ -480,6 +480,25 @@ std::tuple<Tensor, Tensor> cell_step(const Tensor& input, const Tensor& h, const
 
 BackendOverride recurrent_override("seqkern.ops.recurrent");
 
+void register_recurrent_op_calls(pybind11::module_& module) {
+  namespace py = pybind11;
+  using CellSignature = std::tuple<Tensor, Tensor>(const Tensor&, const Tensor&, const OptionalTensor&,
+                                                   const Tensor&, const Tensor&, const OptionalTensor&,
+                                                   const OptionalTensor&, const OptionalTensor&, c10::string_view);
+  module.def(
+      "_recurrent_cell_call",
+      [](const Tensor& input, const Tensor& h, const OptionalTensor& c, const Tensor& w_ih, const Tensor& w_hh,
+         const OptionalTensor& b_ih, const OptionalTensor& b_hh, const OptionalTensor& w_peep,
+         const std::string& cell) {
+        static const auto op = c10::Dispatcher::singleton()
+                                   .findSchemaOrThrow("seqkern::recurrent_cell", "")
+                                   .typed<CellSignature>();
+        return op.call(input, h, c, w_ih, w_hh, b_ih, b_hh, w_peep, cell);
+      },
+      py::call_guard<py::gil_scoped_release>(),
+      "seqkern::recurrent_cell through the dispatcher, with the op's arguments in its order (positional only)");
+}
+
 bool backend_overridden() {
   const char* value = std::getenv("SEQKERN_BACKEND");
   return value != nullptr && value[0] != '\0';

@@ -97,4 +97,11 @@ extern BackendOverride pooling_override;    // seqkern.ops.pooling (pooling_op.c
 
 void register_recurrent(pybind11::module_& module);
 void register_pooling(pybind11::module_& module);
+
+// Python entry points that call the registered ops through the dispatcher, as torch.ops
+// does, without its Python argument handling (which costs more than a small pool's kernel).
+// seqkern.ops calls them in eager mode where torch.ops would do nothing else: no
+// __torch_function__ to honour, no Dynamo tracing (recurrent_op.cpp, pooling_op.cpp).
+void register_recurrent_op_calls(pybind11::module_& module);
+void register_pooling_op_calls(pybind11::module_& module);
 }  // namespace seqkern

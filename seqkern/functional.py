@@ -20,7 +20,7 @@ Packed input runs as one padded (T, B, I) tensor in sorted batch order plus a ``
 vector; the op freezes each sequence's state after its last step and writes zeros past it.
 
 Cells (``rnn_cell``, ``lstm_cell``, ``gru_cell``) take (B, I) input and (B, H) states and
-run ``torch.ops.seqkern.recurrent_cell``, the layer op at T = 1.
+run the op ``seqkern::recurrent_cell``, the layer op at T = 1.
 """
 from __future__ import annotations
 
@@ -33,6 +33,7 @@ from torch.nn.utils.rnn import PackedSequence
 
 from .ops import pooling as _pooling
 from .ops import recurrent as _recurrent
+from .ops._entry import op_entry as _op_entry
 
 __all__ = ["rnn", "lstm", "gru", "rnn_cell", "lstm_cell", "gru_cell", "max_pool1d", "max_pool2d", "max_pool3d"]
 
@@ -272,7 +273,9 @@ def _run_cell(input, h, c, w_ih, w_hh, b_ih, b_hh, w_peep, cell):
         # graph of the input and weights, as torch's do.
         empty = input @ w_ih.t()
         return empty, None if c is None else empty.clone()
-    return _recurrent.recurrent_cell(input, h, c, w_ih, w_hh, b_ih, b_hh, w_peep, cell)
+    cell_op = _op_entry(_recurrent.recurrent_cell, _recurrent.direct_recurrent_cell,
+                       (input, h, c, w_ih, w_hh, b_ih, b_hh, w_peep))
+    return cell_op(input, h, c, w_ih, w_hh, b_ih, b_hh, w_peep, cell)
 
 
 def _check_cell_call(input, states, w_ih, w_hh):

@@ -163,13 +163,15 @@ def test_ties_nan_and_all_minus_inf_windows_match_torch():
 def test_index_dtype_follows_what_the_caller_needs(monkeypatch):
     """No indices for inference, int32 ones when only backward reads them, int64 when returned."""
     calls = []
-    original = pooling_ops.max_pool
 
-    def recording(*args):
-        calls.append(args[-1])
-        return original(*args)
+    def recording(entry):
+        def record(*args):
+            calls.append(args[-1])
+            return entry(*args)
+        return record
 
-    monkeypatch.setattr(pooling_ops, "max_pool", recording)
+    for entry in ("max_pool", "_direct_max_pool"):
+        monkeypatch.setattr(pooling_ops, entry, recording(getattr(pooling_ops, entry)))
     x = torch.randn(2, 3, 9, 9)
     SF.max_pool2d(x, 3, 2, 1)
     with torch.no_grad():

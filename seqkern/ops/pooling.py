@@ -52,6 +52,7 @@ from torch import Tensor
 from torch._prims_common import suggest_memory_format
 
 from .. import _backend
+from ._entry import op_entry
 
 INDEX_DTYPES = (torch.int64, torch.int32)
 SUPPORTED_DTYPES = (
@@ -246,7 +247,7 @@ def _max_pool_vmap(info, in_dims, input, kernel_size, stride, dilation, padding,
 try:
     _C = _backend.load_cpp()
 except _backend.BackendUnavailableError as error:
-    max_pool = max_pool_backward = _backend.extension_missing(error)
+    max_pool = max_pool_backward = _direct_max_pool = _backend.extension_missing(error)
 else:
     _C._set_pooling_override(_forward_on_backend, _backward_on_backend)
     torch.library.register_fake("seqkern::max_pool")(_max_pool_fake)
@@ -256,6 +257,7 @@ else:
     torch.library.register_vmap("seqkern::max_pool")(_max_pool_vmap)
     max_pool = torch.ops.seqkern.max_pool.default
     max_pool_backward = torch.ops.seqkern.max_pool_backward.default
+    _direct_max_pool = _C._max_pool_call
 
 
 # ---------------------------------------------------------------------------------------
@@ -631,8 +633,9 @@ def max_pool_nd(dims, input, kernel_size, stride, padding, dilation, ceil_mode, 
     else:
         index_dtype = None
     batched = input.dim() == dims + 2
-    output, indices = max_pool(input if batched else input.unsqueeze(0), kernel, stride, dilation, flat_padding,
-                               ceil_mode, pad_value, index_dtype)
+    pool = op_entry(max_pool, _direct_max_pool, (input,))
+    output, indices = pool(input if batched else input.unsqueeze(0), kernel, stride, dilation, flat_padding,
+                           ceil_mode, pad_value, index_dtype)
     if not batched:
         output, indices = output.squeeze(0), indices.squeeze(0) if return_indices else indices
     return (output, indices) if return_indices else output

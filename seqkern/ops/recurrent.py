@@ -189,7 +189,8 @@ def _recurrent_layer_backward_fake(grad_output, grad_h_n, grad_c_n, input, h0, c
 try:
     _C = _backend.load_cpp()
 except _backend.BackendUnavailableError as error:
-    recurrent_layer = recurrent_layer_backward = recurrent_cell = _backend.extension_missing(error)
+    recurrent_layer = recurrent_layer_backward = recurrent_cell = direct_recurrent_cell = (
+        _backend.extension_missing(error))
 else:
     _C._set_recurrent_override(_forward_on_backend, _backward_on_backend)
     torch.library.register_fake("seqkern::recurrent_layer")(_recurrent_layer_fake)
@@ -199,3 +200,5 @@ else:
     recurrent_layer = torch.ops.seqkern.recurrent_layer.default
     recurrent_layer_backward = torch.ops.seqkern.recurrent_layer_backward.default
     recurrent_cell = torch.ops.seqkern.recurrent_cell.default
+    # The same op from seqkern._C's entry point (seqkern/ops/_entry.py).
+    direct_recurrent_cell = _C._recurrent_cell_call
