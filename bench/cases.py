@@ -151,6 +151,8 @@ FULL_RECURRENT_SHAPES = [(T, B, H, H) for H, T in ((256, 150), (512, 50), (1024,
 # Issue 6's GPU points: FlashRNN's (B=16, T=1024, H=768); fastrnns' shape is in the default grid.
 CUDA_RECURRENT_SHAPES = [(1024, 16, 768, 768)]
 RESNET_STEM = (32, 64, 112, 112)
+# One image of a small CNN (an MNIST-sized feature map): the per-call cost dominates.
+SMALL_FEATURE_MAP = (1, 16, 28, 28)
 POOL_SETTINGS = ((3, 2, 1), (2, 2, 0))   # (kernel, stride, padding)
 
 
@@ -169,6 +171,7 @@ def grid(name: str, device: str, dtype: torch.dtype) -> list:
     if device == "cuda":
         cases += _recurrent(("lstm", "gru"), CUDA_RECURRENT_SHAPES, device, dtype)
     cases += _pooling("max_pool2d", RESNET_STEM, (False, True), device, dtype)
+    cases += _pooling("max_pool2d", SMALL_FEATURE_MAP, (False,), device, dtype)
     if name == "full":
         cases += _recurrent(("lstm", "gru"), FULL_RECURRENT_SHAPES, device, dtype)
         cases += _pooling("max_pool1d", (32, 256, 2048), (False,), device, dtype)

@@ -90,11 +90,18 @@ const c10::TypedOperatorHandle<BackwardSignature>& backward_op() {
   return op;
 }
 
-// The window geometry in saved_data, as symbolic sizes (torch.compile traces with them).
-void save_sizes(AutogradContext* ctx, const char* name, Sizes sizes) { ctx->saved_data[name] = sizes; }
-
-std::vector<c10::SymInt> saved_sizes(AutogradContext* ctx, const char* name) {
-  return ctx->saved_data[name].toSymIntVector();
+// The window geometry in saved_data as one list of symbolic sizes (torch.compile traces with
+// them): input_size (k + 2), kernel_size, stride, dilation (k each), padding (2k) for a
+// k-d pool. One entry, since each costs a hash-map insert and a copy out again, a tenth of a
+// small pool's training step.
+void save_geometry(AutogradContext* ctx, Sizes input_size, Sizes kernel_size, Sizes stride, Sizes dilation,
+                   Sizes padding) {
+  std::vector<c10::SymInt> geometry;
+  geometry.reserve(input_size.size() + 3 * kernel_size.size() + padding.size());
+  for (const Sizes part : {input_size, kernel_size, stride, dilation, padding}) {
+    geometry.insert(geometry.end(), part.begin(), part.end());
+  }
+  ctx->saved_data["geometry"] = std::move(geometry);
 }
 
 // values (N, C, *S_in) at each window's argmax -> (N, C, *S_out); where the index is -1 (the
@@ -132,11 +139,7 @@ class MaxPoolFunction : public torch::autograd::Function<MaxPoolFunction> {
     at::AutoDispatchBelowADInplaceOrView below_autograd;
     auto [output, indices] =
         forward_op().call(input, kernel_size, stride, dilation, padding, ceil_mode, pad_value, index_dtype);
-    save_sizes(ctx, "input_size", input.sym_sizes());
-    save_sizes(ctx, "kernel_size", kernel_size);
-    save_sizes(ctx, "stride", stride);
-    save_sizes(ctx, "dilation", dilation);
-    save_sizes(ctx, "padding", padding);
+    save_geometry(ctx, input.sym_sizes(), kernel_size, stride, dilation, padding);
     ctx->saved_data["channels_last"] = layout_of(input) != at::MemoryFormat::Contiguous;
     ctx->save_for_backward({indices});
     ctx->mark_non_differentiable({indices});
@@ -147,11 +150,24 @@ class MaxPoolFunction : public torch::autograd::Function<MaxPoolFunction> {
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     variable_list grad_inputs(8);
-    if (grads[0].defined()) {
-      grad_inputs[0] = MaxPoolBackwardFunction::apply(
-          grads[0], ctx->get_saved_variables()[0], saved_sizes(ctx, "input_size"), saved_sizes(ctx, "kernel_size"),
-          saved_sizes(ctx, "stride"), saved_sizes(ctx, "dilation"), saved_sizes(ctx, "padding"),
-          ctx->saved_data["channels_last"].toBool());
+    if (!grads[0].defined()) {
+      return grad_inputs;
+    }
+    const std::vector<c10::SymInt> geometry = ctx->saved_data["geometry"].toSymIntVector();
+    const Sizes all(geometry);
+    const size_t k = (all.size() - 2) / 6;
+    const Sizes input_size = all.slice(0, k + 2), kernel_size = all.slice(k + 2, k),
+                stride = all.slice(2 * k + 2, k), dilation = all.slice(3 * k + 2, k), padding = all.slice(4 * k + 2);
+    const Tensor indices = ctx->get_saved_variables()[0];
+    const bool channels_last = ctx->saved_data["channels_last"].toBool();
+    if (at::GradMode::is_enabled()) {
+      // create_graph: the gradient gets a node of its own, for double backward.
+      grad_inputs[0] = MaxPoolBackwardFunction::apply(grads[0], indices, input_size, kernel_size, stride, dilation,
+                                                      padding, channels_last);
+    } else {
+      at::AutoDispatchBelowADInplaceOrView below_autograd;
+      grad_inputs[0] = backward_op().call(grads[0], indices, input_size, kernel_size, stride, dilation, padding,
+                                          channels_last);
     }
     return grad_inputs;
   }
