@@ -308,8 +308,10 @@ bool replaces(T value, T best) {
   return value > best || is_nan(value);
 }
 
-// Chunk sizes for at::parallel_for: about this many elements of work per task.
-constexpr int64_t kGrainElements = 32768;
+// Chunk sizes for at::parallel_for: about this many elements of work per task, a few
+// microseconds. Small inputs still split: at (1, 16, 28, 28) a 2x2 forward on 2 threads took
+// 9-10 us with this grain and 13 us, on one thread, with four times as much.
+constexpr int64_t kGrainElements = 8192;
 
 int64_t grain_for(int64_t work_per_item) { return std::max<int64_t>(1, kGrainElements / std::max<int64_t>(1, work_per_item)); }
 
