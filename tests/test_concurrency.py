@@ -2,6 +2,7 @@
 model: the ops release the GIL, so calls overlap, each with its own OpenMP team and buffers
 from the shared cache (csrc/memory.h). Each call must give the bits of the same call run
 alone."""
+import functools
 import threading
 
 import pytest
@@ -49,6 +50,14 @@ def assert_same_bits(results, expected):
                 assert torch.equal(tensor, wanted_tensor), f"thread {thread}, round {round_index}, result {position}"
 
 
+def assert_threads_match_serial(run, inputs):
+    """run(x) -> tensors, for each x at once from its own thread, ROUNDS times, against the
+    same calls made one after another first."""
+    calls = [functools.partial(run, x) for x in inputs]
+    expected = [call() for call in calls]
+    assert_same_bits(run_concurrently(calls), expected)
+
+
 @pytest.mark.parametrize("kind", ["LSTM", "GRU", "RNN"])
 def test_recurrent_training_steps_on_threads_match_serial(kind, monkeypatch):
     monkeypatch.delenv("SEQKERN_BACKEND", raising=False)
@@ -59,16 +68,12 @@ def test_recurrent_training_steps_on_threads_match_serial(kind, monkeypatch):
     xs = [source.randn(41, 19, 24, dtype=torch.float32) for _ in range(THREADS)]
 
     def step(x):
-        def call():
-            x_tracked = x.detach().requires_grad_(True)
-            output, _ = layer(x_tracked)
-            grads = torch.autograd.grad(output.square().sum(), [x_tracked, *layer.parameters()])
-            return [output.detach().clone(), *(grad.clone() for grad in grads)]
-        return call
+        x_tracked = x.detach().requires_grad_(True)
+        output, _ = layer(x_tracked)
+        grads = torch.autograd.grad(output.square().sum(), [x_tracked, *layer.parameters()])
+        return [output.detach().clone(), *(grad.clone() for grad in grads)]
 
-    calls = [step(x) for x in xs]
-    expected = [call() for call in calls]
-    assert_same_bits(run_concurrently(calls), expected)
+    assert_threads_match_serial(step, xs)
 
 
 def test_cells_on_threads_match_serial(monkeypatch):
@@ -79,19 +84,15 @@ def test_cells_on_threads_match_serial(monkeypatch):
     xs = [source.randn(12, 19, 24, dtype=torch.float32) for _ in range(THREADS)]
 
     def decode(x):
-        def call():
-            with torch.no_grad():
-                state = None
-                outputs = []
-                for x_t in x:
-                    state = cell(x_t, state)
-                    outputs.append(state[0])
-                return [torch.stack(outputs), state[1]]
-        return call
+        with torch.no_grad():
+            state = None
+            outputs = []
+            for x_t in x:
+                state = cell(x_t, state)
+                outputs.append(state[0])
+            return [torch.stack(outputs), state[1]]
 
-    calls = [decode(x) for x in xs]
-    expected = [call() for call in calls]
-    assert_same_bits(run_concurrently(calls), expected)
+    assert_threads_match_serial(decode, xs)
 
 
 def test_pools_on_threads_match_serial(monkeypatch):
@@ -101,14 +102,10 @@ def test_pools_on_threads_match_serial(monkeypatch):
     xs = [source.randn(4, 16, 32, 32, dtype=torch.float32) for _ in range(THREADS)]
 
     def pool(x):
-        def call():
-            x_tracked = x.detach().requires_grad_(True)
-            output, indices = SF.max_pool2d(x_tracked, 3, 1, 1, return_indices=True)
-            (grad,) = torch.autograd.grad(output.square().sum(), x_tracked)
-            # Copies: the kernel's blocks go back to the cache for the next call to take.
-            return [output.detach().clone(), indices.clone(), grad.clone()]
-        return call
+        x_tracked = x.detach().requires_grad_(True)
+        output, indices = SF.max_pool2d(x_tracked, 3, 1, 1, return_indices=True)
+        (grad,) = torch.autograd.grad(output.square().sum(), x_tracked)
+        # Copies: the kernel's blocks go back to the cache for the next call to take.
+        return [output.detach().clone(), indices.clone(), grad.clone()]
 
-    calls = [pool(x) for x in xs]
-    expected = [call() for call in calls]
-    assert_same_bits(run_concurrently(calls), expected)
+    assert_threads_match_serial(pool, xs)
