@@ -497,6 +497,15 @@ void register_recurrent_op_calls(pybind11::module_& module) {
       },
       py::call_guard<py::gil_scoped_release>(),
       "seqkern::recurrent_cell through the dispatcher, with the op's arguments in its order (positional only)");
+  module.def(
+      "_recurrent_layer_call",
+      [](const Tensor& input, const Tensor& h0, const OptionalTensor& c0, const Tensor& w_ih, const Tensor& w_hh,
+         const OptionalTensor& b_ih, const OptionalTensor& b_hh, const OptionalTensor& w_hr,
+         const OptionalTensor& w_peep, const OptionalTensor& lengths, const std::string& cell, bool reverse) {
+        return forward_op().call(input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, w_peep, lengths, cell, reverse);
+      },
+      py::call_guard<py::gil_scoped_release>(),
+      "seqkern::recurrent_layer through the dispatcher, with the op's arguments in its order (positional only)");
 }
 
 bool backend_overridden() {

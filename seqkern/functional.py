@@ -176,6 +176,7 @@ def _run_stack(input, hx, cx, weights, cell, has_biases, num_layers, dropout, tr
                           for index in range(count)]
 
     layer_input = sequence.contiguous()
+    layer_op = _op_entry(_recurrent.recurrent_layer, _recurrent.direct_recurrent_layer, (sequence, hx, cx, *weights))
     final_h, final_c = [], []
     for layer in range(num_layers):
         direction_outputs = []
@@ -183,7 +184,7 @@ def _run_stack(input, hx, cx, weights, cell, has_biases, num_layers, dropout, tr
             index = layer * directions + direction
             w_ih, w_hh, b_ih, b_hh, w_hr, w_peep = groups[index]
             h0, c0 = initial_states[index]
-            output, h_n, c_n, _ = _recurrent.recurrent_layer(
+            output, h_n, c_n, _ = layer_op(
                 layer_input, h0, c0,
                 w_ih.contiguous(), w_hh.contiguous(), _contiguous(b_ih), _contiguous(b_hh),
                 _contiguous(w_hr), _contiguous(w_peep), lengths, cell, direction == 1,

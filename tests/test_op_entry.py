@@ -1,4 +1,4 @@
-"""Eager calls of the cell and pool ops take seqkern._C's entry point, the same dispatcher
+"""Eager calls of the layer, cell and pool ops take seqkern._C's entry point, the same dispatcher
 call as torch.ops without its Python argument handling (seqkern/ops/_entry.py); whatever
 torch.ops does in Python, __torch_function__ of modes and tensor subclasses and Dynamo's
 tracing, still sees torch.ops."""
@@ -43,8 +43,15 @@ def cell(x):
     return seqkern.nn.GRUCell(x.shape[-1], 5).double()(x)
 
 
+def layer(x):
+    torch.manual_seed(0)
+    return seqkern.nn.LSTM(x.shape[-1], 5, proj_size=3).double()(x)[0]
+
+
 CALLS = {"pool": (pool, lambda inputs: inputs.randn(1, 2, 4, 4), "max_pool", pooling_ops, "_direct_max_pool"),
-         "cell": (cell, lambda inputs: inputs.randn(3, 4), "recurrent_cell", recurrent_ops, "direct_recurrent_cell")}
+         "cell": (cell, lambda inputs: inputs.randn(3, 4), "recurrent_cell", recurrent_ops, "direct_recurrent_cell"),
+         "layer": (layer, lambda inputs: inputs.randn(6, 3, 4), "recurrent_layer", recurrent_ops,
+                   "direct_recurrent_layer")}
 
 
 @pytest.mark.parametrize("name", CALLS)

@@ -189,7 +189,7 @@ def _recurrent_layer_backward_fake(grad_output, grad_h_n, grad_c_n, input, h0, c
 try:
     _C = _backend.load_cpp()
 except _backend.BackendUnavailableError as error:
-    recurrent_layer = recurrent_layer_backward = recurrent_cell = direct_recurrent_cell = (
+    recurrent_layer = recurrent_layer_backward = recurrent_cell = direct_recurrent_layer = direct_recurrent_cell = (
         _backend.extension_missing(error))
 else:
     _C._set_recurrent_override(_forward_on_backend, _backward_on_backend)
@@ -200,5 +200,6 @@ else:
     recurrent_layer = torch.ops.seqkern.recurrent_layer.default
     recurrent_layer_backward = torch.ops.seqkern.recurrent_layer_backward.default
     recurrent_cell = torch.ops.seqkern.recurrent_cell.default
-    # The same op from seqkern._C's entry point (seqkern/ops/_entry.py).
+    # The same ops from seqkern._C's entry points (seqkern/ops/_entry.py).
+    direct_recurrent_layer = _C._recurrent_layer_call
     direct_recurrent_cell = _C._recurrent_cell_call
