@@ -277,6 +277,28 @@ def test_weight_norm_matches_torch(backend):
     assert_runs_close(result, run_layer(torch_module, data), torch.float64)
 
 
+class _Scaled(torch.nn.Module):
+    def forward(self, weight):
+        return weight * 0.5 + 0.1
+
+
+def test_parametrized_and_replaced_weights_match_torch(backend):
+    """The weights each forward reads follow a parametrization and a replaced parameter."""
+    inputs = Inputs()
+    torch_module, seqkern_module = build_pair("gru", True, False, True, 2, 0, torch.float64, inputs)
+    data = layer_data(torch_module, "padded", True, torch.float64, inputs)
+    assert_runs_close(run_layer(seqkern_module, data), run_layer(torch_module, data), torch.float64)
+    for module in (torch_module, seqkern_module):
+        torch.nn.utils.parametrize.register_parametrization(module, "weight_hh_l1", _Scaled())
+    result = run_layer(seqkern_module, data)
+    assert "parametrizations.weight_hh_l1.original" in result["parameter_grads"]
+    assert_runs_close(result, run_layer(torch_module, data), torch.float64)
+    replacement = inputs.uniform(*seqkern_module.weight_ih_l0.shape)
+    for module in (torch_module, seqkern_module):
+        module.weight_ih_l0 = torch.nn.Parameter(replacement.clone())
+    assert_runs_close(run_layer(seqkern_module, data), run_layer(torch_module, data), torch.float64)
+
+
 def test_functional_call_and_pickle_roundtrip(backend):
     inputs = Inputs()
     torch_module, seqkern_module = build_pair("lstm", True, True, True, 2, PROJ, torch.float64, inputs)
