@@ -2,10 +2,11 @@
 
 Each class subclasses its ``torch.nn`` counterpart, so construction, argument checks,
 parameters (names, shapes, order, initialisation), ``state_dict``, ``repr``,
-``_flat_weights`` bookkeeping (``torch.nn.utils.weight_norm``, ``functional_call``),
+``_flat_weights`` bookkeeping (``torch.nn.utils.weight_norm``, parametrizations,
+``functional_call``; only its check for replaced weights is seqkern's, a faster equivalent),
 pickling and ``isinstance`` checks are torch's own. ``forward`` validates input the way
 torch does (same exception types and messages) and then runs ``seqkern.functional``, which
-calls ``torch.ops.seqkern.recurrent_layer`` once per layer and direction.
+calls the op ``seqkern::recurrent_layer`` once per layer and direction.
 
 Seed extensions (``../shared/SPEC.md``), all off by default so that a default-constructed
 module is indistinguishable from torch's:
