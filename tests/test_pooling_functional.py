@@ -564,6 +564,11 @@ def test_the_check_cache_stays_bounded():
 
 
 def test_cached_checks_still_check_pad_value():
+    # 0.0 and -0.0 are one key, but each call pads with its own zero.
+    x = torch.full((1, 1, 2, 2), -1.0)
+    for pad_value in (0.0, -0.0):
+        pooled = SF.max_pool2d(x, 2, 1, padding=1, pad_value=pad_value)
+        assert str(pooled[0, 0, 0, 0].item()) == str(pad_value)
     SF.max_pool2d(torch.zeros(1, 1, 4, 4), 2, pad_value=1)
     with pytest.raises(TypeError, match="pad_value must be a real number, not bool"):
         SF.max_pool2d(torch.zeros(1, 1, 4, 4), 2, pad_value=True)

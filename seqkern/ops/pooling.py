@@ -573,7 +573,7 @@ def _geometry_key(dims, input, kernel_size, stride, padding, dilation, ceil_mode
 
 def _checked_geometry(dims, input, kernel_size, stride, padding, dilation, ceil_mode, return_indices, pad_value):
     """torch's argument checks and messages, and the extension's; returns (kernel, stride,
-    dilation, flat padding, pad_value as a float, the dtype of indices kept for backward)."""
+    dilation, flat padding, the dtype of indices kept for backward)."""
     with_indices = return_indices
     function = f"max_pool{dims}d" + ("_with_indices" if with_indices else "")
     if not isinstance(input, Tensor):
@@ -607,8 +607,7 @@ def _checked_geometry(dims, input, kernel_size, stride, padding, dilation, ceil_
         raise NotImplementedError(f'"{kernel_name}" not implemented for \'{type_name}\'')
     check_pad_value(input.dtype, pad_value)
     flat_padding = [side for sides in window.padding for side in sides]
-    return (window.kernel, window.stride, window.dilation, flat_padding, pad_value,
-            _backward_index_dtype(input, dims))
+    return window.kernel, window.stride, window.dilation, flat_padding, _backward_index_dtype(input, dims)
 
 
 def max_pool_nd(dims, input, kernel_size, stride, padding, dilation, ceil_mode, return_indices, pad_value):
@@ -623,7 +622,9 @@ def max_pool_nd(dims, input, kernel_size, stride, padding, dilation, ceil_mode, 
             if len(_GEOMETRIES) >= _MAX_GEOMETRIES:
                 _GEOMETRIES.clear()
             _GEOMETRIES[key] = geometry
-    kernel, stride, dilation, flat_padding, pad_value, backward_index_dtype = geometry
+    kernel, stride, dilation, flat_padding, backward_index_dtype = geometry
+    # The caller's own value: equal keys may hold another (0.0 and -0.0, 2 and 2.0).
+    pad_value = float(pad_value)
     # int64 for indices the caller gets, the backward dtype where only backward reads them,
     # none for inference.
     if return_indices:
