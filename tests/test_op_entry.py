@@ -102,3 +102,20 @@ def test_the_direct_pool_entry_runs_the_ops_checks(geometry):
             entry(x, *geometry, False, 0.0, None)
         messages.append(str(caught.value))
     assert messages[0] == messages[1]
+
+
+def test_the_direct_entries_run_under_fake_tensor_mode(monkeypatch):
+    """Fake tensors are a dispatcher-level mode: the direct entries reach the fake kernels."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    monkeypatch.delenv("SEQKERN_BACKEND", raising=False)
+    torch.manual_seed(0)
+    modules = {"pool": (seqkern.nn.MaxPool2d(2), (1, 2, 4, 4), (1, 2, 2, 2)),
+               "cell": (seqkern.nn.GRUCell(4, 5), (3, 4), (3, 5)),
+               "layer": (seqkern.nn.LSTM(4, 5, num_layers=2), (6, 3, 4), (6, 3, 5))}
+    # The modules' parameters stay real, as a model's do when only its inputs are faked.
+    with FakeTensorMode(allow_non_fake_inputs=True):
+        for name, (module, input_shape, output_shape) in modules.items():
+            output = module(torch.randn(input_shape))
+            output = output[0] if isinstance(output, tuple) else output
+            assert output.shape == output_shape, name
