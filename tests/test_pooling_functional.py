@@ -838,3 +838,37 @@ def test_torch_compile_fullgraph_layer_forward_and_backward(layout):
     y_compiled.backward(grad)
     y_eager.backward(grad)
     assert torch.equal(x_compiled.grad, x_eager.grad)
+
+
+# Pools split their work by the thread count (the grain is a few microseconds of work), and a
+# split must not change a bit: ties, overlapping windows and gradients that several windows add
+# into an input element included.
+THREAD_CASES = [(2, (1, 16, 28, 28), 3, 1, 1), (2, (2, 8, 30, 30), 3, 2, 1), (2, (3, 40, 9, 9), 2, 2, 0),
+                (3, (1, 4, 10, 12, 14), 3, 1, 1), (1, (4, 16, 300), 4, 1, 2)]
+
+
+@pytest.mark.parametrize("dims, shape, kernel, stride, padding, channels_last",
+                         [(*case, layout) for case in THREAD_CASES for layout in (False, True)
+                          if case[0] > 1 or not layout], ids=lambda v: str(v))
+def test_same_bits_on_any_thread_count(dims, shape, kernel, stride, padding, channels_last):
+    x = _values(*shape, dtype=torch.float32)
+    x = x.masked_fill(torch.isnan(x), 0.0)  # NaN gradients would hide differences
+    if channels_last:
+        x = x.to(memory_format=CHANNELS_LAST[dims])
+    grad_output = None
+    results = []
+    previous = torch.get_num_threads()
+    try:
+        for threads in (1, 2, 3):
+            torch.set_num_threads(threads)
+            x_tracked = x.detach().clone(memory_format=torch.preserve_format).requires_grad_(True)
+            output, indices = SEQKERN_POOLS[dims](x_tracked, kernel, stride, padding, return_indices=True)
+            if grad_output is None:
+                grad_output = Inputs(5).randn(*output.shape, dtype=torch.float32)
+            output.backward(grad_output)
+            results.append((output.detach(), indices, x_tracked.grad))
+    finally:
+        torch.set_num_threads(previous)
+    for threads, result in zip((2, 3), results[1:]):
+        for name, tensor, expected in zip(("output", "indices", "grad"), result, results[0]):
+            assert torch.equal(tensor, expected), f"{name} on {threads} threads"
