@@ -299,6 +299,38 @@ def test_parametrized_and_replaced_weights_match_torch(backend):
     assert_runs_close(run_layer(seqkern_module, data), run_layer(torch_module, data), torch.float64)
 
 
+@pytest.mark.parametrize("use_reentrant", [False, True], ids=["non-reentrant", "reentrant"])
+def test_activation_checkpointing_and_saved_tensor_hooks_match_torch(use_reentrant):
+    """torch.utils.checkpoint recomputes the layer in backward; saved-tensor hooks (offloading)
+    see what the op saves. Both give torch.nn's gradients."""
+    inputs = Inputs()
+    torch_module, seqkern_module = build_pair("lstm", True, False, True, 2, PROJ, torch.float64, inputs)
+    x = inputs.randn(STEPS, BATCH, INPUT, requires_grad=True)
+    packed = []
+
+    def pack(tensor):
+        packed.append(tensor.shape)
+        return tensor.clone()
+
+    results = []
+    for module in (torch_module, seqkern_module):
+        module.zero_grad()
+        x.grad = None
+        output = torch.utils.checkpoint.checkpoint(lambda inp, module=module: module(inp)[0], x,
+                                                   use_reentrant=use_reentrant)
+        output.square().sum().backward()
+        results.append([output.detach(), x.grad.clone(), *(p.grad.clone() for p in module.parameters())])
+    for actual, expected in zip(results[1], results[0]):
+        assert_close(actual, expected)
+    seqkern_module.zero_grad()
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        output = seqkern_module(x)[0]
+    assert packed
+    output.square().sum().backward()
+    for parameter, expected in zip(seqkern_module.parameters(), results[0][2:]):
+        assert_close(parameter.grad, expected)
+
+
 def test_functional_call_and_pickle_roundtrip(backend):
     inputs = Inputs()
     torch_module, seqkern_module = build_pair("lstm", True, True, True, 2, PROJ, torch.float64, inputs)
