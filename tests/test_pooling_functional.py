@@ -529,6 +529,8 @@ CACHE_PROBES = [
     (2, lambda: torch.zeros(1, 1, 4, 4), (1,), {}, lambda: torch.zeros(1, 1, 4, 4), (True,), {}),
     (2, lambda: torch.zeros(1, 1, 4, 4), (2,), {}, lambda: torch.zeros(1, 1, 4, 4), (2.0,), {}),
     (2, lambda: torch.zeros(1, 1, 4, 4), (2, (1, 1)), {}, lambda: torch.zeros(1, 1, 4, 4), (2, (1, True)), {}),
+    (2, lambda: torch.zeros(1, 1, 4, 4), ([2, 2],), {}, lambda: torch.zeros(1, 1, 4, 4), ([2, 2.0],), {}),
+    (2, lambda: torch.zeros(1, 1, 4, 4), ([2, 2],), {}, lambda: torch.zeros(1, 1, 4, 4), ((2, 2, 2),), {}),
     (2, lambda: torch.zeros(1, 1, 4, 4), (2,), {"ceil_mode": False}, lambda: torch.zeros(1, 1, 4, 4), (2,),
      {"ceil_mode": 0}),
     (2, lambda: torch.zeros(1, 1, 4, 4), (3, 1, 1), {}, lambda: torch.zeros(1, 1, 1, 1), (3, 1, 1), {}),

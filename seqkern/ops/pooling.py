@@ -539,12 +539,17 @@ def _backward_index_dtype(input: Tensor, dims: int) -> torch.dtype:
 def _plain_ints(value) -> bool:
     if type(value) is int:
         return True
-    if type(value) is not tuple:
+    if type(value) not in (tuple, list):
         return False
     for item in value:
         if type(item) is not int:
             return False
     return True
+
+
+def _hashable(value):
+    """A list argument as a tuple (torch parses both alike), anything else as it is."""
+    return tuple(value) if type(value) is list else value
 
 
 # Checked geometries of recent calls, by _geometry_key: a module pools inputs of one shape
@@ -567,8 +572,8 @@ def _geometry_key(dims, input, kernel_size, stride, padding, dilation, ceil_mode
         return None
     if dims == 3 and input.dim() == 4:
         return None
-    return (dims, kernel_size, stride, padding, dilation, ceil_mode, return_indices, pad_value, input.shape,
-            input.dtype)
+    return (dims, _hashable(kernel_size), _hashable(stride), _hashable(padding), _hashable(dilation), ceil_mode,
+            return_indices, pad_value, input.shape, input.dtype)
 
 
 def _checked_geometry(dims, input, kernel_size, stride, padding, dilation, ceil_mode, return_indices, pad_value):
