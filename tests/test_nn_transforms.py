@@ -1,7 +1,11 @@
 """seqkern.nn recurrent layers and cells under forward-mode AD and torch.func transforms (grad,
 vmap, jvp, hessian), against torch.nn with the same weights and against the layers' own
 backward, which the reference checks. The kernels' autograd Function carries neither, so both
-take the layer written as ATen ops (csrc/recurrent_op.cpp); a plain call keeps the kernels."""
+take the layer written as ATen ops (csrc/recurrent_op.cpp); a plain call keeps the kernels.
+Plain vmap has batching rules into the kernels (seqkern/ops/recurrent.py): the samples join
+the batch, or an ensemble's members take a call each."""
+import warnings
+
 import pytest
 import torch
 from torch.autograd import forward_ad
@@ -9,6 +13,7 @@ from torch.func import functional_call
 from torch.nn.utils.rnn import pack_padded_sequence
 
 import seqkern
+from seqkern.ops import recurrent as recurrent_ops
 from nn_support import backend, draw_weights, require_backend, twin  # noqa: F401
 from support import Inputs, assert_close
 
@@ -167,3 +172,75 @@ def test_a_plain_call_after_a_transform_runs_the_kernels_again():
     x = module_input("lstm", Inputs())
     torch.func.grad(lambda x: module(x)[0].sum())(x)
     assert runs_the_kernels(module(x)[0])
+
+
+# ---------------------------------------------------- plain vmap: batching rules into the kernels
+MEMBERS = 2  # not BATCH: a batch and a vmapped dimension confused would not line up
+
+
+def counting_op_calls(monkeypatch):
+    """The batch size of each call the batching rules make of the layer or cell op (a plain
+    call takes seqkern._C's entry instead)."""
+    calls = []
+    for name, batch_axis in (("recurrent_layer", 1), ("recurrent_cell", 0)):
+        def counting(*args, op=getattr(recurrent_ops, name), batch_axis=batch_axis):
+            calls.append(args[0].shape[batch_axis])
+            return op(*args)
+
+        monkeypatch.setattr(recurrent_ops, name, counting)
+    return calls
+
+
+@pytest.mark.parametrize("op", ["recurrent_layer", "recurrent_cell"])
+def test_the_ops_have_batching_rules(op):
+    assert torch._C._dispatch_has_kernel_for_dispatch_key(f"seqkern::{op}", "FuncTorchBatched")
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_vmap_over_samples_matches_torch_per_sample(name, backend, monkeypatch):
+    """Shared weights: the vmapped dimension joins the batch, one kernel call per layer and
+    direction for all samples; each sample gets torch.nn's numbers, initial states vmapped or
+    shared."""
+    calls = counting_op_calls(monkeypatch)
+    inputs = Inputs()
+    torch_module, seqkern_module = module_pair(name, inputs)
+    samples = torch.stack([module_input(name, inputs) for _ in range(MEMBERS)])
+    torch_result = torch_module(samples[0])
+    states = tuple(torch.stack([inputs.randn(*t.shape) for _ in range(MEMBERS)])
+                   for t in flat_outputs(torch_result)[(0 if MODULES[name][2] else 1):])
+    state_dims = tuple(0 if index == 0 else None for index in range(len(states)))
+    shared = tuple(state[0] for state in states)
+
+    def run(module, x, *given):
+        hx = tuple(given[index] if state_dims[index] == 0 else shared[index] for index in range(len(states)))
+        return flat_outputs(module(x, hx if len(hx) > 1 else hx[0]))
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        actual = torch.func.vmap(lambda x, *given: run(seqkern_module, x, *given),
+                                 in_dims=(0, *(0 for _ in states)))(samples, *states)
+    rule_calls = len(calls)
+    for index in range(MEMBERS):
+        expected = run(torch_module, samples[index], *(state[index] for state in states))
+        for got, wanted in zip(actual, expected):
+            assert_close(got[index], wanted, msg=f"sample {index}")
+    directions = 1 if MODULES[name][2] else torch_module.num_layers * (1 + torch_module.bidirectional)
+    assert calls[:rule_calls] == [MEMBERS * BATCH] * directions
+
+
+@pytest.mark.parametrize("name", ["lstm", "gru", "gru_cell", "lstm_cell"])
+def test_vmap_over_an_ensemble_matches_each_member(name, backend, monkeypatch):
+    """Vmapped weights (torch.func.stack_module_state): one kernel call per member."""
+    calls = counting_op_calls(monkeypatch)
+    inputs = Inputs()
+    members = [module_pair(name, inputs)[1] for _ in range(MEMBERS)]
+    weights, buffers = torch.func.stack_module_state(members)
+    x = module_input(name, inputs)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        actual = torch.func.vmap(lambda w, b: flat_outputs(functional_call(members[0], (w, b), (x,))))(
+            weights, buffers)
+    assert len(calls) >= MEMBERS and set(calls) == {BATCH}
+    for index, member in enumerate(members):
+        for got, wanted in zip(actual, flat_outputs(member(x))):
+            assert torch.equal(got[index], wanted)

@@ -39,8 +39,9 @@ The ops ``seqkern::recurrent_layer`` and ``seqkern::recurrent_layer_backward`` t
 arguments. ``seqkern::recurrent_cell(input (B, I), h, c, w_ih, w_hh, b_ih, b_hh, w_peep, cell)
 -> (h', c')`` is one step of a cell: the layer op at T = 1 (c' is (0,) without a cell state). Their schemas, CPU kernels and autograd are C++ (csrc/recurrent_op.cpp, registered
 when seqkern._C loads), so a CPU training step runs no Python between ``seqkern.functional``
-and the kernels. This module adds the fake kernels (torch.compile), the CUDA kernels (Triton)
-and the function the CPU kernels hand over to while SEQKERN_BACKEND is set.
+and the kernels. This module adds the fake kernels (torch.compile), the CUDA kernels (Triton),
+the torch.vmap batching rules and the function the CPU kernels hand over to while
+SEQKERN_BACKEND is set.
 """
 from __future__ import annotations
 
@@ -183,6 +184,62 @@ def _recurrent_layer_backward_fake(grad_output, grad_h_n, grad_c_n, input, h0, c
     )
 
 
+def _fold_vmapped(tensor, dim, batch_axis, count):
+    """A vmapped tensor with its vmapped dimension (``dim``; None: shared, so repeated
+    ``count`` times) merged into ``batch_axis``, the samples of one member next to each other."""
+    if tensor is None:
+        return None
+    if dim is None:
+        tensor = tensor.unsqueeze(batch_axis).expand(*tensor.shape[:batch_axis], count, *tensor.shape[batch_axis:])
+    else:
+        tensor = tensor.movedim(dim, batch_axis)
+    return tensor.flatten(batch_axis, batch_axis + 1)
+
+
+def _vmap_per_member(op, count, tensors, in_dims, constants):
+    """Vmapped weights (an ensemble): one call per member, the outputs stacked. Each member is
+    still the fused kernel, which beats the ATen-op layer's loop of small ops."""
+    def member(index):
+        return [None if tensor is None else tensor if dim is None else tensor.select(dim, index)
+                for tensor, dim in zip(tensors, in_dims)]
+    results = [op(*member(index), *constants) for index in range(count)]
+    outputs = tuple(torch.stack(values) for values in zip(*results))
+    return outputs, (0,) * len(outputs)
+
+
+def _recurrent_layer_vmap(info, in_dims, input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, w_peep, lengths, cell,
+                          reverse):
+    """torch.vmap of seqkern::recurrent_layer: with shared weights the vmapped dimension joins
+    the batch, one kernel call for all samples."""
+    count = info.batch_size
+    tensors = (input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, w_peep, lengths)
+    if any(dim is not None for dim in in_dims[3:9]):
+        return _vmap_per_member(recurrent_layer, count, tensors, in_dims[:10], (cell, reverse))
+    folded = _fold_vmapped(input, in_dims[0], 1, count)
+    output, h_n, c_n, workspace = recurrent_layer(
+        folded, _fold_vmapped(h0, in_dims[1], 0, count), _fold_vmapped(c0, in_dims[2], 0, count), w_ih, w_hh,
+        b_ih, b_hh, w_hr, w_peep, _fold_vmapped(lengths, in_dims[9], 0, count), cell, reverse)
+    batch = (count, folded.shape[1] // count)
+    # Without a cell state c_n is (0,), the same for every sample.
+    c_n, c_n_dim = (c_n, None) if c0 is None else (c_n.unflatten(0, batch), 0)
+    return ((output.unflatten(1, batch), h_n.unflatten(0, batch), c_n, workspace.unflatten(1, batch)),
+            (1, 0, c_n_dim, 1))
+
+
+def _recurrent_cell_vmap(info, in_dims, input, h, c, w_ih, w_hh, b_ih, b_hh, w_peep, cell):
+    """torch.vmap of seqkern::recurrent_cell, as of the layer op: one call for all samples."""
+    count = info.batch_size
+    tensors = (input, h, c, w_ih, w_hh, b_ih, b_hh, w_peep)
+    if any(dim is not None for dim in in_dims[3:8]):
+        return _vmap_per_member(recurrent_cell, count, tensors, in_dims[:8], (cell,))
+    folded = _fold_vmapped(input, in_dims[0], 0, count)
+    h_new, c_new = recurrent_cell(folded, _fold_vmapped(h, in_dims[1], 0, count),
+                                  _fold_vmapped(c, in_dims[2], 0, count), w_ih, w_hh, b_ih, b_hh, w_peep, cell)
+    batch = (count, folded.shape[0] // count)
+    c_new, c_dim = (c_new, None) if c is None else (c_new.unflatten(0, batch), 0)
+    return (h_new.unflatten(0, batch), c_new), (0, c_dim)
+
+
 # The schemas, the CPU kernels and autograd are registered in C++ (csrc/recurrent_op.cpp) when
 # seqkern._C loads; this module adds what must be Python. Without the extension the ops do not
 # exist, and calling them says how to build it.
@@ -197,6 +254,8 @@ else:
     torch.library.register_fake("seqkern::recurrent_layer_backward")(_recurrent_layer_backward_fake)
     torch.library.register_kernel("seqkern::recurrent_layer", "cuda", _forward_on_backend)
     torch.library.register_kernel("seqkern::recurrent_layer_backward", "cuda", _backward_on_backend)
+    torch.library.register_vmap("seqkern::recurrent_layer")(_recurrent_layer_vmap)
+    torch.library.register_vmap("seqkern::recurrent_cell")(_recurrent_cell_vmap)
     recurrent_layer = torch.ops.seqkern.recurrent_layer.default
     recurrent_layer_backward = torch.ops.seqkern.recurrent_layer_backward.default
     recurrent_cell = torch.ops.seqkern.recurrent_cell.default
