@@ -244,3 +244,29 @@ def test_vmap_over_an_ensemble_matches_each_member(name, backend, monkeypatch):
     for index, member in enumerate(members):
         for got, wanted in zip(actual, flat_outputs(member(x))):
             assert torch.equal(got[index], wanted)
+
+
+@pytest.mark.parametrize("name", ["lstm", "gru", "lstm_cell"])
+def test_grad_of_vmap_and_vmap_of_jvp_match_per_sample_runs(name, backend):
+    """The rules under an outer transform (grad(vmap(...))) and over an inner one
+    (vmap(jvp(...))), where the op runs as ATen ops and keeps no workspace."""
+    inputs = Inputs()
+    _, module = module_pair(name, inputs)
+    samples = torch.stack([module_input(name, inputs) for _ in range(MEMBERS)])
+    weights = {key: weight.detach() for key, weight in module.named_parameters()}
+
+    def loss(weights):
+        outputs = torch.func.vmap(lambda x: flat_outputs(functional_call(module, weights, (x,))))(samples)
+        return sum(t.pow(2).sum() for t in outputs)
+
+    gradients = torch.func.grad(loss)(weights)
+    module.zero_grad()
+    sum(sum(t.pow(2).sum() for t in flat_outputs(module(x))) for x in samples).backward()
+    for key, weight in module.named_parameters():
+        assert_close(gradients[key], weight.grad, msg=key)
+
+    def tangent(x):
+        return torch.func.jvp(lambda y: flat_outputs(module(y))[0], (x,), (torch.ones_like(x),))[1]
+
+    expected = torch.stack([tangent(x) for x in samples])
+    assert_close(torch.func.vmap(tangent)(samples), expected)

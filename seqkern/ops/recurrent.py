@@ -220,10 +220,12 @@ def _recurrent_layer_vmap(info, in_dims, input, h0, c0, w_ih, w_hh, b_ih, b_hh, 
         folded, _fold_vmapped(h0, in_dims[1], 0, count), _fold_vmapped(c0, in_dims[2], 0, count), w_ih, w_hh,
         b_ih, b_hh, w_hr, w_peep, _fold_vmapped(lengths, in_dims[9], 0, count), cell, reverse)
     batch = (count, folded.shape[1] // count)
-    # Without a cell state c_n is (0,), the same for every sample.
+    # Without a cell state c_n is (0,), the same for every sample; so is the workspace where the
+    # op ran as ATen ops (under an outer transform, grad(vmap(...))), which keep none.
     c_n, c_n_dim = (c_n, None) if c0 is None else (c_n.unflatten(0, batch), 0)
-    return ((output.unflatten(1, batch), h_n.unflatten(0, batch), c_n, workspace.unflatten(1, batch)),
-            (1, 0, c_n_dim, 1))
+    workspace, workspace_dim = (workspace, None) if workspace.dim() < 3 else (workspace.unflatten(1, batch), 1)
+    return ((output.unflatten(1, batch), h_n.unflatten(0, batch), c_n, workspace),
+            (1, 0, c_n_dim, workspace_dim))
 
 
 def _recurrent_cell_vmap(info, in_dims, input, h, c, w_ih, w_hh, b_ih, b_hh, w_peep, cell):
