@@ -158,17 +158,8 @@ class MaxPoolFunction : public torch::autograd::Function<MaxPoolFunction> {
     const size_t k = (all.size() - 2) / 6;
     const Sizes input_size = all.slice(0, k + 2), kernel_size = all.slice(k + 2, k),
                 stride = all.slice(2 * k + 2, k), dilation = all.slice(3 * k + 2, k), padding = all.slice(4 * k + 2);
-    const Tensor indices = ctx->get_saved_variables()[0];
-    const bool channels_last = ctx->saved_data["channels_last"].toBool();
-    if (at::GradMode::is_enabled()) {
-      // create_graph: the gradient gets a node of its own, for double backward.
-      grad_inputs[0] = MaxPoolBackwardFunction::apply(grads[0], indices, input_size, kernel_size, stride, dilation,
-                                                      padding, channels_last);
-    } else {
-      at::AutoDispatchBelowADInplaceOrView below_autograd;
-      grad_inputs[0] = backward_op().call(grads[0], indices, input_size, kernel_size, stride, dilation, padding,
-                                          channels_last);
-    }
+    grad_inputs[0] = backward_op().call(grads[0], ctx->get_saved_variables()[0], input_size, kernel_size, stride,
+                                        dilation, padding, ctx->saved_data["channels_last"].toBool());
     return grad_inputs;
   }
 };
@@ -214,6 +205,12 @@ PoolOutputs max_pool_autograd(const Tensor& input, Sizes kernel_size, Sizes stri
 
 Tensor max_pool_backward_autograd(const Tensor& grad_output, const Tensor& indices, Sizes input_size,
                                   Sizes kernel_size, Sizes stride, Sizes dilation, Sizes padding, bool channels_last) {
+  if (!(grad_output.requires_grad() && at::GradMode::is_enabled())) {
+    // Outside create_graph=True (every usual backward): no node for a second derivative.
+    at::AutoDispatchBelowADInplaceOrView below_autograd;
+    return backward_op().call(grad_output, indices, input_size, kernel_size, stride, dilation, padding,
+                              channels_last);
+  }
   return MaxPoolBackwardFunction::apply(grad_output, indices, input_size, kernel_size, stride, dilation, padding,
                                         channels_last);
 }
