@@ -4,6 +4,7 @@
 #include <ATen/EmptyTensor.h>
 #include <c10/core/Allocator.h>
 #include <c10/core/CPUAllocator.h>
+#include <c10/util/strides.h>
 #if defined(__linux__)
 #include <sys/mman.h>
 #endif
@@ -190,11 +191,27 @@ inline at::Tensor empty_large(at::IntArrayRef sizes, const at::TensorOptions& op
                                               options.memory_format_opt()));
 }
 
-// `tensor` itself where it is contiguous, else a contiguous copy in a cached block (the
-// gradient that autograd expands from output.sum()'s scalar).
+// A contiguous tensor with the strides of one. is_contiguous() ignores the stride of a
+// dimension of size 1, so contiguous() keeps whatever stride it has (an input of I = 1 or
+// B = 1 from a transpose or a batch_first layout), and the kernels' views of it keep it too:
+// x.view({T * B, I}) then has a column step that is not 1, which the products would read.
+inline at::Tensor with_row_major_strides(const at::Tensor& contiguous) {
+  const c10::DimVector strides = c10::contiguous_strides(contiguous.sizes());
+  if (contiguous.strides() == at::IntArrayRef(strides)) {
+    return contiguous;
+  }
+  return contiguous.as_strided(contiguous.sizes(), strides);
+}
+
+inline at::Tensor row_major(const at::Tensor& tensor) {
+  return with_row_major_strides(tensor.contiguous());
+}
+
+// `tensor` itself where it is contiguous (with row-major strides), else a contiguous copy in
+// a cached block (the gradient that autograd expands from output.sum()'s scalar).
 inline at::Tensor contiguous_large(const at::Tensor& tensor) {
   if (tensor.is_contiguous()) {
-    return tensor;
+    return with_row_major_strides(tensor);
   }
   at::Tensor copy = empty_large(tensor.sizes(), tensor.options());
   copy.copy_(tensor);

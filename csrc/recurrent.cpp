@@ -1079,14 +1079,14 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> forward_kernel(const Layer& layer, co
   const int64_t lanes = gemm::Vector<scalar_t>::lanes;
   const auto options = input.options();
   // Contiguous weights too: BLAS takes other paths (other roundings) for other layouts.
-  const Tensor x = contiguous_large(input), w_ih_c = w_ih.contiguous(), w_hh_c = w_hh.contiguous();
-  const Tensor w_peep_c = w_peep ? w_peep->contiguous() : Tensor();
+  const Tensor x = contiguous_large(input), w_ih_c = row_major(w_ih), w_hh_c = row_major(w_hh);
+  const Tensor w_peep_c = w_peep ? row_major(*w_peep) : Tensor();
   Tensor output = empty_large({T, B, Hout}, options);
   Tensor workspace = empty_large({T, B, W}, options);
   // The state is double-buffered: step `index` reads buffer index % 2 and writes the other,
   // except that the first step reads h0 where it lies; the last step writes h_n (without
   // steps, h_n is h0). So a single step needs one buffer.
-  const Tensor h0_c = h0.contiguous();
+  const Tensor h0_c = row_major(h0);
   const Tensor h_n = T == 0 ? copy_of<scalar_t>(h0_c, options) : at::empty({B, Hout}, options);
   const Tensor h_other = T > 1 ? at::empty({B, Hout}, options) : Tensor();
   scalar_t* const last_state = h_n.data_ptr<scalar_t>();
@@ -1501,10 +1501,10 @@ RecurrentGrads backward_kernel(const Layer& layer, const Tensor& grad_output, co
   const int64_t GH = layer.gate_rows(), Hout = layer.out_size, W = layer.width;
   const int64_t lanes = gemm::Vector<scalar_t>::lanes;
   const auto options = input.options();
-  const Tensor x = contiguous_large(input), h0_c = h0.contiguous(), w_ih_c = w_ih.contiguous(),
-               w_hh_c = w_hh.contiguous();
-  const Tensor c0_c = c0 ? c0->contiguous() : Tensor();
-  const Tensor w_peep_c = w_peep ? w_peep->contiguous() : Tensor();
+  const Tensor x = contiguous_large(input), h0_c = row_major(h0), w_ih_c = row_major(w_ih),
+               w_hh_c = row_major(w_hh);
+  const Tensor c0_c = c0 ? row_major(*c0) : Tensor();
+  const Tensor w_peep_c = w_peep ? row_major(*w_peep) : Tensor();
   const Tensor grad_out_c = contiguous_large(grad_output), output_c = contiguous_large(output);
   const Tensor workspace_c = contiguous_large(workspace);
 
@@ -1524,7 +1524,7 @@ RecurrentGrads backward_kernel(const Layer& layer, const Tensor& grad_output, co
   }
   Tensor grad_h = scratch<scalar_t>(B, recurrent.width(), options);
   {
-    const Tensor seed = grad_h_n.contiguous();
+    const Tensor seed = row_major(grad_h_n);
     for (int64_t b = 0; b < B; ++b) {
       std::copy_n(seed.data_ptr<scalar_t>() + b * Hout, Hout, grad_h.data_ptr<scalar_t>() + b * grad_h.stride(0));
     }

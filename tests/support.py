@@ -77,3 +77,21 @@ RECURRENT_VARIANTS = {
     "gru_reset_before": ("gru_reset_before", False, False, True),
     "gru_reset_before_no_bias": ("gru_reset_before", False, False, False),
 }
+
+
+def with_odd_unit_strides(tensor):
+    """``tensor``'s values in a tensor whose size-1 dimensions have a stride no contiguous
+    tensor of that shape has (one past its element count).
+
+    Such a tensor still counts as contiguous (``is_contiguous()`` ignores the stride of a
+    size-1 dimension), so ``contiguous()`` returns it as it is. A transpose makes one: a
+    batch-first input with T = 1 or I = 1, or ``x.t()`` of a (1, N) matrix.
+    """
+    sizes = tuple(tensor.shape)
+    odd = tensor.numel() + 1
+    strides = [odd if size == 1 else step for size, step in zip(sizes, torch.empty(sizes).stride())]
+    base = torch.zeros(max(tensor.numel(), 1), dtype=tensor.dtype, device=tensor.device)
+    restrided = base.as_strided(sizes, strides)
+    restrided.copy_(tensor.detach())
+    assert restrided.is_contiguous() and restrided.stride() != torch.empty(sizes).stride()
+    return restrided.requires_grad_(tensor.requires_grad)

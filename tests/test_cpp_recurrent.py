@@ -10,7 +10,7 @@ from seqkern import _C
 from seqkern.ops import _reference_backend as reference
 from seqkern.ops import recurrent as recurrent_ops
 from seqkern.reference import CELL_GATES as GATES, LSTM_CELLS
-from support import RECURRENT_VARIANTS as VARIANTS, Inputs, assert_close
+from support import RECURRENT_VARIANTS as VARIANTS, Inputs, assert_close, with_odd_unit_strides
 
 FORWARD_NAMES = ("output", "h_n", "c_n", "workspace")
 GRAD_NAMES = ("grad_input", "grad_h0", "grad_c0", "grad_w_ih", "grad_w_hh", "grad_b_ih", "grad_b_hh",
@@ -364,6 +364,27 @@ def test_non_contiguous_inputs_give_the_same_numbers():
     actual = layer.run(_C)
     for a, e in zip(actual[0] + actual[1], expected[0] + expected[1]):
         assert torch.equal(a, e)
+
+
+# (steps, batch, input_size, hidden): size-1 dimensions in every argument that has them, at a
+# single step (the cells' products) and over several.
+UNIT_SHAPES = [(1, 1, 1, 37), (5, 3, 1, 1), (4, 1, 3, 1)]
+
+
+@pytest.mark.parametrize("steps,batch,input_size,hidden", UNIT_SHAPES, ids=lambda v: str(v))
+@pytest.mark.parametrize("variant", ["lstm_proj_peephole", "gru", "gru_reset_before", "rnn_tanh"])
+def test_size_one_dimensions_with_any_stride_give_the_same_numbers(variant, steps, batch, input_size, hidden):
+    layer = Layer(variant, steps=steps, batch=batch, input_size=input_size, hidden=hidden, proj=1)
+    expected = layer.run(_C)
+    restrided = 0
+    for name, tensor in vars(layer).items():
+        if isinstance(tensor, torch.Tensor) and tensor.is_floating_point() and 1 in tensor.shape:
+            setattr(layer, name, with_odd_unit_strides(tensor))
+            restrided += 1
+    assert restrided >= 4
+    actual = layer.run(_C)
+    for name, a, e in zip(FORWARD_NAMES + GRAD_NAMES, actual[0] + actual[1], expected[0] + expected[1]):
+        assert torch.equal(a, e), name
 
 
 def test_unneeded_gradients_are_empty():

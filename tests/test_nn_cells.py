@@ -63,6 +63,35 @@ def test_cell_float32_matches_torch_and_reference(case, backend):
     check_case(case, torch.float32)
 
 
+@pytest.mark.parametrize("input_size, hidden_size", [(1, HIDDEN), (INPUT, 1)])
+@pytest.mark.parametrize("name", ["RNNCell", "LSTMCell", "GRUCell"])
+def test_batches_of_one_feature_from_a_transpose_match_torch(name, input_size, hidden_size, backend):
+    """A batch of scalars as ``values.unsqueeze(0).t()`` makes it: (B, 1) and contiguous, with a
+    stride on the feature dimension that a copy would not have. The C++ kernels once read it
+    as a column step in the step's products."""
+    inputs = Inputs()
+    torch_cell = draw_weights(getattr(torch.nn, name)(input_size, hidden_size, dtype=torch.float64), inputs)
+    cell = twin(torch_cell, getattr(seqkern.nn, name), input_size, hidden_size)
+
+    def column_batch(size):
+        values = inputs.randn(BATCH, size)
+        return values.reshape(-1).unsqueeze(0).t() if size == 1 else values
+
+    x = column_batch(input_size)
+    states = [column_batch(hidden_size) for _ in range(2)]
+    assert x.is_contiguous() and x.stride() == ((1, BATCH) if input_size == 1 else (INPUT, 1))
+    results = []
+    for module in (torch_cell, cell):
+        leaf = x.detach().requires_grad_()
+        state = module(leaf, tuple(states) if name == "LSTMCell" else states[0])
+        finals = state if isinstance(state, tuple) else (state,)
+        loss = sum((final * torch.arange(final.numel(), dtype=final.dtype).view(final.shape)).sum()
+                   for final in finals)
+        results.append([*finals, *torch.autograd.grad(loss, [leaf, *module.parameters()])])
+    for actual, expected in zip(results[1], results[0]):
+        assert_close(actual, expected)
+
+
 @pytest.mark.parametrize("name", ["RNNCell", "LSTMCell", "GRUCell"])
 def test_hidden_size_zero_cell(name):
     torch_cell = getattr(torch.nn, name)(INPUT, 0)

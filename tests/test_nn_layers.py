@@ -10,7 +10,7 @@ from torch.nn.utils.rnn import pack_sequence, pad_packed_sequence
 import seqkern
 from nn_support import (assert_runs_close, backend, draw_weights, reference_layer_run, require_backend,  # noqa: F401
                         run_layer, sequence_data, twin)
-from support import Inputs, assert_close
+from support import Inputs, assert_close, with_odd_unit_strides
 
 STEPS, BATCH, INPUT, HIDDEN, PROJ = 5, 3, 7, 13, 5
 
@@ -129,6 +129,40 @@ def test_empty_batch(mode, backend):
     assert x.grad.shape == x.shape
     for parameter in seqkern_module.parameters():
         assert parameter.grad is not None and not parameter.grad.any()
+
+
+@pytest.mark.parametrize("batch", [BATCH, 1])
+@pytest.mark.parametrize("torch_class, seqkern_class", [(torch.nn.LSTM, seqkern.nn.LSTM), (torch.nn.GRU, seqkern.nn.GRU),
+                                                        (torch.nn.RNN, seqkern.nn.RNN)], ids=["lstm", "gru", "rnn"])
+def test_one_feature_inputs_from_a_transpose_match_torch(torch_class, seqkern_class, batch, backend):
+    """Batch-first series of one feature as a transpose leaves them: contiguous, but with a
+    stride on a size-1 dimension that a copy would not have (B series of one step from a
+    (1, 1, B) tensor; one series and its states). The C++ kernels once read that stride as
+    the column step of the input projection."""
+    inputs = Inputs()
+    torch_module = draw_weights(torch_class(1, HIDDEN, batch_first=True, bidirectional=True, dtype=torch.float64),
+                                inputs)
+    seqkern_module = twin(torch_module, seqkern_class, 1, HIDDEN, batch_first=True, bidirectional=True,
+                          dtype=torch.float64)
+    if batch == 1:
+        x = with_odd_unit_strides(inputs.randn(1, STEPS, 1))
+        states = [with_odd_unit_strides(inputs.randn(2, 1, HIDDEN)) for _ in range(2)]
+    else:
+        x = inputs.randn(1, 1, batch).permute(2, 1, 0)
+        assert x.is_contiguous() and x.stride() == (1, batch, batch)
+        states = [inputs.randn(2, batch, HIDDEN) for _ in range(2)]
+    hx = tuple(states) if torch_class is torch.nn.LSTM else states[0]
+    results = []
+    for module in (torch_module, seqkern_module):
+        leaf = x.detach().requires_grad_()
+        output, hidden = module(leaf, hx)
+        finals = hidden if isinstance(hidden, tuple) else (hidden,)
+        loss = (output * torch.arange(output.numel(), dtype=output.dtype).view(output.shape)).sum()
+        loss = loss + sum(final.sum() for final in finals)
+        grads = torch.autograd.grad(loss, [leaf, *module.parameters()])
+        results.append([output, *finals, *grads])
+    for actual, expected in zip(results[1], results[0]):
+        assert_close(actual, expected)
 
 
 def test_packed_unsorted_final_state_equals_each_sequence_alone(backend):

@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 import torch
 
-from support import Inputs, assert_close
+from support import Inputs, assert_close, with_odd_unit_strides
 
 from seqkern import reference
 from seqkern.kernels import recurrent as triton_recurrent
@@ -371,6 +371,22 @@ def test_weight_views_at_unaligned_offsets():
     layer.arguments["w_hh"] = storage[1:].view_as(w_hh)
     assert layer.arguments["w_hh"].data_ptr() % 16 != 0
     forward, backward = run_triton("step", layer, False)
+    expected_forward, expected_backward = run_reference(layer, False)
+    check_float32(forward, expected_forward)
+    check_float32(backward, expected_backward)
+
+
+@pytest.mark.parametrize("path", ["persistent", "step", "cell"])
+def test_size_one_dimensions_with_any_stride_match_reference(path):
+    """Contiguous arguments whose size-1 dimensions (B = 1, I = 1) have strides a copy would
+    not have, as transposes leave them."""
+    layer = make_layer(VARIANTS["lstm_projection"], torch.float32, batch=1, input_size=1, seed=9)
+    for name, tensor in list(layer.arguments.items()):
+        if tensor is not None and tensor.is_floating_point() and 1 in tensor.shape:
+            layer.arguments[name] = with_odd_unit_strides(tensor)
+    gradients = tuple(with_odd_unit_strides(g) for g in layer.gradients)
+    layer = layer._replace(gradients=gradients)
+    forward, backward = run_triton(path, layer, False)
     expected_forward, expected_backward = run_reference(layer, False)
     check_float32(forward, expected_forward)
     check_float32(backward, expected_backward)
