@@ -31,6 +31,7 @@ import torch
 from torch import Tensor
 from torch.nn.utils.rnn import PackedSequence
 
+from ._names import cpp_type_name, python_type_name, scalar_type_name
 from .ops import pooling as _pooling
 from .ops import recurrent as _recurrent
 from .ops._entry import op_entry as _op_entry
@@ -38,19 +39,21 @@ from .ops._entry import op_entry as _op_entry
 __all__ = ["rnn", "lstm", "gru", "rnn_cell", "lstm_cell", "gru_cell", "max_pool1d", "max_pool2d", "max_pool3d"]
 
 
-def _scalar_type_name(dtype: torch.dtype) -> str:
-    # ATen's name for a dtype ("Float", "Double", "Long"), as its matmul errors print it.
-    return torch.empty((), dtype=dtype).type().removeprefix("torch.").removesuffix("Tensor")
-
-
-def _check_matmul_dtypes(left: Tensor, right: Tensor) -> None:
+def _check_matmul_dtypes(left: Tensor, right: Tensor, with_bias: bool) -> None:
     """torch's RNNs fail in their first matmul when a state or input has another dtype
-    than the weights; the same error, raised before any work is done."""
-    if left.dtype != right.dtype:
+    than the weights; the same error, raised before any work is done. A product with a bias
+    is ATen's addmm, one without is its mm, and their messages differ."""
+    if left.dtype == right.dtype:
+        return
+    if with_bias:
         raise RuntimeError(
-            f"mat1 and mat2 must have the same dtype, but got {_scalar_type_name(left.dtype)} "
-            f"and {_scalar_type_name(right.dtype)}"
+            f"mat1 and mat2 must have the same dtype, but got {scalar_type_name(left.dtype)} "
+            f"and {scalar_type_name(right.dtype)}"
         )
+    raise RuntimeError(
+        f"expected m1 and m2 to have the same dtype, but got: {cpp_type_name(left.dtype)} != "
+        f"{cpp_type_name(right.dtype)}"
+    )
 
 
 def _check_cell_state_dtype(cell_state: Tensor, input: Tensor) -> None:
@@ -164,7 +167,7 @@ def _run_stack(input, hx, cx, weights, cell, has_biases, num_layers, dropout, tr
         c_zeros = (h_zeros if out_size == hidden else sequence.new_zeros((batch, hidden))) if is_lstm else None
         initial_states = [(h_zeros, c_zeros)] * count
     else:
-        _check_matmul_dtypes(hx, first_w_hh)
+        _check_matmul_dtypes(hx, first_w_hh, has_biases)
         if is_lstm:
             _check_cell_state_dtype(cx, sequence)
         if sorted_indices is not None:
@@ -258,7 +261,8 @@ def _check_cell_hidden(input: Tensor, state: Tensor, hidden_size: int, label: in
         raise RuntimeError(
             f"Input batch size {input.size(0)} doesn't match hidden{label} batch size {state.size(0)}"
         )
-    if state.dim() >= 2 and state.size(1) != hidden_size:
+    # A 1-D state fails here with torch's IndexError, as in ATen's check.
+    if state.size(1) != hidden_size:
         raise RuntimeError(
             f"hidden{label} has inconsistent hidden_size: got {state.size(1)}, expected {hidden_size}"
         )
@@ -279,7 +283,7 @@ def _run_cell(input, h, c, w_ih, w_hh, b_ih, b_hh, w_peep, cell):
     return cell_op(input, h, c, w_ih, w_hh, b_ih, b_hh, w_peep, cell)
 
 
-def _check_cell_call(input, states, w_ih, w_hh):
+def _check_cell_call(input, states, w_ih, w_hh, b_ih, b_hh):
     """What torch's ATen cells check, in their order: sizes first, then the matmul dtypes."""
     # A decoder calls a cell every step: the usual call passes with one shape comparison per
     # tensor (a third of the checks' time); anything else goes through every check.
@@ -291,8 +295,8 @@ def _check_cell_call(input, states, w_ih, w_hh):
     _check_cell_input(input, w_ih)
     for label, state in enumerate(states):
         _check_cell_hidden(input, state, w_hh.size(1), label)
-    _check_matmul_dtypes(input, w_ih)
-    _check_matmul_dtypes(states[0], w_hh)
+    _check_matmul_dtypes(input, w_ih, b_ih is not None)
+    _check_matmul_dtypes(states[0], w_hh, b_hh is not None)
 
 
 def rnn_cell(input: Tensor, hx: Optional[Tensor], w_ih: Tensor, w_hh: Tensor,
@@ -303,7 +307,7 @@ def rnn_cell(input: Tensor, hx: Optional[Tensor], w_ih: Tensor, w_hh: Tensor,
         raise RuntimeError(f"Unknown nonlinearity: {nonlinearity}")
     if hx is None:
         hx = input.new_zeros((input.size(0), w_hh.size(1)))
-    _check_cell_call(input, (hx,), w_ih, w_hh)
+    _check_cell_call(input, (hx,), w_ih, w_hh, b_ih, b_hh)
     return _run_cell(input, hx, None, w_ih, w_hh, b_ih, b_hh, None, "rnn_" + nonlinearity)[0]
 
 
@@ -316,10 +320,16 @@ def lstm_cell(input: Tensor, hx, w_ih: Tensor, w_hh: Tensor, b_ih: Optional[Tens
     if hx is None:
         zeros = input.new_zeros((input.size(0), w_hh.size(1)))
         hx = (zeros, zeros)
+    # What torch's argument parser takes for a list of tensors, and its messages.
+    if not isinstance(hx, (tuple, list)):
+        raise TypeError(f"lstm_cell(): argument 'hx' (position 2) must be tuple of Tensors, not {python_type_name(hx)}")
+    for index, state in enumerate(hx):
+        if not isinstance(state, Tensor):
+            raise TypeError(f"expected Tensor as element {index} in argument 1, but got {python_type_name(state)}")
     if len(hx) != 2:
         raise RuntimeError("lstm_cell expects two hidden states")
     h, c = hx
-    _check_cell_call(input, (h, c), w_ih, w_hh)
+    _check_cell_call(input, (h, c), w_ih, w_hh, b_ih, b_hh)
     _check_cell_state_dtype(c, input)
     return _run_cell(input, h, c, w_ih, w_hh, b_ih, b_hh, w_peep, _lstm_cell_name(coupled_gates))
 
@@ -330,7 +340,7 @@ def gru_cell(input: Tensor, hx: Optional[Tensor], w_ih: Tensor, w_hh: Tensor,
     """One GRU step: input (B, I), hx (B, H) or None -> h' (B, H)."""
     if hx is None:
         hx = input.new_zeros((input.size(0), w_hh.size(1)))
-    _check_cell_call(input, (hx,), w_ih, w_hh)
+    _check_cell_call(input, (hx,), w_ih, w_hh, b_ih, b_hh)
     return _run_cell(input, hx, None, w_ih, w_hh, b_ih, b_hh, None, _gru_cell_name(reset_after))[0]
 
 

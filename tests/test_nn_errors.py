@@ -77,6 +77,11 @@ FORWARD_CASES = [
     ("grucell-batch-1-no-broadcast", "GRUCell", (10, 20), {}, (zeros(3, 10), zeros(1, 20))),
     ("lstmcell-unbatched-2d-hx", "LSTMCell", (10, 20), {}, (zeros(10), (zeros(1, 20), zeros(1, 20)))),
     ("lstmcell-batched-1d-hx", "LSTMCell", (10, 20), {}, (zeros(3, 10), (zeros(20), zeros(20)))),
+    ("rnncell-batched-1d-hx-as-long-as-the-batch", "RNNCell", (10, 20), {}, (zeros(20, 10), zeros(20))),
+    ("lstmcell-batched-1d-hx-as-long-as-the-batch", "LSTMCell", (10, 20), {},
+     (zeros(20, 10), (zeros(20), zeros(20)))),
+    ("lstmcell-hx-one-tensor", "LSTMCell", (10, 20), {}, (zeros(3, 10), zeros(3, 20))),
+    ("lstmcell-hx-stacked-tensor", "LSTMCell", (10, 20), {}, (zeros(3, 10), zeros(2, 3, 20))),
     ("rnncell-3d-input", "RNNCell", (10, 20), {}, (zeros(3, 10, 1),)),
     ("grucell-0d-input", "GRUCell", (10, 20), {}, (torch.tensor(1.0),)),
     ("lstmcell-3d-input", "LSTMCell", (10, 20), {}, (zeros(3, 10, 1),)),
@@ -89,6 +94,13 @@ FORWARD_CASES = [
     ("lstmcell-input-dtype", "LSTMCell", (10, 20), {}, (zeros(3, 10, dtype=f64),)),
     ("grucell-input-int", "GRUCell", (10, 20), {}, (zeros(3, 10, dtype=torch.int64),)),
     ("rnncell-hidden-dtype", "RNNCell", (10, 20), {}, (zeros(3, 10), zeros(3, 20, dtype=f64))),
+    ("rnncell-no-bias-input-dtype", "RNNCell", (10, 20), {"bias": False}, (zeros(3, 10, dtype=f64),)),
+    ("grucell-no-bias-hidden-dtype", "GRUCell", (10, 20), {"bias": False}, (zeros(3, 10), zeros(3, 20, dtype=f64))),
+    ("lstmcell-no-bias-input-int", "LSTMCell", (10, 20), {"bias": False}, (zeros(3, 10, dtype=torch.int64),)),
+    ("lstmcell-no-bias-input-bf16", "LSTMCell", (10, 20), {"bias": False}, (zeros(3, 10, dtype=torch.bfloat16),)),
+    ("rnn-no-bias-hx-dtype", "RNN", (3, 5), {"bias": False}, (zeros(2, 4, 3), zeros(1, 4, 5, dtype=f64))),
+    ("gru-no-bias-hx-half", "GRU", (3, 5), {"bias": False}, (zeros(2, 4, 3), zeros(1, 4, 5, dtype=torch.float16))),
+    ("lstm-no-bias-packed-dtype", "LSTM", (3, 5), {"bias": False}, (packed(3, 2, 3, lengths=[3, 2], dtype=f64),)),
     ("lstmcell-f64-hidden-f32", "LSTMCell", (10, 20), {"dtype": f64},
      (zeros(3, 10, dtype=f64), (zeros(3, 20), zeros(3, 20, dtype=f64)))),
 ]
@@ -105,6 +117,21 @@ def raised(call):
 def test_forward_error_matches_torch(name, args, kwargs, call_args):
     expected = raised(lambda: getattr(torch.nn, name)(*args, **kwargs)(*call_args))
     assert raised(lambda: getattr(seqkern.nn, name)(*args, **kwargs)(*call_args)) == expected
+
+
+LSTM_CELL_STATES = {
+    "tensor": zeros(3, 20), "none-state": (zeros(3, 20), None), "int-state": [zeros(3, 20), 1],
+    "array-state": (zeros(3, 20), zeros(3, 20).numpy()), "string": "hc", "three-states": (zeros(3, 20),) * 3,
+}
+
+
+@pytest.mark.parametrize("hx", LSTM_CELL_STATES.values(), ids=LSTM_CELL_STATES.keys())
+def test_lstm_cell_states_are_parsed_as_torch_parses_them(hx):
+    """seqkern.functional.lstm_cell against torch.lstm_cell (what LSTMCell calls): the state
+    pair is a tuple or list of tensors, checked with the messages of torch's argument parser."""
+    x, w_ih, w_hh = zeros(3, 10), zeros(80, 10), zeros(80, 20)
+    expected = raised(lambda: torch.lstm_cell(x, hx, w_ih, w_hh))
+    assert raised(lambda: seqkern.functional.lstm_cell(x, hx, w_ih, w_hh)) == expected
 
 
 # (id, class name, constructor args, constructor kwargs)

@@ -227,7 +227,7 @@ class LSTM(_RecurrentStack, torch.nn.LSTM):
 
     def _check_packed_dtype(self, data) -> None:
         # torch.nn.LSTM skips check_input for packed input and fails in its first matmul.
-        F._check_matmul_dtypes(data, self._flat_weights[0])
+        F._check_matmul_dtypes(data, self._flat_weights[0], self.bias)
 
     def _check_state_dims(self, hx, batched: bool) -> None:
         wanted = 3 if batched else 2

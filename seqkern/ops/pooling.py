@@ -52,6 +52,7 @@ from torch import Tensor
 from torch._prims_common import suggest_memory_format
 
 from .. import _backend
+from .._names import python_type_name, scalar_type_name
 from ._entry import op_entry
 
 INDEX_DTYPES = (torch.int64, torch.int32)
@@ -266,13 +267,6 @@ else:
 # ---------------------------------------------------------------------------------------
 _ARGUMENT_POSITIONS = {"kernel_size": 2, "stride": 3, "padding": 4, "dilation": 5}
 _INT32_RANGE = (-(2**31), 2**31 - 1)
-_HEAP_TYPE = 1 << 9  # Py_TPFLAGS_HEAPTYPE: a class made by a class statement, not a C type
-_SCALAR_TYPE_NAMES = {
-    torch.bool: "Bool", torch.complex32: "ComplexHalf", torch.complex64: "ComplexFloat",
-    torch.complex128: "ComplexDouble", torch.uint16: "UInt16", torch.uint32: "UInt32", torch.uint64: "UInt64",
-}
-
-
 def _is_index(value) -> bool:
     """Whether torch's int parsing takes value as an int: anything with __index__ but bool."""
     if isinstance(value, bool):
@@ -282,15 +276,6 @@ def _is_index(value) -> bool:
     except TypeError:
         return False
     return True
-
-
-def _type_name(value) -> str:
-    """The type's name as torch's argument parser prints it (CPython's tp_name): a C type
-    outside builtins carries its module ("numpy.float64"), a Python class does not."""
-    kind = type(value)
-    if kind.__flags__ & _HEAP_TYPE or kind.__module__ == "builtins":
-        return kind.__name__
-    return f"{kind.__module__}.{kind.__name__}"
 
 
 def _int_list(function: str, name: str, value) -> List[int]:
@@ -305,15 +290,15 @@ def _int_list(function: str, name: str, value) -> List[int]:
         # takes a bool for an int: (2, True) is (2, 1), (True, 2) is an error.
         if value and not _is_index(value[0]):
             raise TypeError(f"{function}(): argument '{name}' (position {position}) must be tuple of ints, "
-                            f"but found element of type {_type_name(value[0])} at pos 0")
+                            f"but found element of type {python_type_name(value[0])} at pos 0")
         for at, item in enumerate(value):
             if not (isinstance(item, bool) or _is_index(item)):
                 raise TypeError(f"{function}(): argument '{name}' failed to unpack the object at pos {at + 1} "
-                                f'with error "type must be tuple of ints,but got {_type_name(item)}"')
+                                f'with error "type must be tuple of ints,but got {python_type_name(item)}"')
         return [item.__index__() for item in value]
     if not _is_index(value):
         raise TypeError(f"{function}(): argument '{name}' (position {position}) must be tuple of ints, "
-                        f"not {_type_name(value)}")
+                        f"not {python_type_name(value)}")
     return [value.__index__()]
 
 
@@ -582,14 +567,15 @@ def _checked_geometry(dims, input, kernel_size, stride, padding, dilation, ceil_
     with_indices = return_indices
     function = f"max_pool{dims}d" + ("_with_indices" if with_indices else "")
     if not isinstance(input, Tensor):
-        raise TypeError(f"{function}(): argument 'input' (position 1) must be Tensor, not {_type_name(input)}")
+        raise TypeError(f"{function}(): argument 'input' (position 1) must be Tensor, not {python_type_name(input)}")
     kernel = _int_list(function, "kernel_size", kernel_size)
     stride = [] if stride is None else _int_list(function, "stride", stride)
     extension = _is_extension_padding(padding)
     torch_padding = [] if extension else _int_list(function, "padding", padding)
     dilation = _int_list(function, "dilation", dilation)
     if not isinstance(ceil_mode, bool):
-        raise TypeError(f"{function}(): argument 'ceil_mode' (position 6) must be bool, not {_type_name(ceil_mode)}")
+        raise TypeError(f"{function}(): argument 'ceil_mode' (position 6) must be bool, "
+                        f"not {python_type_name(ceil_mode)}")
     if isinstance(pad_value, bool) or not isinstance(pad_value, (int, float)):
         raise TypeError(f"max_pool{dims}d: pad_value must be a real number, not {type(pad_value).__name__}")
     pad_value = float(pad_value)
@@ -608,8 +594,7 @@ def _checked_geometry(dims, input, kernel_size, stride, padding, dilation, ceil_
                                "Output size is too small")
     if input.dtype not in SUPPORTED_DTYPES:
         kernel_name = "max_pool1d_impl" if dims == 1 and not with_indices else f"max_pool{max(dims, 2)}d"
-        type_name = _SCALAR_TYPE_NAMES.get(input.dtype, str(input.dtype).replace("torch.", "").capitalize())
-        raise NotImplementedError(f'"{kernel_name}" not implemented for \'{type_name}\'')
+        raise NotImplementedError(f'"{kernel_name}" not implemented for \'{scalar_type_name(input.dtype)}\'')
     check_pad_value(input.dtype, pad_value)
     flat_padding = [side for sides in window.padding for side in sides]
     return window.kernel, window.stride, window.dilation, flat_padding, _backward_index_dtype(input, dims)
