@@ -234,6 +234,16 @@ def lstm(input, hx, weights: Sequence[Tensor], has_biases: bool = True, num_laye
     ``coupled_gates`` (whose gate weights have 3H rows f, g, o).
     """
     cell = _lstm_cell_name(coupled_gates)
+    if hx is not None:
+        # torch's argument parser takes a tuple or list of tensors here; where it matches no
+        # overload of lstm() it lists them all, which says less than this.
+        if not isinstance(hx, (tuple, list)) or not all(isinstance(state, Tensor) for state in hx):
+            described = python_type_name(hx)
+            if isinstance(hx, (tuple, list)):
+                described += f" of [{', '.join(python_type_name(state) for state in hx)}]"
+            raise TypeError(f"lstm(): argument 'hx' must be a tuple of two Tensors (h_0, c_0), not {described}")
+        if len(hx) != 2:
+            raise RuntimeError("lstm expects two hidden states")
     h0, c0 = (None, None) if hx is None else hx
     output, h_n, c_n = _run_stack(input, h0, c0, weights, cell, has_biases, num_layers, dropout,
                                   training, bidirectional, batch_first, peephole)

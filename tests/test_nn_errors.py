@@ -48,6 +48,7 @@ FORWARD_CASES = [
     ("lstm-batched-2d-hx", "LSTM", (3, 5), {}, (zeros(2, 4, 3), (zeros(1, 5), zeros(1, 5)))),
     ("lstm-unbatched-3d-hx", "LSTM", (3, 5), {}, (zeros(2, 3), (zeros(1, 1, 5), zeros(1, 1, 5)))),
     ("lstm-hx-one-tensor", "LSTM", (3, 5), {}, (zeros(2, 4, 3), (zeros(1, 4, 5),))),
+    ("lstm-hx-three-tensors", "LSTM", (3, 5), {}, (zeros(2, 4, 3), (zeros(1, 4, 5),) * 3)),
     ("lstm-empty-sequence", "LSTM", (3, 5, 2), {}, (zeros(0, 4, 3),)),
     ("rnn-empty-unbatched-sequence", "RNN", (3, 5), {}, (zeros(0, 3),)),
     ("gru-empty-batch-first-sequence", "GRU", (3, 5), {"batch_first": True}, (zeros(2, 0, 3),)),
@@ -194,6 +195,24 @@ def test_packed_lstm_checks_what_torch_leaves_to_its_kernels():
         module(packed(3, 2, 3, lengths=[3, 2]), (zeros(2, 3, 5), zeros(2, 3, 5)))
     with pytest.raises(RuntimeError, match=r"^Expected hidden\[1\] size \(2, 2, 5\), got \[2, 5\]$"):
         module(packed(3, 2, 3, lengths=[3, 2]), (zeros(2, 2, 5), zeros(2, 5)))
+
+
+@pytest.mark.parametrize("packed_input", [False, True], ids=["padded", "packed"])
+def test_lstm_states_stacked_in_one_tensor_are_a_type_error(packed_input):
+    # torch's argument parser lists every overload of lstm() there: the same TypeError, and
+    # a message that says what is wrong.
+    x = packed(3, 2, 3, lengths=[3, 2]) if packed_input else zeros(3, 2, 3)
+    stacked = torch.stack([zeros(1, 2, 5)] * 2)
+    with pytest.raises(TypeError, match=r"lstm\(\) received an invalid combination of arguments"):
+        torch.nn.LSTM(3, 5)(x, stacked)
+    with pytest.raises(TypeError, match=r"^lstm\(\): argument 'hx' must be a tuple of two Tensors \(h_0, c_0\), "
+                                        r"not Tensor$"):
+        seqkern.nn.LSTM(3, 5)(x, stacked)
+
+
+def test_functional_lstm_names_what_its_states_are():
+    with pytest.raises(TypeError, match=r"not tuple of \[Tensor, NoneType\]$"):
+        seqkern.functional.lstm(zeros(3, 2, 3), (zeros(1, 2, 5), None), list(seqkern.nn.LSTM(3, 5).parameters()))
 
 
 def test_too_large_hx_for_unsorted_packed_input_is_an_error():
