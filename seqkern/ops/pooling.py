@@ -267,6 +267,8 @@ else:
 # ---------------------------------------------------------------------------------------
 _ARGUMENT_POSITIONS = {"kernel_size": 2, "stride": 3, "padding": 4, "dilation": 5}
 _INT32_RANGE = (-(2**31), 2**31 - 1)
+
+
 def _is_index(value) -> bool:
     """Whether torch's int parsing takes value as an int: anything with __index__ but bool."""
     if isinstance(value, bool):
